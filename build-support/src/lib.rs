@@ -1,0 +1,33 @@
+//! Build-script helper shared by every package whose binaries or test executables
+//! link libtorch (through tch).
+//!
+//! `cargo:rustc-link-arg` only reaches the binaries and tests of the package whose
+//! build script prints it, so each such package calls [`link_libtorch`] from its own
+//! `build.rs`. It does two things the torch-sys build does not:
+//!
+//! - an rpath to libtorch's `lib/`, so binaries run without `LD_LIBRARY_PATH`;
+//! - `--no-as-needed -ltorch_cuda`, because with the default `--as-needed` the linker
+//!   drops `libtorch_cuda.so` (nothing references it by symbol) and CUDA then reports
+//!   unavailable on a GPU machine.
+
+use std::path::PathBuf;
+
+/// Emits the link arguments for libtorch found through `LIBTORCH` (set by
+/// `.cargo/config.toml` to the `.libtorch` link that `scripts/setup.sh` makes).
+pub fn link_libtorch() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        println!("cargo:warning=LIBTORCH is not set: run scripts/setup.sh first");
+        return;
+    };
+    // Resolve the `.libtorch` symlink so the rpath names the real, cached location.
+    let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
+    let lib_dir = libtorch.join("lib");
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    if lib_dir.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+}

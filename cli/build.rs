@@ -1,0 +1,1 @@
+fn main() { expcluster_build_support::link_libtorch(); }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Fresh-machine set-up for expcluster. Idempotent: a second run takes seconds.
+#
+# Installs, outside the clone (so CI and later builds reuse them):
+#   - a Python venv with PyTorch 2.11.0 (the libtorch that tch 0.24 links against),
+#     numpy, scipy and scikit-learn (example data and the statistics references);
+#   - the Debian packages the tests use.
+# Prints nothing but progress; `scripts/env.sh` exports the resulting paths.
+set -euo pipefail
+
+CACHE_DIR="${EXPCLUSTER_CACHE:-$HOME/.cache/expcluster}"
+VENV="$CACHE_DIR/venv"
+TORCH_VERSION="2.11.0"
+PY_PACKAGES=(numpy scipy scikit-learn)
+DEBIAN_PACKAGES=(tmux procps)
+
+mkdir -p "$CACHE_DIR"
+
+install_debian_packages() {
+    local missing=()
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return
+    fi
+    echo "setup: installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_python_venv() {
+    local stamp="$VENV/.expcluster-stamp"
+    local want="torch==$TORCH_VERSION ${PY_PACKAGES[*]}"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return
+    fi
+    echo "setup: creating the Python venv at $VENV (PyTorch $TORCH_VERSION, about 5 GB, once)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    "$VENV/bin/pip" install --quiet "torch==$TORCH_VERSION" "${PY_PACKAGES[@]}"
+    echo "$want" > "$stamp"
+}
+
+link_libtorch() {
+    # tch builds against the wheel's libtorch; `.cargo/config.toml` points LIBTORCH here.
+    local repo torch_dir
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    torch_dir="$(ls -d "$VENV"/lib/python3*/site-packages/torch | head -n 1)"
+    ln -sfn "$torch_dir" "$repo/.libtorch"
+}
+
+install_debian_packages
+install_python_venv
+link_libtorch
+echo "setup: ready (venv $VENV)"
