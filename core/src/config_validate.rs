@@ -1,0 +1,288 @@
+//! The second pass over a parsed config: everything serde cannot check.
+//!
+//! Each check names the key it is about, so the error carries that key's position.
+
+use crate::config::{is_valid_variant_name, LoadedConfig, StageSpec, MAX_JOBS_PER_STAGE, MAX_SEEDS};
+use crate::config_error::ConfigError;
+use crate::ids::Stage;
+use crate::metric_line::is_metric_name;
+use crate::trainer_spec::TrainerSpec;
+
+pub(crate) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    validate_names(loaded)?;
+    validate_job(loaded)?;
+    validate_variants(loaded)?;
+    validate_stages(loaded)?;
+    validate_claims(loaded)?;
+    validate_resources(loaded)
+}
+
+fn validate_names(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    if config.name.trim().is_empty() {
+        return Err(loaded.error_at(&["name"], "`name` is empty".into(), "give the experiment a name"));
+    }
+    if !is_metric_name(&config.primary_metric.name) {
+        return Err(loaded.error_at(
+            &["primary_metric", "name"],
+            format!("`{}` is not a metric name", config.primary_metric.name),
+            "metric names are identifiers such as test_accuracy",
+        ));
+    }
+    if config.methods.is_empty() {
+        return Err(loaded.error_at(
+            &["methods"],
+            "no methods are defined".into(),
+            "add at least `proposed: {}` under `methods`",
+        ));
+    }
+    for name in config.methods.keys().chain(config.ablations.keys()) {
+        if !is_valid_variant_name(name) {
+            return Err(loaded.error_at(
+                &[name],
+                format!("`{name}` cannot be used as a method or ablation name"),
+                "use letters, digits, `_` and `-` (up to 64 characters)",
+            ));
+        }
+    }
+    for name in config.ablations.keys() {
+        if config.methods.contains_key(name) {
+            return Err(loaded.error_at(
+                &["ablations", name],
+                format!("`{name}` is both a method and an ablation"),
+                "rename the ablation (for example `no_<component>`)",
+            ));
+        }
+    }
+    if let Some(proposed) = &config.proposed {
+        if !config.methods.contains_key(proposed) {
+            return Err(loaded.error_at(
+                &["proposed"],
+                format!("the proposed method `{proposed}` is not under `methods`"),
+                &format!("known methods: {}", join(config.methods.keys())),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_job(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let job = &loaded.config.job;
+    match (&job.trainer, &job.command) {
+        (Some(_), Some(_)) => Err(loaded.error_at(
+            &["job", "command"],
+            "`job` has both `trainer` and `command`".into(),
+            "a job runs either the built-in trainer or a command: keep one",
+        )),
+        (None, None) => Err(loaded.error_at(
+            &["job"],
+            "`job` has neither `trainer` nor `command`".into(),
+            "add `command: [python, runfile.py]` or a `trainer:` section",
+        )),
+        (None, Some(argv)) if argv.is_empty() || argv[0].trim().is_empty() => Err(loaded.error_at(
+            &["job", "command"],
+            "`job.command` is empty".into(),
+            "give the program and its arguments, e.g. [python, runfile.py]",
+        )),
+        (Some(trainer), None) => TrainerSpec::from_json(trainer)
+            .map(|_| ())
+            .map_err(|reason| loaded.error_at(&["job", "trainer"], format!("invalid trainer: {reason}"), "see the trainer options in the config.yaml from `expcluster init`")),
+        (None, Some(_)) => Ok(()),
+    }
+}
+
+/// Every method and ablation must resolve: its override paths exist and, for the
+/// trainer, the resolved section is itself valid.
+fn validate_variants(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    for (name, overrides) in &config.methods {
+        check_resolves(loaded, &["methods", name], &[overrides])?;
+    }
+    let proposed = config.methods.get(config.proposed_method());
+    for (name, overrides) in &config.ablations {
+        let base = proposed.into_iter().collect::<Vec<_>>();
+        let mut layers = base.clone();
+        layers.push(overrides);
+        check_resolves(loaded, &["ablations", name], &layers)?;
+    }
+    Ok(())
+}
+
+fn check_resolves(
+    loaded: &LoadedConfig,
+    at: &[&str],
+    layers: &[&crate::config::Overrides],
+) -> Result<(), ConfigError> {
+    let resolved = loaded.resolve(layers).map_err(|err| {
+        let mut path = at.to_vec();
+        path.push(err.path.as_str());
+        loaded.error_at(
+            &path,
+            format!("override `{}`: {}", err.path, err.reason),
+            "an override path must name a key of `job` (for example trainer.model.dropout)",
+        )
+    })?;
+    if let Some(trainer) = resolved.get("trainer") {
+        TrainerSpec::from_json(trainer).map_err(|reason| {
+            loaded.error_at(at, format!("after overrides, the trainer is invalid: {reason}"), "fix the override values")
+        })?;
+    }
+    Ok(())
+}
+
+fn validate_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let mut any = false;
+    for stage in Stage::ALL {
+        let Some(spec) = stage_spec(loaded, stage) else {
+            continue;
+        };
+        any = true;
+        validate_stage(loaded, stage, spec)?;
+    }
+    if !any {
+        return Err(loaded.error_at(
+            &["stages"],
+            "no stages are defined".into(),
+            "define at least `implementation: {seeds: 1}` under `stages`",
+        ));
+    }
+    let _ = config;
+    Ok(())
+}
+
+pub(crate) fn stage_spec(loaded: &LoadedConfig, stage: Stage) -> Option<&StageSpec> {
+    let stages = &loaded.config.stages;
+    match stage {
+        Stage::Implementation => stages.implementation.as_ref(),
+        Stage::Baselines => stages.baselines.as_ref(),
+        Stage::Full => stages.full.as_ref(),
+        Stage::Ablations => stages.ablations.as_ref(),
+    }
+}
+
+fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let at = |key: &'static str| vec!["stages", stage.as_str(), key];
+    if spec.seeds == 0 || spec.seeds > MAX_SEEDS {
+        return Err(loaded.error_at(
+            &at("seeds"),
+            format!("stage `{stage}` has {} seeds", spec.seeds),
+            &format!("use between 1 and {MAX_SEEDS} seeds"),
+        ));
+    }
+    if let Some(methods) = &spec.methods {
+        if methods.is_empty() {
+            return Err(loaded.error_at(&at("methods"), format!("stage `{stage}` lists no methods"), "list at least one method, or remove `methods` to run them all"));
+        }
+        for method in methods {
+            if !config.methods.contains_key(method) {
+                return Err(loaded.error_at(
+                    &at("methods"),
+                    format!("stage `{stage}` names the unknown method `{method}`"),
+                    &format!("known methods: {}", join(config.methods.keys())),
+                ));
+            }
+        }
+    }
+    if let Some(ablations) = &spec.ablations {
+        for ablation in ablations {
+            if !config.ablations.contains_key(ablation) {
+                return Err(loaded.error_at(
+                    &at("ablations"),
+                    format!("stage `{stage}` names the unknown ablation `{ablation}`"),
+                    &format!("known ablations: {}", join(config.ablations.keys())),
+                ));
+            }
+        }
+    }
+    if stage == Stage::Ablations {
+        let selected = spec.ablations.as_ref().map_or(config.ablations.len(), Vec::len);
+        if selected == 0 {
+            return Err(loaded.error_at(
+                &["stages", "ablations"],
+                "the ablations stage has no ablations to run".into(),
+                "define ablations under `ablations:` (overrides of the proposed method)",
+            ));
+        }
+    }
+    for (path, values) in &spec.sweep {
+        if values.is_empty() {
+            return Err(loaded.error_at(&["sweep", path], format!("sweep `{path}` has no values"), "give at least one value"));
+        }
+        for value in values {
+            let mut one = crate::config::Overrides::new();
+            one.insert(path.clone(), value.clone());
+            check_resolves(loaded, &["stages", stage.as_str(), "sweep"], &[&spec.overrides, &one])?;
+        }
+    }
+    check_resolves(loaded, &["stages", stage.as_str(), "overrides"], &[&spec.overrides])?;
+    let points: usize = spec.sweep.values().map(Vec::len).product();
+    let variants = match stage {
+        Stage::Ablations => spec.ablations.as_ref().map_or(config.ablations.len(), Vec::len) + 1,
+        _ => spec.methods.as_ref().map_or(config.methods.len(), Vec::len),
+    };
+    let jobs = points.saturating_mul(variants).saturating_mul(spec.seeds as usize);
+    if jobs > MAX_JOBS_PER_STAGE {
+        return Err(loaded.error_at(
+            &["stages", stage.as_str()],
+            format!("stage `{stage}` expands to {jobs} jobs"),
+            &format!("at most {MAX_JOBS_PER_STAGE} jobs per stage: fewer seeds or sweep values"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_claims(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let known = config.known_metrics();
+    let mut seen = std::collections::HashSet::new();
+    for claim in &config.claims {
+        if !is_valid_variant_name(&claim.id) || !seen.insert(claim.id.as_str()) {
+            return Err(loaded.error_at(&["claims", &claim.id], format!("claim id `{}` is invalid or repeated", claim.id), "give every claim a unique id of letters, digits, `_` and `-`"));
+        }
+        for side in [&claim.better, &claim.than] {
+            if !config.methods.contains_key(side) && !config.ablations.contains_key(side) {
+                return Err(loaded.error_at(
+                    &["claims", &claim.id],
+                    format!("claim `{}` compares the unknown method `{side}`", claim.id),
+                    &format!("known methods and ablations: {}", join(config.methods.keys().chain(config.ablations.keys()))),
+                ));
+            }
+        }
+        if !known.contains(&claim.metric) {
+            return Err(loaded.error_at(
+                &["claims", &claim.id],
+                format!("claim `{}` is about `{}`, a metric no job produces", claim.id, claim.metric),
+                &format!("known metrics: {}; command jobs declare theirs under `metrics:`", known.join(", ")),
+            ));
+        }
+        if !(claim.alpha > 0.0 && claim.alpha < 1.0) {
+            return Err(loaded.error_at(&["claims", &claim.id], format!("claim `{}` has alpha {}", claim.id, claim.alpha), "alpha is a significance level in (0, 1), usually 0.05"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_resources(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let resources = &loaded.config.resources;
+    if resources.max_attempts == 0 || resources.max_attempts > 100 {
+        return Err(loaded.error_at(&["resources", "max_attempts"], format!("max_attempts is {}", resources.max_attempts), "use between 1 and 100"));
+    }
+    if resources.data_parallel == 0 || resources.data_parallel > 1024 {
+        return Err(loaded.error_at(&["resources", "data_parallel"], format!("data_parallel is {}", resources.data_parallel), "use between 1 and 1024 ranks"));
+    }
+    if humantime::parse_duration(&resources.timeout).is_err() {
+        return Err(loaded.error_at(&["resources", "timeout"], format!("timeout `{}` is not a duration", resources.timeout), "write durations like 90s, 30m or 2h"));
+    }
+    Ok(())
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
