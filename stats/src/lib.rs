@@ -1,1 +1,46 @@
-//! placeholder
+//! Statistics for expcluster's stage summaries, in pure Rust.
+//!
+//! After every stage the coordinator turns per-seed values into descriptive
+//! summaries and pairwise comparisons (DESIGN §5). The numbers must agree
+//! with scipy, so each test here mirrors one scipy function, *including its
+//! method-selection rules and degenerate-case answers*, and the crate's tests
+//! check every statistic against scipy and numpy to 1e-9.
+//!
+//! Two layers:
+//! - the scipy mirrors ([`welch_t_test`], [`mann_whitney_u`],
+//!   [`paired_t_test`], [`wilcoxon_signed_rank`]) return plain `f64` fields
+//!   that are NaN or ±inf exactly where scipy's are;
+//! - [`describe`] and [`compare`] are what summaries store: undefined values
+//!   are `None` (JSON `null`) and [`Comparison::notes`] says why.
+//!
+//! Everywhere, non-finite inputs are failed seeds: they are dropped (the
+//! whole pair for paired data) and counted, never propagated. The deliberate
+//! differences from scipy/numpy, all at degenerate inputs, are:
+//! - a sample of identical values has variance exactly 0 (numpy may leave a
+//!   rounding residue, see `sample.rs`);
+//! - empty samples give NaN results instead of scipy's exception
+//!   (`mannwhitneyu`) — `compare` never calls a test on fewer than 2 values;
+//! - Holm ignores NaN p-values instead of assuming there are none.
+
+mod bootstrap;
+mod compare;
+mod correction;
+mod descriptive;
+mod distributions;
+mod effect_size;
+mod error;
+mod mann_whitney;
+mod parametric;
+mod ranks;
+mod sample;
+mod wilcoxon;
+
+pub use bootstrap::{bootstrap_mean_diff_ci, bootstrap_paired_mean_diff_ci};
+pub use compare::{compare, Comparison, BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES};
+pub use correction::holm_bonferroni;
+pub use descriptive::{describe, percentile_linear, Descriptive};
+pub use effect_size::{cohens_d, hedges_g};
+pub use error::StatsError;
+pub use mann_whitney::{mann_whitney_u, MannWhitneyResult, RankTestMethod};
+pub use parametric::{paired_t_test, welch_t_test, TTestResult};
+pub use wilcoxon::{wilcoxon_signed_rank, WilcoxonResult};

@@ -1,0 +1,15 @@
+//! Agreement of expcluster-stats with scipy.stats and numpy, plus property
+//! tests. Each agreement test sends all its cases to one Python process.
+
+mod cases;
+mod python;
+mod tolerance;
+
+mod bootstrap;
+mod compare;
+mod correction;
+mod descriptive;
+mod effect_size;
+mod parametric;
+mod properties;
+mod rank_tests;
