@@ -1,1 +1,78 @@
-//! placeholder
+//! The expcluster coordinator: the only writer of an experiment's workspace.
+//!
+//! It expands stages into jobs, leases them to workers over gRPC, stores every metric
+//! point and result file exactly once, and writes the research log, the result arrays
+//! and the stage summaries. All mutable state sits in one [`state::CoordinatorState`]
+//! behind a std mutex held only for synchronous work (never across an `.await`); the
+//! gRPC handlers in [`service`] convert, call one method, and convert back.
+
+pub mod code_files;
+pub mod completion;
+pub mod error;
+pub mod idea;
+pub mod lifecycle;
+pub mod research_log;
+pub mod results;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod stages;
+pub mod state;
+pub mod summary;
+pub mod workers;
+pub mod workspace;
+
+use crate::error::CoordinatorError;
+use crate::research_log::ResearchLog;
+use crate::state::{CoordinatorState, Settings};
+use crate::workspace::Workspace;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// The coordinator: its state plus the signals that wake waiting RPCs.
+pub struct Coordinator {
+    state: Mutex<CoordinatorState>,
+    /// Woken when jobs are queued (lease long-polls wait on it).
+    pub jobs_queued: Notify,
+}
+
+impl Coordinator {
+    /// Opens the workspace (recovering the research log) and builds the state.
+    pub fn open(root: &Path, settings: Settings, repair: bool) -> Result<Arc<Self>, CoordinatorError> {
+        let workspace = Workspace::open(root).map_err(CoordinatorError::storage)?;
+        let (log, recovery) =
+            ResearchLog::open(&workspace.research_log_path(), repair).map_err(CoordinatorError::storage)?;
+        if let Some(saved) = &recovery.torn_tail_saved_to {
+            tracing::warn!(saved = %saved.display(), "the research log had a torn last line; it was saved aside");
+        }
+        let state = CoordinatorState::new(workspace, log, settings);
+        Ok(Arc::new(Self {
+            state: Mutex::new(state),
+            jobs_queued: Notify::new(),
+        }))
+    }
+
+    /// Locks the state. A poisoned lock (a panic mid-update) is taken over: every
+    /// update is durable before it is applied in memory, so the state stays usable.
+    pub fn lock(&self) -> MutexGuard<'_, CoordinatorState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Requeues the jobs of workers whose leases ran out, every `period`, forever.
+    pub async fn run_lease_reaper(self: Arc<Self>, period: std::time::Duration) {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            let requeued = self.lock().expire_leases(std::time::Instant::now());
+            match requeued {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::warn!(count, "requeued jobs of lost workers");
+                    self.jobs_queued.notify_waiters();
+                }
+                Err(err) => tracing::error!(%err, "cannot requeue the jobs of lost workers"),
+            }
+        }
+    }
+}

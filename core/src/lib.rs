@@ -10,6 +10,7 @@ mod config_validate;
 pub mod expand;
 pub mod ids;
 pub mod metric_line;
+pub mod npy;
 pub mod overrides;
 pub mod trainer_spec;
 

@@ -1,0 +1,342 @@
+//! What workers report about an attempt: metric points, result files, completion.
+//!
+//! Every call is fenced by (worker, job, attempt): only the attempt currently leased
+//! to that worker may write, so a superseded attempt (a worker that was stopped past
+//! its lease, then resumed) cannot add to or finish a job that moved on.
+
+use crate::error::CoordinatorError;
+use crate::lifecycle::{retry_backoff, JobEvent, JobState};
+use crate::state::{CoordinatorState, JobRecord};
+use crate::workspace::write_atomic;
+use expcluster_core::ids::is_safe_name;
+use expcluster_core::npy::validate_npy;
+use expcluster_core::{AttemptNumber, JobId, WorkerId};
+use serde_json::json;
+use std::io::Write;
+use std::time::Instant;
+
+/// One metric point as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub seq: u64,
+    pub name: String,
+    pub step: u64,
+    pub value: f64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Preempted,
+    Cancelled,
+}
+
+/// The parts of a completion that must match for a replay to get the same answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionKey {
+    pub outcome: Outcome,
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub error: String,
+    pub stderr_tail: String,
+    pub metric_count: u64,
+    pub duration_s: f64,
+}
+
+/// Largest series index accepted (a guard against a hostile `step`).
+const MAX_STEP: u64 = 10_000_000;
+
+impl CoordinatorState {
+    /// The job record, if `attempt` of `job` is currently leased to `worker`.
+    fn current_attempt(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+    ) -> Result<&mut JobRecord, CoordinatorError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
+        match &job.state {
+            JobState::Running { worker: w, attempt: a, .. } if *a == attempt && w == worker => Ok(job),
+            JobState::Running { worker: w, attempt: a, .. } if *a == attempt && w != worker => {
+                Err(CoordinatorError::NotYourJob {
+                    job: job_id.to_string(),
+                    attempt,
+                    worker: worker.to_string(),
+                })
+            }
+            _ => Err(CoordinatorError::StaleAttempt {
+                job: job_id.to_string(),
+                attempt,
+            }),
+        }
+    }
+
+    /// Stores a batch of points exactly once; returns the acknowledged sequence bound.
+    ///
+    /// Points below the bound are duplicates (a resend) and skipped; a point past a gap
+    /// is not stored until the gap is filled, so the stored sequence stays contiguous.
+    pub fn report_metrics(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        points: &[MetricPoint],
+    ) -> Result<u64, CoordinatorError> {
+        let spool_dir = self.workspace.state_dir().join("metrics");
+        let job = self.current_attempt(worker, job_id, attempt)?;
+        let mut accepted = Vec::new();
+        let mut next = job.next_seq;
+        for point in points {
+            if point.seq < next {
+                continue;
+            }
+            if point.seq > next {
+                break;
+            }
+            if point.step > MAX_STEP || !expcluster_core::metric_line::is_metric_name(&point.name) {
+                return Err(CoordinatorError::InvalidRequest(format!(
+                    "metric point {} ({:?}, step {}) is out of bounds",
+                    point.seq, point.name, point.step
+                )));
+            }
+            accepted.push(point);
+            next += 1;
+        }
+        if accepted.is_empty() {
+            return Ok(job.next_seq);
+        }
+        if job.spool.is_none() {
+            std::fs::create_dir_all(&spool_dir).map_err(CoordinatorError::storage)?;
+            let path = spool_dir.join(format!("{job_id}.a{attempt}.jsonl"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(CoordinatorError::storage)?;
+            job.spool = Some(file);
+        }
+        let mut lines = String::new();
+        for point in &accepted {
+            lines.push_str(&json!([point.seq, point.name, point.step, point.value.to_string()]).to_string());
+            lines.push('\n');
+        }
+        if let Some(spool) = job.spool.as_mut() {
+            spool.write_all(lines.as_bytes()).map_err(CoordinatorError::storage)?;
+            spool.sync_data().map_err(CoordinatorError::storage)?;
+        }
+        for point in accepted {
+            let series = job.series.entry(point.name.clone()).or_default();
+            let step = point.step as usize;
+            if step >= series.len() {
+                series.resize(step, f64::NAN);
+                series.push(point.value);
+            }
+            // A repeated step keeps its first value: deterministic under resends.
+        }
+        job.next_seq = next;
+        Ok(next)
+    }
+
+    /// Stores one result `.npy` (validated) or one log of the current attempt.
+    pub fn upload_artifact(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        name: &str,
+        content: &[u8],
+        is_log: bool,
+    ) -> Result<String, CoordinatorError> {
+        let logs_dir = self.workspace.logs_dir();
+        let results_root = self.workspace.results_dir();
+        let job = self.current_attempt(worker, job_id, attempt)?;
+        if is_log {
+            if !matches!(name, "stdout" | "stderr") {
+                return Err(CoordinatorError::InvalidRequest(format!("log name {name:?} must be stdout or stderr")));
+            }
+            let stored = format!("{job_id}.a{attempt}.{name}.log");
+            write_atomic(&logs_dir.join(&stored), content).map_err(CoordinatorError::storage)?;
+            return Ok(format!("logs/{stored}"));
+        }
+        if !is_safe_name(name) || !name.ends_with(".npy") || name.len() > 128 {
+            return Err(CoordinatorError::InvalidRequest(format!(
+                "artifact name {name:?} is not allowed: use a plain file name ending in .npy"
+            )));
+        }
+        validate_npy(content)
+            .map_err(|reason| CoordinatorError::InvalidRequest(format!("artifact {name}: {reason}")))?;
+        let dir = results_root.join("jobs").join(job_id.as_str()).join(&job.def.fingerprint);
+        write_atomic(&dir.join(name), content).map_err(CoordinatorError::storage)?;
+        if !job.artifacts.iter().any(|stored| stored == name) {
+            job.artifacts.push(name.to_owned());
+        }
+        Ok(format!("experiment_results/jobs/{job_id}/{}/{name}", job.def.fingerprint))
+    }
+
+    /// Ends an attempt. Returns whether the job will run again.
+    pub fn complete(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        completion: Completion,
+        now: Instant,
+    ) -> Result<bool, CoordinatorError> {
+        let key = CompletionKey {
+            outcome: completion.outcome,
+            exit_code: completion.exit_code,
+        };
+        if let Some(job) = self.jobs.get(job_id) {
+            if let Some((previous, answer)) = job.completions.get(&attempt) {
+                return if *previous == key {
+                    Ok(*answer)
+                } else {
+                    Err(CoordinatorError::Conflict(format!(
+                        "attempt {attempt} of {job_id} was already completed differently"
+                    )))
+                };
+            }
+            if matches!(job.state, JobState::Cancelled) {
+                return Ok(false);
+            }
+        }
+        let job = self.current_attempt(worker, job_id, attempt)?;
+        if completion.outcome == Outcome::Succeeded && completion.metric_count != job.next_seq {
+            return Err(CoordinatorError::InvalidRequest(format!(
+                "{} metric points were produced but {} acknowledged: send the rest first",
+                completion.metric_count, job.next_seq
+            )));
+        }
+        job.error = completion.error.clone();
+        job.stderr_tail = completion.stderr_tail.clone();
+        job.duration_s = completion.duration_s;
+        job.spool = None;
+        let requeued = match completion.outcome {
+            Outcome::Succeeded => {
+                self.finish_success(job_id, attempt, worker)?;
+                false
+            }
+            Outcome::Failed => self.finish_failure(job_id, attempt, worker, now)?,
+            Outcome::Preempted | Outcome::Cancelled => {
+                self.interrupt(job_id, "preempted")?;
+                self.log_event(
+                    "job_preempted",
+                    json!({"job_id": job_id, "attempt": attempt, "worker_id": worker.0}),
+                )?;
+                true
+            }
+        };
+        if let Some(record) = self.workers.get_mut(worker) {
+            record.running.remove(job_id);
+        }
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.completions.insert(attempt, (key, requeued));
+        }
+        self.finish_stages_if_done()?;
+        Ok(requeued)
+    }
+
+    fn finish_success(&mut self, job_id: &JobId, attempt: AttemptNumber, worker: &WorkerId) -> Result<(), CoordinatorError> {
+        let job = self.job(job_id)?;
+        let final_metrics = job.final_metrics();
+        let dir = self.workspace.job_results_dir(job_id.as_str(), &job.def.fingerprint);
+        let record = json!({
+            "job_id": job_id,
+            "stage": job.def.stage,
+            "variant": job.def.variant,
+            "kind": job.def.kind,
+            "seed": job.def.seed,
+            "sweep_point": job.def.sweep_point,
+            "fingerprint": job.def.fingerprint,
+            "attempt": attempt,
+            "series": job.series,
+            "final_metrics": final_metrics,
+            "artifacts": job.artifacts,
+            "duration_s": job.duration_s,
+        });
+        let bytes = serde_json::to_vec_pretty(&record).map_err(CoordinatorError::storage)?;
+        write_atomic(&dir.join("metrics.json"), &bytes).map_err(CoordinatorError::storage)?;
+        let event = json!({
+            "job_id": job_id,
+            "stage": job.def.stage,
+            "method": job.def.variant,
+            "seed": job.def.seed,
+            "sweep_point": job.def.sweep_point,
+            "fingerprint": job.def.fingerprint,
+            "attempt": attempt,
+            "worker_id": worker.0,
+            "status": "succeeded",
+            "metrics": final_metrics,
+            "artifacts": job.artifacts,
+            "duration_s": job.duration_s,
+        });
+        let fingerprint = job.def.fingerprint.clone();
+        self.log_event("job_completed", event)?;
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
+        job.state = job
+            .state
+            .apply(JobEvent::Succeeded)
+            .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
+        self.completed.insert(job_id.clone(), fingerprint);
+        Ok(())
+    }
+
+    fn finish_failure(
+        &mut self,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        worker: &WorkerId,
+        now: Instant,
+    ) -> Result<bool, CoordinatorError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
+        job.failures += 1;
+        let retry_at = (job.failures < job.max_attempts).then(|| now + retry_backoff(job.failures));
+        let reason = job.error.clone();
+        job.state = job
+            .state
+            .apply(JobEvent::AttemptFailed {
+                reason: reason.clone(),
+                retry_at,
+            })
+            .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
+        let event = json!({
+            "job_id": job_id,
+            "stage": job.def.stage,
+            "method": job.def.variant,
+            "seed": job.def.seed,
+            "sweep_point": job.def.sweep_point,
+            "fingerprint": job.def.fingerprint,
+            "attempt": attempt,
+            "worker_id": worker.0,
+            "status": "failed",
+            "error": reason,
+            "stderr_tail": job.stderr_tail,
+            "failures": job.failures,
+            "max_attempts": job.max_attempts,
+        });
+        if retry_at.is_some() {
+            self.queue.push_back(job_id.clone());
+            self.log_event("job_attempt_failed", event)?;
+            Ok(true)
+        } else {
+            self.log_event("job_completed", event)?;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The coordinator's one error type and its one mapping to gRPC status codes.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("unknown worker {0}: register again")]
+    UnknownWorker(String),
+    #[error("unknown job {0}")]
+    UnknownJob(String),
+    #[error("job {job} attempt {attempt} is not current (superseded or finished): stop it")]
+    StaleAttempt { job: String, attempt: u32 },
+    #[error("job {job} attempt {attempt} is not leased to worker {worker}")]
+    NotYourJob { job: String, attempt: u32, worker: String },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("cannot write the workspace ({0}); retry later once the disk problem is fixed")]
+    Storage(String),
+}
+
+impl CoordinatorError {
+    pub fn storage(err: impl std::fmt::Display) -> Self {
+        CoordinatorError::Storage(err.to_string())
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(err: CoordinatorError) -> Status {
+        let code = match &err {
+            CoordinatorError::UnknownWorker(_) | CoordinatorError::UnknownJob(_) => Code::NotFound,
+            CoordinatorError::StaleAttempt { .. } => Code::FailedPrecondition,
+            CoordinatorError::NotYourJob { .. } => Code::PermissionDenied,
+            CoordinatorError::InvalidRequest(_) | CoordinatorError::Config(_) => Code::InvalidArgument,
+            CoordinatorError::Conflict(_) => Code::AlreadyExists,
+            CoordinatorError::Storage(_) => Code::Unavailable,
+        };
+        Status::new(code, err.to_string())
+    }
+}

@@ -1,0 +1,218 @@
+//! `research_log.jsonl`: the append-only journal of the research (seed §4).
+//!
+//! One writer (the coordinator), one JSON object per line, each event durable (fsync)
+//! before it is acknowledged. At start-up a torn last line (no `\n`) is copied aside to
+//! `research_log.jsonl.torn-<time>` and truncated away with a warning, because
+//! appending after it would glue a new record onto half of an old one. A line that
+//! does not parse inside the committed prefix is corruption: opening fails and names
+//! its byte offset, unless a repair is asked for (which keeps a backup).
+
+use serde_json::{Map, Value};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// What opening the log found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Where a torn tail was saved, if there was one.
+    pub torn_tail_saved_to: Option<PathBuf>,
+    /// The number of complete events in the log.
+    pub events: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResearchLogError {
+    #[error("research log {path}: line {line} at byte {offset} is not valid JSON ({reason}); start with --repair to move the damaged part aside (a backup is kept)")]
+    Corrupt {
+        path: PathBuf,
+        line: u64,
+        offset: u64,
+        reason: String,
+    },
+    #[error("research log {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// The open journal; appends are durable when `append` returns.
+#[derive(Debug)]
+pub struct ResearchLog {
+    path: PathBuf,
+    file: File,
+    next_seq: u64,
+    events: Vec<Value>,
+}
+
+impl ResearchLog {
+    /// Opens (or creates) the log, recovering a torn tail.
+    pub fn open(path: &Path, repair: bool) -> Result<(Self, Recovery), ResearchLogError> {
+        let io_error = |source| ResearchLogError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(io_error(err)),
+        };
+        let mut recovery = Recovery::default();
+        let committed_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if committed_len < bytes.len() {
+            let saved = aside_path(path, "torn");
+            fs::write(&saved, &bytes[committed_len..]).map_err(io_error)?;
+            tracing::warn!(saved = %saved.display(), bytes = bytes.len() - committed_len,
+                "research log ends with a torn line; saved it aside and truncated");
+            truncate(path, committed_len as u64).map_err(io_error)?;
+            bytes.truncate(committed_len);
+            recovery.torn_tail_saved_to = Some(saved);
+        }
+        let events = match parse_lines(path, &bytes) {
+            Ok(events) => events,
+            Err(ResearchLogError::Corrupt { offset, .. }) if repair => {
+                let backup = aside_path(path, "backup");
+                fs::write(&backup, &bytes).map_err(io_error)?;
+                tracing::warn!(backup = %backup.display(), offset, "repairing the research log: keeping the events before the damage");
+                truncate(path, offset).map_err(io_error)?;
+                bytes.truncate(offset as usize);
+                parse_lines(path, &bytes)?
+            }
+            Err(err) => return Err(err),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_error)?;
+        recovery.events = events.len() as u64;
+        let next_seq = events
+            .iter()
+            .filter_map(|event| event.get("seq").and_then(Value::as_u64))
+            .max()
+            .map_or(0, |seq| seq + 1);
+        Ok((
+            Self {
+                path: path.to_owned(),
+                file,
+                next_seq,
+                events,
+            },
+            recovery,
+        ))
+    }
+
+    /// Appends one event and makes it durable; returns its sequence number.
+    ///
+    /// The event is `{"seq", "time", "type", "idea_version", ...payload}`. A failed
+    /// write or fsync is returned, never retried and reported as success.
+    pub fn append(
+        &mut self,
+        event_type: &str,
+        idea_version: u32,
+        payload: Map<String, Value>,
+    ) -> Result<u64, ResearchLogError> {
+        let seq = self.next_seq;
+        let mut event = Map::new();
+        event.insert("seq".into(), seq.into());
+        event.insert("time".into(), chrono::Utc::now().to_rfc3339().into());
+        event.insert("type".into(), event_type.into());
+        event.insert("idea_version".into(), idea_version.into());
+        event.extend(payload);
+        let event = Value::Object(event);
+        let mut line = event.to_string();
+        line.push('\n');
+        let io_error = |source| ResearchLogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(line.as_bytes()).map_err(io_error)?;
+        self.file.sync_data().map_err(io_error)?;
+        self.next_seq += 1;
+        self.events.push(event);
+        Ok(seq)
+    }
+
+    /// Every event in the log, oldest first.
+    pub fn events(&self) -> &[Value] {
+        &self.events
+    }
+}
+
+fn parse_lines(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, ResearchLogError> {
+    let mut events = Vec::new();
+    let mut offset = 0u64;
+    for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
+        if !trimmed.iter().all(u8::is_ascii_whitespace) {
+            let event: Value = serde_json::from_slice(trimmed).map_err(|err| ResearchLogError::Corrupt {
+                path: path.to_owned(),
+                line: index as u64 + 1,
+                offset,
+                reason: err.to_string(),
+            })?;
+            events.push(event);
+        }
+        offset += line.len() as u64;
+    }
+    Ok(events)
+}
+
+fn truncate(path: &Path, len: u64) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(len)?;
+    file.sync_all()
+}
+
+fn aside_path(path: &Path, what: &str) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{what}-{stamp}"));
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(key: &str, value: i64) -> Map<String, Value> {
+        let mut map = Map::new();
+        map.insert(key.into(), value.into());
+        map
+    }
+
+    #[test]
+    fn appends_and_reopens_with_sequence_continuing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("research_log.jsonl");
+        let (mut log, _) = ResearchLog::open(&path, false).expect("open");
+        assert_eq!(log.append("stage_started", 1, payload("n", 1)).expect("append"), 0);
+        assert_eq!(log.append("job_completed", 1, payload("n", 2)).expect("append"), 1);
+        drop(log);
+        let (mut log, recovery) = ResearchLog::open(&path, false).expect("reopen");
+        assert_eq!(recovery.events, 2);
+        assert_eq!(log.append("x", 2, Map::new()).expect("append"), 2);
+        assert_eq!(log.events()[2]["idea_version"], 2);
+    }
+
+    #[test]
+    fn torn_tail_is_saved_aside_and_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("research_log.jsonl");
+        fs::write(&path, b"{\"seq\":0,\"type\":\"a\"}\n{\"seq\":1,\"ty").expect("write");
+        let (log, recovery) = ResearchLog::open(&path, false).expect("open");
+        assert_eq!(log.events().len(), 1);
+        let saved = recovery.torn_tail_saved_to.expect("torn tail saved");
+        assert_eq!(fs::read(saved).expect("read"), b"{\"seq\":1,\"ty");
+        assert_eq!(fs::read(&path).expect("read"), b"{\"seq\":0,\"type\":\"a\"}\n");
+    }
+
+    #[test]
+    fn corruption_inside_the_prefix_refuses_to_open_unless_repaired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("research_log.jsonl");
+        fs::write(&path, b"{\"seq\":0}\n{\"seq\":1]\n{\"seq\":2}\n").expect("write");
+        let err = ResearchLog::open(&path, false).expect_err("corrupt");
+        assert!(err.to_string().contains("byte 10"), "{err}");
+        let (log, _) = ResearchLog::open(&path, true).expect("repair");
+        assert_eq!(log.events().len(), 1);
+    }
+}

@@ -1,0 +1,134 @@
+//! Conversions between wire messages and domain types, in one place. Ids that come
+//! from outside are validated here (`TryFrom`-style), never unwrapped.
+
+use crate::completion::{Completion, MetricPoint, Outcome};
+use crate::lifecycle::JobState;
+use crate::state::{CoordinatorState, JobRecord};
+use expcluster_core::{JobId, Stage, WorkerId};
+use expcluster_proto::v1;
+use tonic::Status;
+
+pub fn job_id(raw: &str) -> Result<JobId, Status> {
+    JobId::parse(raw).map_err(Status::invalid_argument)
+}
+
+pub fn worker_id(raw: &str) -> Result<WorkerId, Status> {
+    if raw.is_empty() || raw.len() > 128 {
+        return Err(Status::invalid_argument("missing or oversized worker id"));
+    }
+    Ok(WorkerId(raw.to_owned()))
+}
+
+pub fn stage(raw: &str) -> Result<Stage, Status> {
+    Stage::parse(raw).map_err(Status::invalid_argument)
+}
+
+pub fn metric_points(points: &[v1::MetricPoint]) -> Vec<MetricPoint> {
+    points
+        .iter()
+        .map(|p| MetricPoint {
+            seq: p.seq,
+            name: p.name.clone(),
+            step: p.step,
+            value: p.value,
+        })
+        .collect()
+}
+
+pub fn completion(request: &v1::CompleteRequest) -> Result<Completion, Status> {
+    let outcome = match v1::Outcome::try_from(request.outcome) {
+        Ok(v1::Outcome::Succeeded) => Outcome::Succeeded,
+        Ok(v1::Outcome::Failed) => Outcome::Failed,
+        Ok(v1::Outcome::Preempted) => Outcome::Preempted,
+        Ok(v1::Outcome::Cancelled) => Outcome::Cancelled,
+        Ok(v1::Outcome::Unspecified) | Err(_) => return Err(Status::invalid_argument("completion without an outcome")),
+    };
+    Ok(Completion {
+        outcome,
+        exit_code: request.exit_code,
+        error: truncate(&request.error, 4096),
+        stderr_tail: truncate(&request.stderr_tail, 16 * 1024),
+        metric_count: request.metric_count,
+        duration_s: request.duration_s,
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = text.len() - max;
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    text[end..].to_owned()
+}
+
+/// The job spec sent to a worker for a fresh lease.
+pub fn job_spec(state: &CoordinatorState, job: &JobRecord) -> v1::JobSpec {
+    let def = &job.def;
+    let run = state.stage_runs.iter().find(|run| run.id == job.stage_run);
+    let code_files = run
+        .map(|run| {
+            run.code
+                .files
+                .iter()
+                .map(|(name, content)| v1::CodeFile {
+                    name: name.clone(),
+                    content: content.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let kind = match (&def.resolved.get("trainer"), &def.resolved.get("command")) {
+        (Some(trainer), _) => Some(v1::job_spec::Kind::Trainer(v1::TrainerJob {
+            spec_json: trainer.to_string(),
+        })),
+        (None, Some(command)) => Some(v1::job_spec::Kind::Command(v1::CommandJob {
+            argv: serde_json::from_value(serde_json::Value::clone(command)).unwrap_or_default(),
+            env: def
+                .resolved
+                .get("env")
+                .and_then(|env| serde_json::from_value(env.clone()).ok())
+                .unwrap_or_default(),
+        })),
+        (None, None) => None,
+    };
+    v1::JobSpec {
+        job_id: def.id.to_string(),
+        attempt: job.attempts,
+        stage: def.stage.to_string(),
+        method: def.variant.clone(),
+        seed: def.seed,
+        config_json: def.resolved.to_string(),
+        sweep_point_json: serde_json::to_string(&def.sweep_point).unwrap_or_else(|_| "{}".into()),
+        kind,
+        code_files,
+        workspace_dir: state.workspace.root().display().to_string(),
+        timeout_ms: u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX),
+        idea_version: run.map_or(state.idea_version, |run| run.idea_version),
+    }
+}
+
+pub fn job_status(job: &JobRecord) -> v1::JobStatus {
+    let (state, worker) = match &job.state {
+        JobState::Queued { .. } => (v1::JobState::Queued, String::new()),
+        JobState::Running { worker, .. } => (v1::JobState::Running, worker.to_string()),
+        JobState::Succeeded { .. } => (v1::JobState::Succeeded, String::new()),
+        JobState::Failed { .. } => (v1::JobState::Failed, String::new()),
+        JobState::Cancelled => (v1::JobState::Cancelled, String::new()),
+    };
+    v1::JobStatus {
+        job_id: job.def.id.to_string(),
+        method: job.def.variant.clone(),
+        seed: job.def.seed,
+        sweep_point_json: serde_json::to_string(&job.def.sweep_point).unwrap_or_default(),
+        state: state as i32,
+        attempt: job.attempts,
+        worker_id: worker,
+        final_metrics: job.final_metrics().into_iter().collect(),
+        error: job.error.clone(),
+        stderr_tail: job.stderr_tail.clone(),
+        duration_s: job.duration_s,
+    }
+}

@@ -1,0 +1,120 @@
+//! `WorkerService`: what workers call.
+
+use super::convert;
+use crate::Coordinator;
+use expcluster_proto::v1::{self, worker_service_server::WorkerService};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// The longest a lease call waits for work before answering empty.
+const MAX_LEASE_WAIT: Duration = Duration::from_secs(20);
+/// Re-check period while waiting (jobs in retry backoff become ready without a signal).
+const LEASE_RECHECK: Duration = Duration::from_millis(200);
+
+pub struct WorkerApi {
+    pub coordinator: Arc<Coordinator>,
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let mut state = self.coordinator.lock();
+        let worker_id = state.register_worker(&request.hostname, request.slots, Instant::now());
+        let settings = &state.settings;
+        Ok(Response::new(v1::RegisterResponse {
+            worker_id: worker_id.0,
+            heartbeat_interval_ms: settings.heartbeat_interval.as_millis() as u32,
+            lease_timeout_ms: settings.lease_timeout.as_millis() as u32,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let worker = convert::worker_id(&request.worker_id)?;
+        let running = request
+            .running
+            .iter()
+            .map(|r| Ok((convert::job_id(&r.job_id)?, r.attempt)))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let result = self.coordinator.lock().heartbeat(&worker, &running, Instant::now());
+        match result {
+            Ok(stop) => Ok(Response::new(v1::HeartbeatResponse {
+                stop: stop
+                    .into_iter()
+                    .map(|(job, attempt)| v1::AttemptRef { job_id: job.to_string(), attempt })
+                    .collect(),
+                known: true,
+            })),
+            Err(crate::error::CoordinatorError::UnknownWorker(_)) => Ok(Response::new(v1::HeartbeatResponse {
+                stop: Vec::new(),
+                known: false,
+            })),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn lease(&self, request: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
+        let request = request.into_inner();
+        let worker = convert::worker_id(&request.worker_id)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_LEASE_WAIT);
+        loop {
+            let notified = self.coordinator.jobs_queued.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let jobs = {
+                let mut state = self.coordinator.lock();
+                let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
+                leases
+                    .iter()
+                    .filter_map(|lease| state.jobs.get(&lease.job).map(|job| convert::job_spec(&state, job)))
+                    .collect::<Vec<_>>()
+            };
+            if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::new(v1::LeaseResponse { jobs }));
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(LEASE_RECHECK) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn report_metrics(&self, request: Request<v1::MetricBatch>) -> Result<Response<v1::MetricAck>, Status> {
+        let batch = request.into_inner();
+        let worker = convert::worker_id(&batch.worker_id)?;
+        let job = convert::job_id(&batch.job_id)?;
+        let points = convert::metric_points(&batch.points);
+        let acked_through = self.coordinator.lock().report_metrics(&worker, &job, batch.attempt, &points)?;
+        Ok(Response::new(v1::MetricAck { acked_through }))
+    }
+
+    async fn upload_artifact(&self, request: Request<v1::ArtifactUpload>) -> Result<Response<v1::ArtifactAck>, Status> {
+        let upload = request.into_inner();
+        let worker = convert::worker_id(&upload.worker_id)?;
+        let job = convert::job_id(&upload.job_id)?;
+        let is_log = upload.kind == v1::ArtifactKind::Log as i32;
+        let stored_as = self
+            .coordinator
+            .lock()
+            .upload_artifact(&worker, &job, upload.attempt, &upload.name, &upload.content, is_log)?;
+        Ok(Response::new(v1::ArtifactAck { stored_as }))
+    }
+
+    async fn complete(&self, request: Request<v1::CompleteRequest>) -> Result<Response<v1::CompleteResponse>, Status> {
+        let request = request.into_inner();
+        let worker = convert::worker_id(&request.worker_id)?;
+        let job = convert::job_id(&request.job_id)?;
+        let completion = convert::completion(&request)?;
+        let requeued = self
+            .coordinator
+            .lock()
+            .complete(&worker, &job, request.attempt, completion, Instant::now())?;
+        if requeued {
+            self.coordinator.jobs_queued.notify_waiters();
+        }
+        Ok(Response::new(v1::CompleteResponse { requeued }))
+    }
+}

@@ -1,0 +1,185 @@
+//! Stage runs: submitting a stage (expansion, reuse of completed jobs), its status,
+//! and finishing it (result arrays, summary, log events) once every job is terminal.
+
+use crate::code_files::read_code_files;
+use crate::error::CoordinatorError;
+use crate::lifecycle::{JobEvent, JobState};
+use crate::results::{write_stage_results, JobOutcome};
+use crate::state::{CoordinatorState, JobRecord, StageRun};
+use expcluster_core::config::LoadedConfig;
+use expcluster_core::expand::{expand_stage, StageRequest};
+use expcluster_core::{ExperimentConfig, JobId, Stage};
+use serde_json::json;
+use std::collections::HashSet;
+
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub stage_run: u64,
+    pub jobs_total: usize,
+    pub jobs_reused: usize,
+}
+
+impl CoordinatorState {
+    pub fn load_config(&self) -> Result<LoadedConfig, CoordinatorError> {
+        ExperimentConfig::load(&self.workspace.config_path()).map_err(|err| CoordinatorError::Config(err.to_string()))
+    }
+
+    /// Expands and queues a stage. Jobs whose last success has the same fingerprint
+    /// are reused unless `rerun` is set.
+    pub fn submit_stage(&mut self, stage: Stage, rerun: bool) -> Result<Submitted, CoordinatorError> {
+        if let Some(active) = self.stage_runs.iter().find(|run| run.stage == stage && !run.finished) {
+            return Err(CoordinatorError::Conflict(format!(
+                "stage {stage} is already running (run {}): wait for it or cancel it",
+                active.id
+            )));
+        }
+        let loaded = self.load_config()?;
+        let code = read_code_files(self.workspace.root())?;
+        self.idea_version = crate::idea::read_version(&self.workspace);
+        let definitions = expand_stage(&loaded, StageRequest { stage, code_digest: &code.digest })
+            .map_err(|err| CoordinatorError::Config(err.to_string()))?;
+        let run_id = self.stage_runs.len() as u64 + 1;
+        let resources = &loaded.config.resources;
+        let mut reused = HashSet::new();
+        let mut job_ids = Vec::new();
+        for def in definitions {
+            let id = def.id.clone();
+            job_ids.push(id.clone());
+            let already_done = self.completed.get(&id) == Some(&def.fingerprint);
+            if already_done && !rerun {
+                reused.insert(id.clone());
+                let mut record = JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id);
+                record.state = JobState::Succeeded { attempt: 0 };
+                self.jobs.insert(id, record);
+                continue;
+            }
+            if let Some(existing) = self.jobs.get(&id) {
+                if matches!(existing.state, JobState::Running { .. }) {
+                    return Err(CoordinatorError::Conflict(format!("job {id} is still running")));
+                }
+            }
+            self.jobs.insert(id.clone(), JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id));
+            self.queue.push_back(id);
+        }
+        let total = job_ids.len();
+        self.log_event(
+            "stage_started",
+            json!({
+                "stage": stage,
+                "stage_run": run_id,
+                "jobs_total": total,
+                "jobs_reused": reused.len(),
+                "code_digest": code.digest,
+                "config": loaded.config.name,
+            }),
+        )?;
+        self.stage_runs.push(StageRun {
+            id: run_id,
+            stage,
+            jobs: job_ids,
+            reused: reused.clone(),
+            idea_version: self.idea_version,
+            finished: false,
+            outputs: Vec::new(),
+            primary_metric: loaded.config.primary_metric.name.clone(),
+            code,
+        });
+        self.finish_stages_if_done()?;
+        Ok(Submitted {
+            stage_run: run_id,
+            jobs_total: total,
+            jobs_reused: reused.len(),
+        })
+    }
+
+    /// Finishes every stage run whose jobs are all terminal.
+    pub fn finish_stages_if_done(&mut self) -> Result<(), CoordinatorError> {
+        let ready: Vec<usize> = self
+            .stage_runs
+            .iter()
+            .enumerate()
+            .filter(|(_, run)| {
+                !run.finished
+                    && run
+                        .jobs
+                        .iter()
+                        .all(|id| self.jobs.get(id).is_some_and(|job| job.state.is_terminal()))
+            })
+            .map(|(index, _)| index)
+            .collect();
+        for index in ready {
+            self.finish_stage(index)?;
+        }
+        Ok(())
+    }
+
+    fn finish_stage(&mut self, index: usize) -> Result<(), CoordinatorError> {
+        let run = &self.stage_runs[index];
+        let stage = run.stage;
+        let loaded = self.load_config()?;
+        let mut outcomes = Vec::new();
+        for id in &run.jobs {
+            let job = self.job(id)?;
+            let succeeded = matches!(job.state, JobState::Succeeded { .. });
+            outcomes.push(JobOutcome::load(&self.workspace, &job.def, succeeded, &job.error));
+        }
+        let outputs = write_stage_results(&self.workspace, &loaded, stage, &outcomes)
+            .map_err(CoordinatorError::storage)?;
+        let succeeded = outcomes.iter().filter(|o| o.succeeded).count();
+        let failed = outcomes.len() - succeeded;
+        let run = &self.stage_runs[index];
+        let payload = json!({
+            "stage": stage,
+            "stage_run": run.id,
+            "jobs_total": outcomes.len(),
+            "jobs_succeeded": succeeded,
+            "jobs_failed": failed,
+            "jobs_reused": run.reused.len(),
+            "outputs": outputs,
+        });
+        self.log_event("experiment_completed", payload)?;
+        let run = &mut self.stage_runs[index];
+        run.finished = true;
+        run.outputs = outputs;
+        tracing::info!(%stage, succeeded, failed, "stage finished");
+        Ok(())
+    }
+
+    /// The latest run of a stage.
+    pub fn latest_run(&self, stage: Stage) -> Option<&StageRun> {
+        self.stage_runs.iter().rev().find(|run| run.stage == stage)
+    }
+
+    /// Cancels the queued and running jobs of a stage, or one job.
+    pub fn cancel(&mut self, stage: Option<Stage>, job: Option<&JobId>) -> Result<usize, CoordinatorError> {
+        let targets: Vec<JobId> = match (stage, job) {
+            (_, Some(id)) => vec![id.clone()],
+            (Some(stage), None) => self.latest_run(stage).map(|run| run.jobs.clone()).unwrap_or_default(),
+            (None, None) => return Err(CoordinatorError::InvalidRequest("name a stage or a job to cancel".into())),
+        };
+        let mut cancelled = 0;
+        for id in targets {
+            let Some(record) = self.jobs.get_mut(&id) else {
+                return Err(CoordinatorError::UnknownJob(id.to_string()));
+            };
+            if record.state.is_terminal() {
+                continue;
+            }
+            if let JobState::Running { worker, .. } = &record.state {
+                if let Some(worker) = self.workers.get_mut(worker) {
+                    worker.running.remove(&id);
+                }
+            }
+            record.state = record
+                .state
+                .apply(JobEvent::Cancel)
+                .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
+            cancelled += 1;
+            self.log_event("job_cancelled", json!({"job_id": id}))?;
+        }
+        self.queue.retain(|id| self.jobs.get(id).is_some_and(|job| !job.state.is_terminal()));
+        self.finish_stages_if_done()?;
+        Ok(cancelled)
+    }
+}

@@ -1,0 +1,190 @@
+//! The coordinator's mutable state and the operations on it.
+//!
+//! One owner: [`crate::Coordinator`] keeps this behind a std mutex that is never held
+//! across an `.await`. Every method takes `now` so the lease logic is testable without
+//! sleeping. Workspace writes happen inside these methods, so an operation is only
+//! acknowledged once what it changed is durable.
+
+use crate::code_files::CodeFiles;
+use crate::lifecycle::JobState;
+use crate::research_log::ResearchLog;
+use crate::workspace::Workspace;
+use expcluster_core::{AttemptNumber, JobDefinition, JobId, Stage, WorkerId};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+/// Timing knobs (RELIABILITY.md defaults: heartbeat 1 s, lease 5 s).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub heartbeat_interval: Duration,
+    pub lease_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            lease_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the coordinator knows about one job.
+#[derive(Debug)]
+pub struct JobRecord {
+    pub def: JobDefinition,
+    pub state: JobState,
+    /// Attempts started so far (the current or last attempt's number).
+    pub attempts: AttemptNumber,
+    /// Failed attempts (the retry budget); interruptions do not count.
+    pub failures: u32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub stage_run: u64,
+    /// The current attempt's metric series, by name, indexed by step.
+    pub series: BTreeMap<String, Vec<f64>>,
+    /// Next expected metric sequence number of the current attempt.
+    pub next_seq: u64,
+    pub spool: Option<File>,
+    /// Result files stored for the current attempt (names in the job's results dir).
+    pub artifacts: Vec<String>,
+    pub error: String,
+    pub stderr_tail: String,
+    pub duration_s: f64,
+    /// Answers given to completions, so a replayed completion gets the same answer.
+    pub completions: HashMap<AttemptNumber, (crate::completion::CompletionKey, bool)>,
+}
+
+impl JobRecord {
+    pub fn new(def: JobDefinition, max_attempts: u32, timeout: Duration, stage_run: u64) -> Self {
+        Self {
+            def,
+            state: JobState::Queued { not_before: None },
+            attempts: 0,
+            failures: 0,
+            max_attempts,
+            timeout,
+            stage_run,
+            series: BTreeMap::new(),
+            next_seq: 0,
+            spool: None,
+            artifacts: Vec::new(),
+            error: String::new(),
+            stderr_tail: String::new(),
+            duration_s: 0.0,
+            completions: HashMap::new(),
+        }
+    }
+
+    /// The last value of every metric series.
+    pub fn final_metrics(&self) -> BTreeMap<String, f64> {
+        self.series
+            .iter()
+            .filter_map(|(name, values)| values.last().map(|last| (name.clone(), *last)))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct WorkerRecord {
+    pub hostname: String,
+    pub slots: u32,
+    pub last_seen: Instant,
+    pub running: HashSet<JobId>,
+}
+
+/// One submission of a stage.
+#[derive(Debug)]
+pub struct StageRun {
+    pub id: u64,
+    pub stage: Stage,
+    pub jobs: Vec<JobId>,
+    pub reused: HashSet<JobId>,
+    pub idea_version: u32,
+    pub finished: bool,
+    pub outputs: Vec<String>,
+    pub primary_metric: String,
+    pub code: CodeFiles,
+}
+
+pub struct CoordinatorState {
+    pub workspace: Workspace,
+    pub log: ResearchLog,
+    pub settings: Settings,
+    pub idea_version: u32,
+    pub jobs: HashMap<JobId, JobRecord>,
+    pub queue: VecDeque<JobId>,
+    pub workers: HashMap<WorkerId, WorkerRecord>,
+    pub stage_runs: Vec<StageRun>,
+    /// Job id → fingerprint of its last successful completion (rebuilt from the log).
+    pub completed: HashMap<JobId, String>,
+    pub next_worker: u64,
+}
+
+impl CoordinatorState {
+    pub fn new(workspace: Workspace, log: ResearchLog, settings: Settings) -> Self {
+        let idea_version = crate::idea::read_version(&workspace);
+        let mut completed = HashMap::new();
+        for event in log.events() {
+            let is_success = event["type"] == "job_completed" && event["status"] == "succeeded";
+            if let (true, Some(id), Some(fingerprint)) =
+                (is_success, event["job_id"].as_str(), event["fingerprint"].as_str())
+            {
+                if let Ok(id) = JobId::parse(id) {
+                    completed.insert(id, fingerprint.to_owned());
+                }
+            }
+        }
+        Self {
+            workspace,
+            log,
+            settings,
+            idea_version,
+            jobs: HashMap::new(),
+            queue: VecDeque::new(),
+            workers: HashMap::new(),
+            stage_runs: Vec::new(),
+            completed,
+            next_worker: 1,
+        }
+    }
+
+    /// Writes an event to the research log and a line to `logs/experiment_log.txt`.
+    pub fn log_event(
+        &mut self,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<u64, crate::error::CoordinatorError> {
+        let payload = match payload {
+            serde_json::Value::Object(map) => map,
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("payload".into(), other);
+                map
+            }
+        };
+        let human = format!(
+            "{} [v{}] {} {}\n",
+            chrono::Utc::now().to_rfc3339(),
+            self.idea_version,
+            event_type,
+            serde_json::Value::Object(payload.clone())
+        );
+        let seq = self
+            .log
+            .append(event_type, self.idea_version, payload)
+            .map_err(crate::error::CoordinatorError::storage)?;
+        let text_log = self.workspace.logs_dir().join("experiment_log.txt");
+        if let Err(err) = crate::workspace::append_text(&text_log, &human) {
+            tracing::warn!(%err, "cannot append to logs/experiment_log.txt");
+        }
+        Ok(seq)
+    }
+
+    pub fn job(&self, id: &JobId) -> Result<&JobRecord, crate::error::CoordinatorError> {
+        self.jobs
+            .get(id)
+            .ok_or_else(|| crate::error::CoordinatorError::UnknownJob(id.to_string()))
+    }
+}
