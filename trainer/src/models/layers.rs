@@ -1,0 +1,158 @@
+//! Layers built from a named `nn::Path` (so `VarStore` checkpoints carry their
+//! names), initialised from the trainer's own RNG with PyTorch's default bounds, and
+//! aware of the compute dtype: under bf16 the matmul/conv inputs and weights are cast
+//! inside the forward while the stored parameters stay fp32.
+
+use expcluster_core::trainer_spec::Activation;
+use tch::{nn, Kind, Tensor};
+
+use super::Ctx;
+use crate::rng::Rng;
+
+/// A trainable variable initialised from `rng`: U(-bound, bound), or N(0, std²) when
+/// `normal` is set.
+fn init_var(
+    path: &nn::Path,
+    name: &str,
+    shape: &[i64],
+    rng: &mut Rng,
+    scale: f64,
+    normal: bool,
+) -> Tensor {
+    let count: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..count)
+        .map(|_| {
+            let draw = if normal {
+                rng.normal()
+            } else {
+                2.0 * rng.uniform() - 1.0
+            };
+            (draw * scale) as f32
+        })
+        .collect();
+    let init = Tensor::from_slice(&values)
+        .reshape(shape)
+        .to_device(path.device());
+    path.var_copy(name, &init)
+}
+
+/// `x W^T + b`, PyTorch's `nn.Linear` initialisation (kaiming-uniform, a = √5).
+#[derive(Debug)]
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    pub fn new(path: nn::Path, inputs: i64, outputs: i64, rng: &mut Rng) -> Dense {
+        let bound = 1.0 / (inputs as f64).sqrt();
+        Dense {
+            weight: init_var(&path, "weight", &[outputs, inputs], rng, bound, false),
+            bias: init_var(&path, "bias", &[outputs], rng, bound, false),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        let k = ctx.compute;
+        x.to_kind(k)
+            .linear(&self.weight.to_kind(k), Some(self.bias.to_kind(k)))
+    }
+}
+
+/// A same-padded 2-D convolution, `nn.Conv2d` initialisation.
+#[derive(Debug)]
+pub struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    padding: i64,
+}
+
+impl Conv {
+    pub fn new(path: nn::Path, inputs: i64, outputs: i64, kernel: i64, rng: &mut Rng) -> Conv {
+        let bound = 1.0 / ((inputs * kernel * kernel) as f64).sqrt();
+        Conv {
+            weight: init_var(
+                &path,
+                "weight",
+                &[outputs, inputs, kernel, kernel],
+                rng,
+                bound,
+                false,
+            ),
+            bias: init_var(&path, "bias", &[outputs], rng, bound, false),
+            padding: kernel / 2,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        let k = ctx.compute;
+        x.to_kind(k).conv2d(
+            &self.weight.to_kind(k),
+            Some(self.bias.to_kind(k)),
+            [1, 1],
+            [self.padding, self.padding],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// A learned table, N(0, std²) (embeddings).
+#[derive(Debug)]
+pub struct Table {
+    pub weight: Tensor,
+}
+
+impl Table {
+    pub fn new(path: nn::Path, rows: i64, width: i64, std: f64, rng: &mut Rng) -> Table {
+        Table {
+            weight: init_var(&path, "weight", &[rows, width], rng, std, true),
+        }
+    }
+}
+
+/// Normalisation; always computed in fp32 (as autocast does).
+#[derive(Debug)]
+pub enum NormLayer {
+    Batch(nn::BatchNorm),
+    Layer(nn::LayerNorm),
+}
+
+impl NormLayer {
+    pub fn batch1d(path: nn::Path, width: i64) -> NormLayer {
+        NormLayer::Batch(nn::batch_norm1d(path, width, Default::default()))
+    }
+
+    pub fn batch2d(path: nn::Path, channels: i64) -> NormLayer {
+        NormLayer::Batch(nn::batch_norm2d(path, channels, Default::default()))
+    }
+
+    pub fn layer(path: nn::Path, width: i64) -> NormLayer {
+        NormLayer::Layer(nn::layer_norm(path, vec![width], Default::default()))
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        let x = x.to_kind(Kind::Float);
+        match self {
+            NormLayer::Batch(norm) => nn::ModuleT::forward_t(norm, &x, ctx.train),
+            NormLayer::Layer(norm) => nn::Module::forward(norm, &x),
+        }
+    }
+}
+
+pub fn activate(x: &Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::Relu => x.relu(),
+        Activation::Gelu => x.gelu("none"),
+        Activation::Tanh => x.tanh(),
+        Activation::Silu => x.silu(),
+    }
+}
+
+pub fn dropout(x: &Tensor, p: f64, ctx: Ctx) -> Tensor {
+    if p > 0.0 && ctx.train {
+        x.dropout(p, true)
+    } else {
+        x.shallow_clone()
+    }
+}

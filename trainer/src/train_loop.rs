@@ -1,0 +1,357 @@
+//! The training loop: device and precision set-up, resume, epochs of seeded
+//! mini-batch steps, evaluation, metric emission, early stopping, checkpoints and
+//! the `.npy` results.
+//!
+//! Invariant: everything random in step `s` of epoch `e` is a function of (seed, e, s)
+//! (the batch order, libtorch's generator reseeded for dropout), and the checkpoint
+//! holds the rest (weights, optimizer buffers, history), so resuming at any step
+//! reproduces the uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use expcluster_core::trainer_spec::{LossSpec, Precision, StopMode, Task, TrainerSpec};
+use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
+
+use crate::checkpoint::{self, TrainState};
+use crate::data::{self, Dataset};
+use crate::metrics::evaluate;
+use crate::models::{self, Ctx, InputShape, Net};
+use crate::npy::{encode_f64, write_atomic};
+use crate::optim::Optimizer;
+use crate::rng::{derive, epoch_permutation, purpose, Rng};
+use crate::schedule::learning_rate;
+use crate::{DeviceChoice, MetricSink, TrainError, TrainJob, TrainReport};
+
+/// The state of one running job.
+struct Run<'a> {
+    job: &'a TrainJob<'a>,
+    data: Dataset,
+    net: Box<dyn Net>,
+    vs: VarStore,
+    optimizer: Optimizer,
+    state: TrainState,
+    compute: Kind,
+    device: Device,
+}
+
+pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport, TrainError> {
+    let spec = job.spec;
+    spec.validate().map_err(TrainError::InvalidSpec)?;
+    tch::set_num_threads(spec.threads as i32);
+    let (device, device_name) = resolve_device(job.device)?;
+    let compute = match (spec.precision, device) {
+        (Precision::Bf16, Device::Cuda(_)) => Kind::BFloat16,
+        (Precision::Bf16, _) => {
+            tracing::warn!("precision bf16 is CUDA-only; running fp32 on {device_name}");
+            Kind::Float
+        }
+        (Precision::Fp32, _) => Kind::Float,
+    };
+    let data = data::load(spec, job.data_root)?.to_device(device);
+    let mut vs = VarStore::new(device);
+    let input = InputShape {
+        row: data.row_shape(),
+        vocab: data.vocab,
+    };
+    let mut init_rng = Rng::new(derive(job.seed, &[purpose::INIT]));
+    let net = models::build(&spec.model, vs.root(), &input, data.outputs, &mut init_rng)?;
+    let mut optimizer = Optimizer::new(&spec.optimizer, vs.trainable_variables());
+
+    let fingerprint = fingerprint(spec, job.seed);
+    let mut state = TrainState::fresh(fingerprint.clone());
+    let mut resumed_from_epoch = None;
+    if let Some(restored) = checkpoint::load_latest(job.checkpoint_dir, &mut vs, &fingerprint)? {
+        optimizer.load_state(
+            restored.optimizer_state,
+            restored.state.optimizer_steps,
+            device,
+        )?;
+        resumed_from_epoch = Some(restored.state.epoch);
+        tracing::info!(
+            epoch = restored.state.epoch,
+            step = restored.state.step_in_epoch,
+            "resuming from checkpoint"
+        );
+        state = restored.state;
+    }
+    let mut run = Run {
+        job,
+        data,
+        net,
+        vs,
+        optimizer,
+        state,
+        compute,
+        device,
+    };
+    run.train(sink)?;
+    run.write_results()?;
+    let final_metrics = run
+        .state
+        .history
+        .iter()
+        .filter_map(|(name, values)| Some((name.clone(), *values.last()?)))
+        .collect();
+    Ok(TrainReport {
+        epochs_run: run.state.epoch,
+        resumed_from_epoch,
+        final_metrics,
+        device: device_name,
+    })
+}
+
+fn resolve_device(choice: DeviceChoice) -> Result<(Device, String), TrainError> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".to_owned())),
+        DeviceChoice::Cuda(index) => {
+            let count = tch::Cuda::device_count() as usize;
+            if !tch::Cuda::is_available() || index >= count {
+                return Err(TrainError::Device(format!(
+                    "cuda:{index} requested but {count} CUDA device(s) are visible"
+                )));
+            }
+            // Shapes are fixed per job, so cuDNN's autotuning pays off.
+            tch::Cuda::cudnn_set_benchmark(true);
+            Ok((Device::Cuda(index), format!("cuda:{index}")))
+        }
+    }
+}
+
+/// FNV-1a of the spec's JSON and the seed: what a checkpoint must match to be resumed.
+fn fingerprint(spec: &TrainerSpec, seed: u64) -> String {
+    let text = serde_json::to_string(spec).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes().chain(seed.to_le_bytes()) {
+        hash ^= byte as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}-seed{seed}")
+}
+
+/// `train_loss` → `train_losses.npy`, `test_accuracy` → `test_accuracies.npy`.
+pub fn result_file(metric: &str) -> String {
+    if let Some(stem) = metric.strip_suffix('y') {
+        format!("{stem}ies.npy")
+    } else if metric.ends_with('s') {
+        format!("{metric}es.npy")
+    } else {
+        format!("{metric}s.npy")
+    }
+}
+
+impl<'a> Run<'a> {
+    fn spec(&self) -> &'a TrainerSpec {
+        self.job.spec
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        let n = self.data.train.rows();
+        let batch = self.spec().batch_size;
+        let steps = n.div_ceil(batch);
+        // Batch norm cannot train on a final batch of one row: drop it.
+        if self.net.needs_pairs() && n % batch == 1 && steps > 1 {
+            steps - 1
+        } else {
+            steps
+        }
+    }
+
+    fn train(&mut self, sink: &mut dyn MetricSink) -> Result<(), TrainError> {
+        let spec = self.spec();
+        let (epochs, batch) = (spec.epochs, spec.batch_size as i64);
+        let steps = self.steps_per_epoch();
+        let rows = self.data.train.rows() as i64;
+        while self.state.epoch < epochs && !self.state.stopped_early {
+            let epoch = self.state.epoch;
+            let order = Tensor::from_slice(&epoch_permutation(self.job.seed, epoch, rows as usize))
+                .to_device(self.device);
+            let started = Instant::now();
+            let mut samples_here = 0usize;
+            let mut loss_sum = Tensor::from(self.state.partial_loss_sum).to_device(self.device);
+            for step in self.state.step_in_epoch..steps {
+                if self.job.cancel.load(Ordering::SeqCst) {
+                    self.state.step_in_epoch = step;
+                    self.state.partial_loss_sum = loss_sum.double_value(&[]);
+                    self.checkpoint()?;
+                    return Err(TrainError::Cancelled);
+                }
+                tch::manual_seed(
+                    derive(self.job.seed, &[purpose::TORCH, epoch as u64, step as u64]) as i64,
+                );
+                let start = step as i64 * batch;
+                let len = batch.min(rows - start);
+                let index = order.narrow(0, start, len);
+                let x = self.data.train.x.index_select(0, &index);
+                let y = self.data.train.y.index_select(0, &index);
+                let lr = learning_rate(
+                    &spec.schedule,
+                    spec.optimizer.lr(),
+                    epochs,
+                    epoch,
+                    step,
+                    steps,
+                );
+                let loss = self.loss(&x, &y);
+                self.optimizer.zero_grad();
+                loss.backward();
+                if let Some(max_norm) = spec.grad_clip {
+                    self.optimizer.clip_grad_norm(max_norm);
+                }
+                self.optimizer.step(lr);
+                loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
+                samples_here += len as usize;
+                self.state.partial_samples += len as usize;
+                self.state.global_step += 1;
+                self.state.optimizer_steps = self.optimizer.steps;
+                if spec.eval_every_steps > 0
+                    && self.state.global_step % spec.eval_every_steps as u64 == 0
+                {
+                    let running = loss_sum.double_value(&[]) / self.state.partial_samples as f64;
+                    sink.emit("step_train_loss", running);
+                    for (name, value) in self.evaluate_all() {
+                        sink.emit(&format!("step_{name}"), value);
+                    }
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let train_loss = loss_sum.double_value(&[]) / self.state.partial_samples.max(1) as f64;
+            let mut scores = self.evaluate_all();
+            scores.insert("train_loss".into(), train_loss);
+            scores.insert(
+                "samples_per_sec".into(),
+                samples_here as f64 / seconds.max(1e-9),
+            );
+            let names = TrainerSpec::epoch_metric_names(self.data.task, self.data.val.is_some());
+            for name in names {
+                let value = *scores
+                    .get(name)
+                    .ok_or_else(|| TrainError::Torch(format!("metric {name} not computed")))?;
+                sink.emit(name, value);
+                self.state
+                    .history
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(value);
+            }
+            self.state.epoch += 1;
+            self.state.step_in_epoch = 0;
+            self.state.partial_loss_sum = 0.0;
+            self.state.partial_samples = 0;
+            self.update_early_stopping(&scores)?;
+            let last = self.state.epoch == epochs || self.state.stopped_early;
+            if last || self.state.epoch % spec.checkpoint_every == 0 {
+                self.checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The training criterion on one batch (label smoothing included).
+    fn loss(&self, x: &Tensor, y: &Tensor) -> Tensor {
+        let ctx = Ctx {
+            train: true,
+            compute: self.compute,
+        };
+        let out = self.net.forward(x, ctx);
+        match (self.data.task, &self.spec().loss) {
+            (Task::Classification, Some(LossSpec::CrossEntropy { label_smoothing })) => {
+                out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, *label_smoothing)
+            }
+            (Task::Classification, _) => {
+                out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)
+            }
+            (Task::Regression, _) => out.mse_loss(y, Reduction::Mean),
+        }
+    }
+
+    /// Validation (if any) and test scores.
+    fn evaluate_all(&self) -> BTreeMap<String, f64> {
+        let mut scores = evaluate(
+            self.net.as_ref(),
+            &self.data.test,
+            self.data.task,
+            self.compute,
+            "test",
+        );
+        if let Some(val) = &self.data.val {
+            scores.extend(evaluate(
+                self.net.as_ref(),
+                val,
+                self.data.task,
+                self.compute,
+                "val",
+            ));
+        }
+        scores
+    }
+
+    fn update_early_stopping(&mut self, scores: &BTreeMap<String, f64>) -> Result<(), TrainError> {
+        let Some(stop) = &self.spec().early_stopping else {
+            return Ok(());
+        };
+        let value = *scores.get(&stop.metric).ok_or_else(|| {
+            TrainError::Data(format!(
+                "early_stopping.metric `{}` is not produced (no validation split?)",
+                stop.metric
+            ))
+        })?;
+        let improved = match (self.state.best, stop.resolved_mode()) {
+            (None, _) => true,
+            (Some(best), StopMode::Min) => value < best - stop.min_delta,
+            (Some(best), StopMode::Max) => value > best + stop.min_delta,
+        };
+        if improved {
+            self.state.best = Some(value);
+            self.state.epochs_since_best = 0;
+        } else {
+            self.state.epochs_since_best += 1;
+            if self.state.epochs_since_best >= stop.patience {
+                tracing::info!(epoch = self.state.epoch, metric = %stop.metric, "early stopping");
+                self.state.stopped_early = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        checkpoint::save(
+            self.job.checkpoint_dir,
+            &self.state,
+            &self.vs,
+            &self.optimizer,
+        )?;
+        // Results so far, so a cancelled or lost job still leaves its curves.
+        self.write_results()
+    }
+
+    /// One float64 `.npy` per per-epoch metric (throughput excepted), all epochs.
+    fn write_results(&self) -> Result<(), TrainError> {
+        for (name, values) in &self.state.history {
+            if name == "samples_per_sec" {
+                continue;
+            }
+            write_atomic(
+                &self.job.output_dir.join(result_file(name)),
+                &encode_f64(values),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::result_file;
+
+    #[test]
+    fn result_files_use_the_seed_protocol_names() {
+        assert_eq!(result_file("train_loss"), "train_losses.npy");
+        assert_eq!(result_file("test_accuracy"), "test_accuracies.npy");
+        assert_eq!(result_file("test_f1"), "test_f1s.npy");
+        assert_eq!(result_file("test_mse"), "test_mses.npy");
+        assert_eq!(result_file("test_mae"), "test_maes.npy");
+        assert_eq!(result_file("test_r2"), "test_r2s.npy");
+    }
+}
