@@ -683,7 +683,9 @@ mod validate {
     }
 
     fn at_least(name: &str, value: usize, min: usize) -> Result<(), String> {
-        check(value >= min, || format!("`{name}` must be ≥ {min}, got {value}"))
+        check(value >= min, || {
+            format!("`{name}` must be ≥ {min}, got {value}")
+        })
     }
 
     pub(super) fn validate(spec: &TrainerSpec) -> Result<(), String> {
@@ -801,20 +803,25 @@ mod validate {
         at_least("n_test", n_test, 1)?;
         fraction("val_fraction", val_fraction)?;
         // The split keeps at least one training row (rounding is the trainer's).
-        check((n_train as f64 * val_fraction).round() < n_train as f64, || {
-            "`val_fraction` leaves no training rows".to_owned()
-        })
+        check(
+            (n_train as f64 * val_fraction).round() < n_train as f64,
+            || "`val_fraction` leaves no training rows".to_owned(),
+        )
     }
 
     fn synthetic(s: &SyntheticSpec, kind: &str) -> Result<(), String> {
         sizes(s.n_train, s.n_test, s.val_fraction)?;
         non_negative("noise", s.noise)?;
-        let min_features = if matches!(kind, "moons" | "spirals") { 2 } else { 1 };
+        let min_features = if matches!(kind, "moons" | "spirals") {
+            2
+        } else {
+            1
+        };
         at_least("n_features", s.n_features, min_features)?;
         match (kind, s.n_classes, s.n_outputs) {
-            ("teacher", Some(_), _) => Err(
-                "`n_classes` does not apply to teacher (a regression); use `n_outputs`".into(),
-            ),
+            ("teacher", Some(_), _) => {
+                Err("`n_classes` does not apply to teacher (a regression); use `n_outputs`".into())
+            }
             ("teacher", None, Some(outputs)) => at_least("n_outputs", outputs, 1),
             ("teacher", None, None) => Ok(()),
             (_, _, Some(_)) => Err(format!("`n_outputs` applies to teacher only, not {kind}")),
@@ -874,11 +881,16 @@ mod validate {
                 at_least("ff", *ff, 1)?;
                 at_least("max_len", *max_len, 1)?;
                 check(*d_model >= 1 && d_model % heads == 0, || {
-                    format!("`d_model` ({d_model}) must be a positive multiple of `heads` ({heads})")
+                    format!(
+                        "`d_model` ({d_model}) must be a positive multiple of `heads` ({heads})"
+                    )
                 })?;
                 if let DatasetSpec::Sequences(s) = dataset {
                     check(s.seq_len <= *max_len, || {
-                        format!("`max_len` ({max_len}) is shorter than the sequences ({})", s.seq_len)
+                        format!(
+                            "`max_len` ({max_len}) is shorter than the sequences ({})",
+                            s.seq_len
+                        )
                     })?;
                 }
                 fraction("dropout", *dropout)
@@ -937,9 +949,11 @@ mod validate {
                 at_least("step_size", *step_size, 1)?;
                 positive("gamma", *gamma)
             }
-            ScheduleSpec::Cosine { min_factor, .. } => check((0.0..=1.0).contains(min_factor), || {
-                format!("`min_factor` must be in [0, 1], got {min_factor}")
-            }),
+            ScheduleSpec::Cosine { min_factor, .. } => {
+                check((0.0..=1.0).contains(min_factor), || {
+                    format!("`min_factor` must be in [0, 1], got {min_factor}")
+                })
+            }
         }
     }
 
@@ -1093,18 +1107,48 @@ mod tests {
             (json!({"batch_size": 0}), "batch_size"),
             (json!({"optimizer": {"kind": "adam", "lr": 0.0}}), "lr"),
             (json!({"optimizer": {"kind": "sgd", "lr": -1.0}}), "lr"),
-            (json!({"optimizer": {"kind": "sgd", "nesterov": true}}), "nesterov"),
+            (
+                json!({"optimizer": {"kind": "sgd", "nesterov": true}}),
+                "nesterov",
+            ),
             (json!({"model": {"kind": "mlp", "dropout": 1.0}}), "dropout"),
-            (json!({"model": {"kind": "cnn", "kernel_size": 4}}), "kernel_size"),
-            (json!({"model": {"kind": "transformer", "d_model": 30, "heads": 4}}), "d_model"),
+            (
+                json!({"model": {"kind": "cnn", "kernel_size": 4}}),
+                "kernel_size",
+            ),
+            (
+                json!({"model": {"kind": "transformer", "d_model": 30, "heads": 4}}),
+                "d_model",
+            ),
             (json!({"grad_clip": 0.0}), "grad_clip"),
-            (json!({"loss": {"kind": "cross_entropy", "label_smoothing": 1.5}}), "label_smoothing"),
-            (json!({"dataset": {"kind": "npz", "path": "d.npz", "val_fraction": 1.0}}), "val_fraction"),
-            (json!({"dataset": {"kind": "moons", "n_classes": 3}}), "moons"),
-            (json!({"dataset": {"kind": "teacher"}, "loss": {"kind": "cross_entropy"}}), "implies"),
-            (json!({"task": "regression", "loss": {"kind": "cross_entropy"}}), "implies"),
-            (json!({"early_stopping": {"metric": "test_r2"}, "task": "classification"}), "test_r2"),
-            (json!({"schedule": {"kind": "constant", "warmup_epochs": 50}}), "warmup_epochs"),
+            (
+                json!({"loss": {"kind": "cross_entropy", "label_smoothing": 1.5}}),
+                "label_smoothing",
+            ),
+            (
+                json!({"dataset": {"kind": "npz", "path": "d.npz", "val_fraction": 1.0}}),
+                "val_fraction",
+            ),
+            (
+                json!({"dataset": {"kind": "moons", "n_classes": 3}}),
+                "moons",
+            ),
+            (
+                json!({"dataset": {"kind": "teacher"}, "loss": {"kind": "cross_entropy"}}),
+                "implies",
+            ),
+            (
+                json!({"task": "regression", "loss": {"kind": "cross_entropy"}}),
+                "implies",
+            ),
+            (
+                json!({"early_stopping": {"metric": "test_r2"}, "task": "classification"}),
+                "test_r2",
+            ),
+            (
+                json!({"schedule": {"kind": "constant", "warmup_epochs": 50}}),
+                "warmup_epochs",
+            ),
         ];
         for (patch, needle) in cases {
             let mut value = minimal();
@@ -1123,12 +1167,22 @@ mod tests {
         let spec = TrainerSpec::from_json(&value).expect("valid");
         assert_eq!(
             spec.metric_names(),
-            ["train_loss", "val_loss", "test_loss", "test_mse", "test_mae", "test_r2", "samples_per_sec"]
+            [
+                "train_loss",
+                "val_loss",
+                "test_loss",
+                "test_mse",
+                "test_mae",
+                "test_r2",
+                "samples_per_sec"
+            ]
         );
         // Files without a declared task may be either: both sets are listed.
         let spec = TrainerSpec::from_json(&minimal()).expect("valid");
         let names = spec.metric_names();
-        assert!(names.contains(&"test_accuracy".to_owned()) && names.contains(&"test_r2".to_owned()));
+        assert!(
+            names.contains(&"test_accuracy".to_owned()) && names.contains(&"test_r2".to_owned())
+        );
         assert!(!names.contains(&"val_loss".to_owned()));
     }
 

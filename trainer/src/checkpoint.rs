@@ -27,13 +27,16 @@ pub struct TrainState {
     /// Steps already done in the epoch in progress (0 at an epoch boundary).
     pub step_in_epoch: usize,
     /// Sum of batch-size-weighted training losses of the epoch in progress.
+    #[serde(with = "exact")]
     pub partial_loss_sum: f64,
     pub partial_samples: usize,
     pub global_step: u64,
     pub optimizer_steps: i64,
     /// One value per completed epoch, per metric.
+    #[serde(with = "exact")]
     pub history: BTreeMap<String, Vec<f64>>,
     /// Early stopping: best value so far and epochs since it improved.
+    #[serde(with = "exact")]
     pub best: Option<f64>,
     pub epochs_since_best: usize,
     pub stopped_early: bool,
@@ -54,6 +57,77 @@ impl TrainState {
             epochs_since_best: 0,
             stopped_early: false,
         }
+    }
+}
+
+/// Floats stored as their shortest round-trip decimal strings and parsed back with
+/// Rust's correctly rounded parser: serde_json's default float parsing may be off by
+/// one ulp, which would make a resumed run's arrays differ from an uninterrupted one.
+mod exact {
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    pub trait Exact: Sized {
+        type Text: Serialize + for<'de> Deserialize<'de>;
+        fn to_text(&self) -> Self::Text;
+        fn from_text(text: Self::Text) -> Result<Self, String>;
+    }
+
+    fn parse(text: &str) -> Result<f64, String> {
+        text.parse().map_err(|_| format!("`{text}` is not a float"))
+    }
+
+    impl Exact for f64 {
+        type Text = String;
+        fn to_text(&self) -> String {
+            format!("{self:?}")
+        }
+        fn from_text(text: String) -> Result<f64, String> {
+            parse(&text)
+        }
+    }
+
+    impl Exact for Option<f64> {
+        type Text = Option<String>;
+        fn to_text(&self) -> Option<String> {
+            self.map(|value| format!("{value:?}"))
+        }
+        fn from_text(text: Option<String>) -> Result<Self, String> {
+            text.as_deref().map(parse).transpose()
+        }
+    }
+
+    impl Exact for super::BTreeMap<String, Vec<f64>> {
+        type Text = super::BTreeMap<String, Vec<String>>;
+        fn to_text(&self) -> Self::Text {
+            self.iter()
+                .map(|(name, values)| {
+                    (
+                        name.clone(),
+                        values.iter().map(|v| format!("{v:?}")).collect(),
+                    )
+                })
+                .collect()
+        }
+        fn from_text(text: Self::Text) -> Result<Self, String> {
+            text.into_iter()
+                .map(|(name, values)| {
+                    Ok((
+                        name,
+                        values.iter().map(|v| parse(v)).collect::<Result<_, _>>()?,
+                    ))
+                })
+                .collect()
+        }
+    }
+
+    pub fn serialize<T: Exact, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        value.to_text().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, T: Exact, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        T::from_text(T::Text::deserialize(deserializer)?).map_err(D::Error::custom)
     }
 }
 

@@ -111,6 +111,17 @@ impl Table {
     }
 }
 
+/// PyTorch's batch-norm initialisation (scale 1, shift 0). tch's default draws the
+/// scale from U(0, 1) with libtorch's global generator, which would make the initial
+/// weights depend on whatever else the process did.
+fn batch_config() -> nn::BatchNormConfig {
+    nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    }
+}
+
 /// Normalisation; always computed in fp32 (as autocast does).
 #[derive(Debug)]
 pub enum NormLayer {
@@ -120,11 +131,11 @@ pub enum NormLayer {
 
 impl NormLayer {
     pub fn batch1d(path: nn::Path, width: i64) -> NormLayer {
-        NormLayer::Batch(nn::batch_norm1d(path, width, Default::default()))
+        NormLayer::Batch(nn::batch_norm1d(path, width, batch_config()))
     }
 
     pub fn batch2d(path: nn::Path, channels: i64) -> NormLayer {
-        NormLayer::Batch(nn::batch_norm2d(path, channels, Default::default()))
+        NormLayer::Batch(nn::batch_norm2d(path, channels, batch_config()))
     }
 
     pub fn layer(path: nn::Path, width: i64) -> NormLayer {
