@@ -1,1 +1,18 @@
-//! placeholder
+//! The expcluster worker: one per node, one slot per GPU (or CPU slots).
+//!
+//! It registers with the coordinator, heartbeats on its own task whatever the load,
+//! leases jobs for its free slots, runs each one (a command in a child process, or
+//! the built-in tch trainer), streams metric points as they are produced, uploads the
+//! result files and logs, and reports how the attempt ended. The coordinator fences
+//! every report by (worker, job, attempt); the worker stops any attempt the
+//! coordinator tells it is no longer current.
+
+pub mod agent;
+pub mod client;
+pub mod command;
+pub mod job_dir;
+pub mod reporter;
+pub mod runner;
+pub mod trainer_job;
+
+pub use agent::{run_worker, WorkerConfig};

@@ -1,0 +1,190 @@
+//! The worker's main loop: register, heartbeat, lease for free slots, run attempts,
+//! and drain on shutdown (running attempts are stopped and reported PREEMPTED, so the
+//! coordinator requeues them without spending their failure budget).
+
+use crate::client::{channel, is_retryable, worker_client, WorkerClient};
+use crate::command::StopReason;
+use crate::runner::{run_attempt, Slot, WorkerContext};
+use expcluster_proto::v1;
+use expcluster_trainer::Trainer;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// How long a lease call may wait on the coordinator for work.
+const LEASE_WAIT_MS: u32 = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub coordinator: String,
+    pub slots: u32,
+    pub work_dir: PathBuf,
+    pub hostname: String,
+    /// GPU indices, one slot each (empty: CPU slots).
+    pub gpus: Vec<String>,
+}
+
+type Running = Arc<Mutex<HashMap<(String, u32), watch::Sender<Option<StopReason>>>>>;
+
+/// Runs a worker until `shutdown` resolves, then drains.
+pub async fn run_worker(
+    config: WorkerConfig,
+    trainer: Arc<dyn Trainer>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(|err| WorkerError::Setup(format!("work dir {}: {err}", config.work_dir.display())))?;
+    let channel = channel(&config.coordinator).map_err(|err| WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator)))?;
+    let mut client = worker_client(channel);
+    let registered = register(&mut client, &config).await?;
+    let worker_id = registered.worker_id.clone();
+    tracing::info!(%worker_id, slots = config.slots, "registered with the coordinator");
+    let context = Arc::new(WorkerContext {
+        client: client.clone(),
+        worker_id: worker_id.clone(),
+        work_dir: config.work_dir.clone(),
+        trainer,
+    });
+    let running: Running = Arc::default();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        worker_id.clone(),
+        running.clone(),
+        Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100))),
+    ));
+    let slot_freed = Arc::new(Notify::new());
+    let mut free_slots: Vec<Slot> = if config.gpus.is_empty() {
+        (0..config.slots).map(|_| Slot { gpu: None }).collect()
+    } else {
+        config.gpus.iter().map(|gpu| Slot { gpu: Some(gpu.clone()) }).collect()
+    };
+    let (slot_tx, mut slot_rx) = tokio::sync::mpsc::unbounded_channel::<Slot>();
+    let mut attempts = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while let Ok(slot) = slot_rx.try_recv() {
+            free_slots.push(slot);
+        }
+        while attempts.try_join_next().is_some() {}
+        if free_slots.is_empty() {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = slot_freed.notified() => continue,
+            }
+        }
+        let request = v1::LeaseRequest {
+            worker_id: worker_id.clone(),
+            free_slots: free_slots.len() as u32,
+            wait_ms: LEASE_WAIT_MS,
+        };
+        let leased = tokio::select! {
+            () = &mut shutdown => break,
+            leased = client.lease(request) => leased,
+        };
+        let jobs = match leased {
+            Ok(response) => response.into_inner().jobs,
+            Err(status) if is_retryable(&status) => {
+                tracing::warn!(%status, "lease failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(status) => return Err(WorkerError::Refused(status.message().to_owned())),
+        };
+        for spec in jobs {
+            let Some(slot) = free_slots.pop() else {
+                tracing::error!(job_id = %spec.job_id, "coordinator leased more jobs than free slots");
+                break;
+            };
+            let (stop_tx, stop_rx) = watch::channel(None);
+            let key = (spec.job_id.clone(), spec.attempt);
+            running.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), stop_tx);
+            let context = context.clone();
+            let running = running.clone();
+            let slot_tx = slot_tx.clone();
+            let slot_freed = slot_freed.clone();
+            attempts.spawn(async move {
+                run_attempt(context, spec, slot.clone(), stop_rx).await;
+                running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                let _ = slot_tx.send(slot);
+                slot_freed.notify_one();
+            });
+        }
+    }
+    tracing::info!(%worker_id, running = attempts.len(), "draining: stopping running jobs");
+    for stop in running.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        let _ = stop.send(Some(StopReason::Preempted));
+    }
+    while attempts.join_next().await.is_some() {}
+    heartbeat.abort();
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+}
+
+async fn register(client: &mut WorkerClient, config: &WorkerConfig) -> Result<v1::RegisterResponse, WorkerError> {
+    let request = v1::RegisterRequest {
+        hostname: config.hostname.clone(),
+        slots: config.slots,
+        gpus: config.gpus.clone(),
+        incarnation_hint: String::new(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    for _ in 0..60 {
+        match client.register(request.clone()).await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if is_retryable(&status) => {
+                tracing::warn!(%status, coordinator = %config.coordinator, "coordinator not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(status) => return Err(WorkerError::Refused(status.message().to_owned())),
+        }
+    }
+    Err(WorkerError::Setup(format!(
+        "cannot reach the coordinator at {}: is it running, and is the address right?",
+        config.coordinator
+    )))
+}
+
+/// Heartbeats on a fixed period, whatever the load, and stops attempts the
+/// coordinator no longer considers current.
+async fn heartbeat_loop(mut client: WorkerClient, worker_id: String, running: Running, period: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        let current: Vec<v1::AttemptRef> = running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(job_id, attempt)| v1::AttemptRef { job_id: job_id.clone(), attempt: *attempt })
+            .collect();
+        let request = v1::HeartbeatRequest { worker_id: worker_id.clone(), running: current };
+        match client.heartbeat(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                let stop_all = !response.known;
+                if stop_all {
+                    tracing::error!(%worker_id, "the coordinator no longer knows this worker; stopping its jobs");
+                }
+                for ((job_id, attempt), stop) in running.iter() {
+                    let told = response.stop.iter().any(|s| &s.job_id == job_id && s.attempt == *attempt);
+                    if told || stop_all {
+                        tracing::warn!(%job_id, attempt, "stopping an attempt that is no longer current");
+                        let _ = stop.send(Some(StopReason::Cancelled));
+                    }
+                }
+            }
+            Err(status) => tracing::warn!(%status, "heartbeat failed"),
+        }
+    }
+}

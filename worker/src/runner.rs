@@ -1,0 +1,225 @@
+//! One attempt from lease to completion: prepare the directory, run, upload results
+//! and logs, wait until every metric point is acknowledged, report the end.
+
+use crate::client::{is_retryable, WorkerClient};
+use crate::command::{job_environment, run_command, RunEnd, StopReason};
+use crate::job_dir::JobDir;
+use crate::reporter::{self, ReportEnd};
+use crate::trainer_job::{run_trainer, TrainerRun};
+use expcluster_proto::v1;
+use expcluster_trainer::{DeviceChoice, Trainer};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Logs are uploaded up to this size (their tail is kept).
+const MAX_LOG_UPLOAD: usize = 8 * 1024 * 1024;
+/// How long a finished attempt keeps trying to report to an unreachable coordinator.
+const REPORT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// What every attempt on this worker shares.
+pub struct WorkerContext {
+    pub client: WorkerClient,
+    pub worker_id: String,
+    pub work_dir: PathBuf,
+    pub trainer: Arc<dyn Trainer>,
+}
+
+/// The slot an attempt runs on.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub gpu: Option<String>,
+}
+
+/// Runs one leased attempt to its reported end.
+pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: Slot, stop: watch::Receiver<Option<StopReason>>) {
+    let started = Instant::now();
+    let job_id = spec.job_id.clone();
+    let attempt = spec.attempt;
+    let span = tracing::info_span!("attempt", job_id = %job_id, attempt, worker_id = %context.worker_id);
+    let _entered = span.enter();
+    drop(_entered);
+    let dir = match JobDir::create(&context.work_dir, &spec) {
+        Ok(dir) => dir,
+        Err(err) => {
+            let request = completion(&context, &spec, v1::Outcome::Failed, -1, format!("cannot prepare the job directory: {err}"), String::new(), 0, started);
+            send_completion(&context, request).await;
+            return;
+        }
+    };
+    let (metrics, reporter) = reporter::start(context.client.clone(), context.worker_id.clone(), job_id.clone(), attempt);
+    let timeout = Duration::from_millis(spec.timeout_ms.max(1));
+    let (end, error, stderr_tail) = match &spec.kind {
+        Some(v1::job_spec::Kind::Command(command)) => {
+            let env = job_environment(&spec, &dir, slot.gpu.as_deref());
+            match run_command(command, env, &dir, metrics, stop, timeout).await {
+                Ok((end, tail)) => (end, String::new(), tail),
+                Err(err) => (RunEnd::Exited { code: 127 }, err.to_string(), String::new()),
+            }
+        }
+        Some(v1::job_spec::Kind::Trainer(trainer)) => {
+            let device = match slot.gpu.as_deref().and_then(|gpu| gpu.parse::<usize>().ok()) {
+                Some(index) => DeviceChoice::Cuda(index),
+                None => DeviceChoice::Cpu,
+            };
+            let run = TrainerRun {
+                seed: spec.seed,
+                device,
+                data_root: PathBuf::from(&spec.workspace_dir),
+                checkpoint_dir: context.work_dir.join("checkpoints").join(&spec.job_id),
+                timeout,
+            };
+            let (end, error) = run_trainer(context.trainer.clone(), &trainer.spec_json, run, &dir, metrics, stop).await;
+            (end, error.clone(), error)
+        }
+        None => (RunEnd::Exited { code: 2 }, "the job spec names no command and no trainer".to_owned(), String::new()),
+    };
+    let metric_count = match reporter.await {
+        Ok(ReportEnd::AllAcked(count)) => count,
+        Ok(ReportEnd::Refused(reason)) => {
+            tracing::warn!(%job_id, attempt, %reason, "the coordinator refused this attempt's metrics; abandoning it");
+            return;
+        }
+        Err(err) => {
+            tracing::error!(%job_id, attempt, %err, "metric reporter failed");
+            return;
+        }
+    };
+    let (outcome, exit_code, error) = classify(&end, error, timeout);
+    if outcome == v1::Outcome::Succeeded {
+        if let Err(err) = upload_results(&context, &spec, &dir).await {
+            let request = completion(&context, &spec, v1::Outcome::Failed, exit_code, format!("uploading results failed: {err}"), stderr_tail, metric_count, started);
+            send_completion(&context, request).await;
+            return;
+        }
+    }
+    upload_logs(&context, &spec, &dir).await;
+    let request = completion(&context, &spec, outcome, exit_code, error, stderr_tail, metric_count, started);
+    send_completion(&context, request).await;
+}
+
+fn classify(end: &RunEnd, error: String, timeout: Duration) -> (v1::Outcome, i32, String) {
+    match end {
+        RunEnd::Exited { code: 0 } if error.is_empty() => (v1::Outcome::Succeeded, 0, error),
+        RunEnd::Exited { code } => {
+            let error = if error.is_empty() { format!("exited with status {code}") } else { error };
+            (v1::Outcome::Failed, *code, error)
+        }
+        RunEnd::Signalled { signal } => (v1::Outcome::Failed, -1, format!("killed by signal {signal}")),
+        RunEnd::TimedOut => (v1::Outcome::Failed, -1, format!("timed out after {}", humanize(timeout))),
+        RunEnd::Stopped(StopReason::Preempted) => (v1::Outcome::Preempted, -1, "preempted: the worker is draining".to_owned()),
+        RunEnd::Stopped(StopReason::Cancelled) => (v1::Outcome::Cancelled, -1, "cancelled".to_owned()),
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn completion(
+    context: &WorkerContext,
+    spec: &v1::JobSpec,
+    outcome: v1::Outcome,
+    exit_code: i32,
+    error: String,
+    stderr_tail: String,
+    metric_count: u64,
+    started: Instant,
+) -> v1::CompleteRequest {
+    v1::CompleteRequest {
+        worker_id: context.worker_id.clone(),
+        job_id: spec.job_id.clone(),
+        attempt: spec.attempt,
+        outcome: outcome as i32,
+        exit_code,
+        error,
+        stderr_tail,
+        metric_count,
+        duration_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+async fn upload_results(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir) -> Result<(), String> {
+    let files = dir.result_files().map_err(|err| err.to_string())?;
+    for (name, path) in files {
+        let content = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
+        if content.len() > expcluster_proto::MAX_MESSAGE_BYTES - 4096 {
+            return Err(format!("{name} is {} bytes, more than the upload limit", content.len()));
+        }
+        let upload = v1::ArtifactUpload {
+            worker_id: context.worker_id.clone(),
+            job_id: spec.job_id.clone(),
+            attempt: spec.attempt,
+            name: name.clone(),
+            content,
+            kind: v1::ArtifactKind::Result as i32,
+        };
+        with_retries(context, |mut client| {
+            let upload = upload.clone();
+            async move { client.upload_artifact(upload).await.map(|_| ()) }
+        })
+        .await
+        .map_err(|status| format!("{name}: {}", status.message()))?;
+    }
+    Ok(())
+}
+
+async fn upload_logs(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir) {
+    for name in ["stdout", "stderr", "worker"] {
+        let Ok(mut content) = std::fs::read(dir.root.join(format!("{name}.log"))) else {
+            continue;
+        };
+        if content.len() > MAX_LOG_UPLOAD {
+            content.drain(..content.len() - MAX_LOG_UPLOAD);
+        }
+        let upload = v1::ArtifactUpload {
+            worker_id: context.worker_id.clone(),
+            job_id: spec.job_id.clone(),
+            attempt: spec.attempt,
+            name: name.to_owned(),
+            content,
+            kind: v1::ArtifactKind::Log as i32,
+        };
+        let result = with_retries(context, |mut client| {
+            let upload = upload.clone();
+            async move { client.upload_artifact(upload).await.map(|_| ()) }
+        })
+        .await;
+        if let Err(status) = result {
+            tracing::warn!(job_id = %spec.job_id, log = name, %status, "log not uploaded");
+        }
+    }
+}
+
+async fn send_completion(context: &WorkerContext, request: v1::CompleteRequest) {
+    let result = with_retries(context, |mut client| {
+        let request = request.clone();
+        async move { client.complete(request).await.map(|_| ()) }
+    })
+    .await;
+    if let Err(status) = result {
+        tracing::warn!(job_id = %request.job_id, attempt = request.attempt, %status, "completion refused");
+    }
+}
+
+/// Retries a call while the coordinator is unreachable or asks to retry later.
+async fn with_retries<F, Fut>(context: &WorkerContext, call: F) -> Result<(), tonic::Status>
+where
+    F: Fn(WorkerClient) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let deadline = Instant::now() + REPORT_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match call(context.client.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(status) if is_retryable(&status) && Instant::now() < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
