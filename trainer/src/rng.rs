@@ -53,7 +53,7 @@ impl Rng {
 /// A seed for one purpose of one run, mixed from the run's seed and tags, so that
 /// streams (init, epoch 3's shuffle, step 17's dropout) are independent.
 pub fn derive(seed: u64, tags: &[u64]) -> u64 {
-    let mut rng = Rng::new(seed ^ 0x5EED_0F_EC_C1A5);
+    let mut rng = Rng::new(seed ^ 0x5EED_0FEC_C1A5);
     let mut out = rng.next_u64();
     for &tag in tags {
         let mut mix = Rng::new(out ^ tag.wrapping_mul(0xD6E8_FEB8_6659_FD93));

@@ -130,17 +130,18 @@ impl Net for Transformer {
             }
         };
         let len = h.size()[1];
-        h = h + self.positions.weight.narrow(0, 0, len);
+        // Out of place: layer norm saved `h` for the backward pass.
+        h = &h + self.positions.weight.narrow(0, 0, len);
         h = dropout(&h, self.dropout, ctx);
         for block in &self.blocks {
             let a = self.attention(block, &block.norm1.forward(&h, ctx), ctx);
-            h = h + dropout(&a.to_kind(Kind::Float), self.dropout, ctx);
+            h = &h + dropout(&a.to_kind(Kind::Float), self.dropout, ctx);
             let f = block
                 .ff1
                 .forward(&block.norm2.forward(&h, ctx), ctx)
                 .gelu("none");
             let f = block.ff2.forward(&f, ctx);
-            h = h + dropout(&f.to_kind(Kind::Float), self.dropout, ctx);
+            h = &h + dropout(&f.to_kind(Kind::Float), self.dropout, ctx);
         }
         let pooled = self.norm.forward(&h, ctx).mean_dim(1, false, Kind::Float);
         self.head.forward(&pooled, ctx).to_kind(Kind::Float)
