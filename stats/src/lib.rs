@@ -41,6 +41,7 @@ pub use correction::holm_bonferroni;
 pub use descriptive::{describe, percentile_linear, Descriptive};
 pub use effect_size::{cohens_d, hedges_g};
 pub use error::StatsError;
-pub use mann_whitney::{mann_whitney_u, MannWhitneyResult, RankTestMethod};
+pub use mann_whitney::{mann_whitney_u, MannWhitneyResult};
 pub use parametric::{paired_t_test, welch_t_test, TTestResult};
+pub use ranks::RankTestMethod;
 pub use wilcoxon::{wilcoxon_signed_rank, WilcoxonResult};

@@ -8,20 +8,8 @@
 use serde::Serialize;
 
 use crate::distributions::normal_sf;
-use crate::ranks::average_ranks;
+use crate::ranks::{average_ranks, RankTestMethod};
 use crate::sample::finite_values;
-
-/// Which null distribution produced a rank test's p-value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RankTestMethod {
-    /// The exact distribution of the statistic (no ties, no zeros).
-    Exact,
-    /// A complete enumeration of sign flips (scipy's `PermutationMethod`).
-    Permutation,
-    /// The normal approximation with tie correction.
-    Asymptotic,
-}
 
 /// A Mann–Whitney U result, as scipy reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -55,7 +43,8 @@ pub fn mann_whitney_u(a: &[f64], b: &[f64]) -> MannWhitneyResult {
     let u2 = n1f * n2f - u1;
     // Two-sided: the survival function at the larger U, doubled.
     let u = u1.max(u2);
-    let exact = !(n1 > 8 && n2 > 8) && !ranking.has_ties();
+    let both_large = n1 > 8 && n2 > 8;
+    let exact = !both_large && !ranking.has_ties();
     let (pvalue, method) = if exact {
         // Without ties U is an integer; P(U >= u) = P(U <= n1 n2 - u).
         let lower = (n1f * n2f - u).round() as usize;

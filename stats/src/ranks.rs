@@ -6,6 +6,20 @@
 //! realistic sample size. That exactness is what lets the exact and
 //! permutation distributions work on integer "doubled ranks".
 
+use serde::Serialize;
+
+/// Which null distribution produced a rank test's p-value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankTestMethod {
+    /// The exact distribution of the statistic (no ties, no zeros).
+    Exact,
+    /// A complete enumeration of sign flips (scipy's `PermutationMethod`).
+    Permutation,
+    /// The normal approximation with tie correction.
+    Asymptotic,
+}
+
 /// Ranks of `values` (in input order) and the sizes of the tie groups.
 pub(crate) struct Ranking {
     pub ranks: Vec<f64>,

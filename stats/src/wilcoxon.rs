@@ -18,8 +18,7 @@
 use serde::Serialize;
 
 use crate::distributions::normal_sf;
-use crate::mann_whitney::RankTestMethod;
-use crate::ranks::average_ranks;
+use crate::ranks::{average_ranks, RankTestMethod};
 use crate::sample::finite_pairs;
 use crate::StatsError;
 
