@@ -92,77 +92,104 @@ pub fn compare(a: &[f64], b: &[f64], paired: bool, seed: u64) -> Result<Comparis
         notes.push("effect size undefined: both methods have zero variance".to_string());
     }
 
-    let (n_pairs, mean_diff, interval, paired_t, wilcoxon) = if paired {
-        let (pair_a, pair_b) = finite_pairs(a, b);
-        let differences: Vec<f64> = pair_a.iter().zip(&pair_b).map(|(x, y)| x - y).collect();
-        let pairs_ok = differences.len() >= 2;
-        if !pairs_ok {
-            notes.push(format!(
-                "paired tests skipped: at least 2 complete pairs needed (have {})",
-                differences.len()
-            ));
-        }
-        let mean_diff = (!differences.is_empty()).then(|| mean(&differences));
-        let (interval, paired_t, wilcoxon) = if pairs_ok {
-            let interval = bootstrap_paired_mean_diff_ci(
-                a,
-                b,
-                BOOTSTRAP_RESAMPLES,
-                BOOTSTRAP_CONFIDENCE,
-                seed,
-            )?;
-            let paired_t = keep_t("paired t-test", paired_t_test(a, b)?, &mut notes);
-            let wilcoxon = wilcoxon_signed_rank(a, b)?;
-            let wilcoxon = if wilcoxon.pvalue.is_finite() {
-                Some(wilcoxon)
-            } else {
-                notes.push("wilcoxon signed-rank undefined: every difference is zero".to_string());
-                None
-            };
-            (Some(interval), paired_t, wilcoxon)
-        } else {
-            (None, None, None)
-        };
-        (
-            Some(differences.len()),
-            mean_diff,
-            interval,
-            paired_t,
-            wilcoxon,
-        )
+    let difference = if paired {
+        paired_difference(a, b, seed, &mut notes)?
     } else {
-        let mean_diff = (!finite_a.is_empty() && !finite_b.is_empty())
-            .then(|| mean(&finite_a) - mean(&finite_b));
-        let interval = if unpaired_ok {
-            Some(bootstrap_mean_diff_ci(
-                a,
-                b,
-                BOOTSTRAP_RESAMPLES,
-                BOOTSTRAP_CONFIDENCE,
-                seed,
-            )?)
-        } else {
-            None
-        };
-        (None, mean_diff, interval, None, None)
+        unpaired_difference(a, b, &finite_a, &finite_b, seed)?
     };
 
     Ok(Comparison {
         a: describe(a),
         b: describe(b),
         paired,
-        n_pairs,
-        mean_diff,
-        mean_diff_ci_low: interval.map(|(low, _)| low),
-        mean_diff_ci_high: interval.map(|(_, high)| high),
+        n_pairs: difference.n_pairs,
+        mean_diff: difference.mean_diff,
+        mean_diff_ci_low: difference.interval.map(|(low, _)| low),
+        mean_diff_ci_high: difference.interval.map(|(_, high)| high),
         ci_confidence: BOOTSTRAP_CONFIDENCE,
         welch,
         mann_whitney,
-        paired_t,
-        wilcoxon,
+        paired_t: difference.paired_t,
+        wilcoxon: difference.wilcoxon,
         cohens_d: effect_d,
         hedges_g: effect_g,
         notes,
+    })
+}
+
+/// The mean difference, its interval and the paired tests.
+#[derive(Default)]
+struct Difference {
+    n_pairs: Option<usize>,
+    mean_diff: Option<f64>,
+    interval: Option<(f64, f64)>,
+    paired_t: Option<TTestResult>,
+    wilcoxon: Option<WilcoxonResult>,
+}
+
+fn unpaired_difference(
+    a: &[f64],
+    b: &[f64],
+    finite_a: &[f64],
+    finite_b: &[f64],
+    seed: u64,
+) -> Result<Difference, StatsError> {
+    let mean_diff =
+        (!finite_a.is_empty() && !finite_b.is_empty()).then(|| mean(finite_a) - mean(finite_b));
+    // A one-value sample resamples to itself: no interval worth reporting.
+    let interval = if finite_a.len() >= 2 && finite_b.len() >= 2 {
+        Some(bootstrap_mean_diff_ci(
+            a,
+            b,
+            BOOTSTRAP_RESAMPLES,
+            BOOTSTRAP_CONFIDENCE,
+            seed,
+        )?)
+    } else {
+        None
+    };
+    Ok(Difference {
+        mean_diff,
+        interval,
+        ..Difference::default()
+    })
+}
+
+fn paired_difference(
+    a: &[f64],
+    b: &[f64],
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> Result<Difference, StatsError> {
+    let (pair_a, pair_b) = finite_pairs(a, b);
+    let differences: Vec<f64> = pair_a.iter().zip(&pair_b).map(|(x, y)| x - y).collect();
+    let partial = Difference {
+        n_pairs: Some(differences.len()),
+        mean_diff: (!differences.is_empty()).then(|| mean(&differences)),
+        ..Difference::default()
+    };
+    if differences.len() < 2 {
+        notes.push(format!(
+            "paired tests skipped: at least 2 complete pairs needed (have {})",
+            differences.len()
+        ));
+        return Ok(partial);
+    }
+    let interval =
+        bootstrap_paired_mean_diff_ci(a, b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_CONFIDENCE, seed)?;
+    let paired_t = keep_t("paired t-test", paired_t_test(a, b)?, notes);
+    let wilcoxon = wilcoxon_signed_rank(a, b)?;
+    let wilcoxon = if wilcoxon.pvalue.is_finite() {
+        Some(wilcoxon)
+    } else {
+        notes.push("wilcoxon signed-rank undefined: every difference is zero".to_string());
+        None
+    };
+    Ok(Difference {
+        interval: Some(interval),
+        paired_t,
+        wilcoxon,
+        ..partial
     })
 }
 

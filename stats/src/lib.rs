@@ -17,7 +17,8 @@
 //! whole pair for paired data) and counted, never propagated. The deliberate
 //! differences from scipy/numpy, all at degenerate inputs, are:
 //! - a sample of identical values has variance exactly 0 (numpy may leave a
-//!   rounding residue, see `sample.rs`);
+//!   rounding residue, see `sample.rs`), and its 95% interval is the point
+//!   itself where scipy's `t.interval` returns NaN for a zero scale;
 //! - empty samples give NaN results instead of scipy's exception
 //!   (`mannwhitneyu`) — `compare` never calls a test on fewer than 2 values;
 //! - Holm ignores NaN p-values instead of assuming there are none.
