@@ -215,8 +215,10 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            let seconds = started.elapsed().as_secs_f64();
+            // Reading the loss waits for the device, so the time covers the work, not
+            // just its queueing (CUDA runs asynchronously).
             let train_loss = loss_sum.double_value(&[]) / self.state.partial_samples.max(1) as f64;
+            let seconds = started.elapsed().as_secs_f64();
             let mut scores = self.evaluate_all();
             scores.insert("train_loss".into(), train_loss);
             scores.insert(
