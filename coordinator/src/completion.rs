@@ -161,8 +161,8 @@ impl CoordinatorState {
         let results_root = self.workspace.results_dir();
         let job = self.current_attempt(worker, job_id, attempt)?;
         if is_log {
-            if !matches!(name, "stdout" | "stderr") {
-                return Err(CoordinatorError::InvalidRequest(format!("log name {name:?} must be stdout or stderr")));
+            if !matches!(name, "stdout" | "stderr" | "worker") {
+                return Err(CoordinatorError::InvalidRequest(format!("log name {name:?} must be stdout, stderr or worker")));
             }
             let stored = format!("{job_id}.a{attempt}.{name}.log");
             write_atomic(&logs_dir.join(&stored), content).map_err(CoordinatorError::storage)?;

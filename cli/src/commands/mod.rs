@@ -1,0 +1,72 @@
+//! The subcommands. Each module turns its flags into a library call.
+
+mod cancel;
+mod coordinator;
+mod init;
+mod status;
+mod submit;
+mod validate;
+mod worker;
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkspaceArgs {
+    /// The experiment folder (experiments/<idea>).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<PathBuf>,
+    /// The idea's name, for experiments/<idea>.
+    #[arg(long)]
+    pub idea: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorArgs {
+    /// Address of a running coordinator (host:port).
+    #[arg(long, env = "EXPCLUSTER_COORDINATOR")]
+    pub coordinator: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create experiments/<idea>/ with idea.md, idea.json, a commented config.yaml,
+    /// a runfile.py template and the folders a run fills.
+    #[command(after_help = "Example:\n  expcluster init label-smoothing\n  $EDITOR experiments/label-smoothing/config.yaml")]
+    Init(init::InitArgs),
+    /// Check config.yaml and print the job matrix of every stage, running nothing.
+    #[command(after_help = "Example:\n  expcluster validate --idea label-smoothing")]
+    Validate(validate::ValidateArgs),
+    /// Run a stage (implementation, baselines, full, ablations) or `all` of them.
+    #[command(after_help = "Examples:\n  expcluster submit --stage implementation          # embedded coordinator, local workers\n  expcluster submit --stage all --slots 2\n  expcluster submit --stage full --coordinator 10.0.0.5:50051")]
+    Submit(submit::SubmitArgs),
+    /// Show a stage's jobs and their latest metrics.
+    #[command(after_help = "Example:\n  expcluster status --stage baselines --coordinator 127.0.0.1:50051 --json")]
+    Status(status::StatusArgs),
+    /// List the workers registered with a coordinator.
+    #[command(after_help = "Example:\n  expcluster workers --coordinator 127.0.0.1:50051")]
+    Workers(status::WorkersArgs),
+    /// Cancel a stage's jobs, or one job.
+    #[command(after_help = "Example:\n  expcluster cancel --stage full --coordinator 127.0.0.1:50051")]
+    Cancel(cancel::CancelArgs),
+    /// Serve an experiment workspace to workers and clients over gRPC.
+    #[command(after_help = "Example:\n  expcluster coordinator --workspace experiments/label-smoothing --listen 127.0.0.1:50051")]
+    Coordinator(coordinator::CoordinatorCmd),
+    /// Run jobs leased from a coordinator (one worker per node).
+    #[command(after_help = "Example:\n  expcluster worker --coordinator 127.0.0.1:50051 --slots 2")]
+    Worker(worker::WorkerArgs),
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Init(args) => init::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Submit(args) => submit::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Workers(args) => status::run_workers(args).await,
+        Command::Cancel(args) => cancel::run(args).await,
+        Command::Coordinator(args) => coordinator::run(args).await,
+        Command::Worker(args) => worker::run(args).await,
+    }
+}

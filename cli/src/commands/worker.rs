@@ -1,0 +1,46 @@
+//! `expcluster worker`: lease and run jobs.
+
+use super::CoordinatorArgs;
+use anyhow::Context;
+use clap::Args;
+use expcluster_worker::{run_worker, WorkerConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+    /// Job slots (CPU); defaults to the number of GPUs, else 1.
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// GPU indices to use, one slot each (e.g. 0,1); defaults to CUDA_VISIBLE_DEVICES.
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Vec<String>,
+    /// Scratch folder for job directories and checkpoints.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let coordinator = args
+        .coordinator
+        .coordinator
+        .context("no coordinator given: pass --coordinator host:port or set EXPCLUSTER_COORDINATOR")?;
+    let gpus = if args.gpus.is_empty() { gpus_from_env() } else { args.gpus };
+    let slots = args.slots.unwrap_or(if gpus.is_empty() { 1 } else { gpus.len() as u32 });
+    let hostname = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let work_dir = args
+        .work_dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("expcluster-worker-{}", std::process::id())));
+    let config = WorkerConfig { coordinator, slots, work_dir, hostname, gpus };
+    run_worker(config, Arc::new(expcluster_trainer::TchTrainer), crate::embedded::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gpus_from_env() -> Vec<String> {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .map(|value| value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
+}

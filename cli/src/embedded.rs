@@ -1,0 +1,99 @@
+//! The embedded mode: a coordinator and local workers in this process, talking real
+//! gRPC over loopback, so one machine runs exactly what a cluster runs.
+
+use anyhow::Context;
+use expcluster_coordinator::state::Settings;
+use expcluster_coordinator::Coordinator;
+use expcluster_worker::{run_worker, WorkerConfig};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub struct EmbeddedCluster {
+    pub address: String,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl EmbeddedCluster {
+    /// Starts a coordinator on 127.0.0.1 (a free port) and `workers` local workers
+    /// with `slots` slots each.
+    pub async fn start(root: &Path, workers: u32, slots: u32) -> anyhow::Result<Self> {
+        let coordinator = Coordinator::open(root, Settings::default(), false)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
+        let address = listener.local_addr()?.to_string();
+        let (stop, stopped) = watch::channel(false);
+        let server_stop = wait_for(stopped.clone());
+        let server = tokio::spawn(async move {
+            if let Err(err) = expcluster_coordinator::server::serve(listener, coordinator, server_stop).await {
+                tracing::error!(%err, "embedded coordinator stopped");
+            }
+        });
+        let scratch = root.join(".expcluster").join("local-workers");
+        let mut handles = Vec::new();
+        for index in 0..workers {
+            let config = WorkerConfig {
+                coordinator: address.clone(),
+                slots,
+                work_dir: scratch.join(format!("worker-{index}")),
+                hostname: "local".to_owned(),
+                gpus: Vec::new(),
+            };
+            let worker_stop = wait_for(stopped.clone());
+            handles.push(tokio::spawn(async move {
+                if let Err(err) = run_worker(config, Arc::new(expcluster_trainer::TchTrainer), worker_stop).await {
+                    tracing::error!(%err, "local worker stopped");
+                }
+            }));
+        }
+        Ok(Self { address, stop, server, workers: handles })
+    }
+
+    /// Drains the workers, then stops the coordinator.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        let _ = self.server.await;
+    }
+}
+
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves on Ctrl-C, SIGTERM or SIGUSR2 (Slurm's preemption warning; not SIGUSR1,
+/// which NCCL uses).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut usr2 = signal(SignalKind::user_defined2()).ok();
+    let term_recv = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let usr2_recv = async {
+        match usr2.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term_recv => {}
+        () = usr2_recv => {}
+    }
+}
