@@ -52,7 +52,18 @@ link_libtorch() {
     ln -sfn "$torch_dir" "$repo/.libtorch"
 }
 
+prepare_data() {
+    # The examples' dataset, made offline from scikit-learn's bundled digits.
+    local repo
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    mkdir -p "$CACHE_DIR/data"
+    if [ ! -f "$CACHE_DIR/data/digits.npz" ]; then
+        "$VENV/bin/python" "$repo/scripts/prepare_data.py" "$CACHE_DIR/data/digits.npz"
+    fi
+}
+
 install_debian_packages
 install_python_venv
 link_libtorch
+prepare_data
 echo "setup: ready (venv $VENV)"

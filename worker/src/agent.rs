@@ -179,7 +179,7 @@ async fn heartbeat_loop(mut client: WorkerClient, worker_id: String, running: Ru
                 for ((job_id, attempt), stop) in running.iter() {
                     let told = response.stop.iter().any(|s| &s.job_id == job_id && s.attempt == *attempt);
                     if told || stop_all {
-                        tracing::warn!(%job_id, attempt, "stopping an attempt that is no longer current");
+                        tracing::debug!(%job_id, attempt, "stopping an attempt that is no longer current");
                         let _ = stop.send(Some(StopReason::Cancelled));
                     }
                 }

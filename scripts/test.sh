@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every test: formatting, lints, and the whole test suite (unit tests, real
+# libtorch training, scipy cross-checks, real coordinators and workers on loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. scripts/env.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+cargo test --workspace --release -- "$@"
