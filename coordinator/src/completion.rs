@@ -9,6 +9,7 @@ use crate::lifecycle::{retry_backoff, JobEvent, JobState};
 use crate::state::{CoordinatorState, JobRecord};
 use crate::workspace::write_atomic;
 use expcluster_core::ids::is_safe_name;
+use expcluster_core::json_float::{map_to_json, series_to_json};
 use expcluster_core::npy::validate_npy;
 use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use serde_json::json;
@@ -259,8 +260,8 @@ impl CoordinatorState {
             "sweep_point": job.def.sweep_point,
             "fingerprint": job.def.fingerprint,
             "attempt": attempt,
-            "series": job.series,
-            "final_metrics": final_metrics,
+            "series": series_to_json(&job.series),
+            "final_metrics": map_to_json(&final_metrics),
             "artifacts": job.artifacts,
             "duration_s": job.duration_s,
         });
@@ -276,7 +277,7 @@ impl CoordinatorState {
             "attempt": attempt,
             "worker_id": worker.0,
             "status": "succeeded",
-            "metrics": final_metrics,
+            "metrics": map_to_json(&final_metrics),
             "artifacts": job.artifacts,
             "duration_s": job.duration_s,
         });

@@ -12,6 +12,7 @@
 use crate::workspace::{write_atomic, write_npy_1d, write_npy_2d, Workspace};
 use expcluster_core::config::LoadedConfig;
 use expcluster_core::expand::sweep_label;
+use expcluster_core::json_float::{map_from_json, series_from_json};
 use expcluster_core::{JobDefinition, Stage};
 use indexmap::IndexMap;
 use serde_json::{json, Value};
@@ -47,8 +48,8 @@ impl JobOutcome {
         let stored: Option<Value> = std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
         match stored {
             Some(stored) => {
-                outcome.series = serde_json::from_value(stored["series"].clone()).unwrap_or_default();
-                outcome.final_metrics = serde_json::from_value(stored["final_metrics"].clone()).unwrap_or_default();
+                outcome.series = series_from_json(&stored["series"]);
+                outcome.final_metrics = map_from_json(&stored["final_metrics"]);
                 outcome.artifacts = serde_json::from_value(stored["artifacts"].clone()).unwrap_or_default();
             }
             None => {

@@ -9,6 +9,7 @@ pub mod config_error;
 mod config_validate;
 pub mod expand;
 pub mod ids;
+pub mod json_float;
 pub mod metric_line;
 pub mod npy;
 pub mod overrides;

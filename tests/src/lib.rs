@@ -1,1 +1,183 @@
-//! Integration tests live in `tests/`.
+//! The test harness: real `expcluster` processes on loopback.
+//!
+//! All integration tests live in one test binary (`tests/it/`). They start the real
+//! binary (`target/<profile>/expcluster`, built by `cargo test --workspace`), bind
+//! port 0 and read the coordinator's announced address, and wait on predicates with
+//! [`wait_until`], never on fixed sleeps. The Python used by command jobs and by the
+//! numpy/scipy cross-checks is the venv of `scripts/setup.sh`; when it is missing a
+//! test fails and says so, it never skips.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `expcluster` binary of the same build profile as this test.
+pub fn expcluster_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/it-<hash> → target/<profile>/expcluster
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = profile_dir.join("expcluster");
+    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace` (it builds the CLI)", bin.display());
+    bin
+}
+
+/// The venv python with numpy, scipy and scikit-learn.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("EXPCLUSTER_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        home.join(".cache/expcluster/venv/bin/python")
+    });
+    assert!(path.exists(), "{} is missing: run scripts/setup.sh (it installs numpy, scipy and scikit-learn)", path.display());
+    path
+}
+
+/// PATH with the venv first, so `python` in job commands is the venv's.
+pub fn path_with_venv() -> String {
+    let venv_bin = python().parent().expect("venv bin").to_path_buf();
+    format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// Polls `predicate` every 50 ms until it holds or `timeout` passes (then panics
+/// with `what`).
+pub fn wait_until(timeout: Duration, what: &str, mut predicate: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !predicate() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A throwaway experiment workspace.
+pub struct TestWorkspace {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl TestWorkspace {
+    /// Creates `<tmp>/<idea>/` with `config.yaml` and the given extra files.
+    pub fn new(idea: &str, config: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join(idea);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(root.join("config.yaml"), config).expect("config");
+        for (name, content) in files {
+            std::fs::write(root.join(name), content).expect("file");
+        }
+        Self { _dir: dir, root }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Every event of research_log.jsonl.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.path("research_log.jsonl")).unwrap_or_default();
+        text.lines().map(|line| serde_json::from_str(line).expect("log line parses")).collect()
+    }
+
+    pub fn events_of(&self, event_type: &str) -> Vec<Value> {
+        self.events().into_iter().filter(|e| e["type"] == event_type).collect()
+    }
+
+    pub fn read_json(&self, relative: &str) -> Value {
+        let bytes = std::fs::read(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
+        serde_json::from_slice(&bytes).expect("json")
+    }
+}
+
+/// A process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `expcluster coordinator` on 127.0.0.1:0; returns it and its address.
+pub fn start_coordinator(workspace: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(expcluster_bin())
+        .args(["coordinator", "--workspace"])
+        .arg(workspace)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("PATH", path_with_venv())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read announce line");
+    let address = line
+        .split_whitespace()
+        .find(|word| word.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("coordinator did not announce its address: {line:?}"))
+        .to_owned();
+    (Proc { child }, address)
+}
+
+/// `expcluster worker` with `slots` slots.
+pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
+    let child = Command::new(expcluster_bin())
+        .args(["worker", "--coordinator", address, "--slots", &slots.to_string(), "--work-dir"])
+        .arg(work_dir)
+        .env("PATH", path_with_venv())
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start worker");
+    Proc { child }
+}
+
+/// Runs `expcluster <args>` to its end.
+pub fn expcluster(args: &[&str]) -> Output {
+    Command::new(expcluster_bin())
+        .args(args)
+        .env("PATH", path_with_venv())
+        .env_remove("EXPCLUSTER_COORDINATOR")
+        .output()
+        .expect("run expcluster")
+}
+
+/// Loads a `.npy` with numpy and returns `{"shape": [...], "values": [...]}` (values
+/// flattened; nan and inf as strings).
+pub fn numpy_load(path: &Path) -> Value {
+    let script = "import json,sys,numpy as np\na=np.load(sys.argv[1])\nprint(json.dumps({'shape':list(a.shape),'dtype':str(a.dtype),'values':[v if np.isfinite(v) else str(v) for v in a.astype(float).ravel().tolist()]}))";
+    let output = Command::new(python()).args(["-c", script]).arg(path).output().expect("python");
+    assert!(output.status.success(), "numpy could not load {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json from python")
+}
