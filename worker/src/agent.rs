@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     pub hostname: String,
     /// GPU indices, one slot each (empty: CPU slots).
     pub gpus: Vec<String>,
+    /// Names this incarnation (e.g. Slurm job, task and restart count); may be empty.
+    pub incarnation_hint: String,
 }
 
 type Running = Arc<Mutex<HashMap<(String, u32), watch::Sender<Option<StopReason>>>>>;
@@ -135,7 +137,7 @@ async fn register(client: &mut WorkerClient, config: &WorkerConfig) -> Result<v1
         hostname: config.hostname.clone(),
         slots: config.slots,
         gpus: config.gpus.clone(),
-        incarnation_hint: String::new(),
+        incarnation_hint: config.incarnation_hint.clone(),
     };
     let mut backoff = Duration::from_millis(100);
     for _ in 0..60 {

@@ -13,6 +13,7 @@ pub mod command;
 pub mod job_dir;
 pub mod reporter;
 pub mod runner;
+pub mod slurm_env;
 pub mod trainer_job;
 
 pub use agent::{run_worker, WorkerConfig};
