@@ -2,7 +2,10 @@
 //! gRPC over loopback, so one machine runs exactly what a cluster runs.
 
 use anyhow::Context;
+use expcluster_coordinator::auth::{served_before, Authenticator, TokenPolicy, Tokens};
+use expcluster_coordinator::server::ServerSecurity;
 use expcluster_coordinator::state::Settings;
+use expcluster_worker::client::ClientSecurity;
 use expcluster_coordinator::Coordinator;
 use expcluster_worker::{run_worker, WorkerConfig};
 use std::path::Path;
@@ -12,6 +15,8 @@ use tokio::task::JoinHandle;
 
 pub struct EmbeddedCluster {
     pub address: String,
+    /// The client token of this cluster, for the submitting CLI.
+    pub client_security: ClientSecurity,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
@@ -21,13 +26,17 @@ impl EmbeddedCluster {
     /// Starts a coordinator on 127.0.0.1 (a free port) and `workers` local workers
     /// with `slots` slots each.
     pub async fn start(root: &Path, workers: u32, slots: u32) -> anyhow::Result<Self> {
+        let tokens = embedded_tokens(root)?;
         let coordinator = Coordinator::open(root, Settings::default(), false)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
         let address = listener.local_addr()?.to_string();
         let (stop, stopped) = watch::channel(false);
+        let security = ServerSecurity { auth: Authenticator::new(&tokens), tls: None };
+        let worker_security = ClientSecurity::none().with_token(tokens.worker.expose())?;
+        let client_security = ClientSecurity::none().with_token(tokens.client.expose())?;
         let server_stop = wait_for(stopped.clone());
         let server = tokio::spawn(async move {
-            if let Err(err) = expcluster_coordinator::server::serve(listener, coordinator, server_stop).await {
+            if let Err(err) = expcluster_coordinator::server::serve(listener, coordinator, security, server_stop).await {
                 tracing::error!(%err, "embedded coordinator stopped");
             }
         });
@@ -40,6 +49,8 @@ impl EmbeddedCluster {
                 work_dir: scratch.join(format!("worker-{index}")),
                 hostname: "local".to_owned(),
                 gpus: Vec::new(),
+                incarnation_hint: String::new(),
+                security: worker_security.clone(),
             };
             let worker_stop = wait_for(stopped.clone());
             handles.push(tokio::spawn(async move {
@@ -48,7 +59,7 @@ impl EmbeddedCluster {
                 }
             }));
         }
-        Ok(Self { address, stop, server, workers: handles })
+        Ok(Self { address, client_security, stop, server, workers: handles })
     }
 
     /// Drains the workers, then stops the coordinator.
@@ -58,6 +69,19 @@ impl EmbeddedCluster {
             let _ = worker.await;
         }
         let _ = self.server.await;
+    }
+}
+
+/// The workspace's tokens (written at its first start, so a later `expcluster
+/// coordinator` on it finds them), or, when they cannot be had, tokens that live only
+/// in this process: the embedded coordinator is reached by nobody else.
+fn embedded_tokens(root: &Path) -> anyhow::Result<Tokens> {
+    match Tokens::load_or_create(root, TokenPolicy::FirstStartOnly, served_before(root)) {
+        Ok(tokens) => Ok(tokens),
+        Err(err) => {
+            tracing::warn!(%err, "using in-process tokens for the embedded coordinator");
+            Ok(Tokens::ephemeral()?)
+        }
     }
 }
 

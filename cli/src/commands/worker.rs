@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct WorkerArgs {
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
     /// Job slots (CPU); defaults to the number of GPUs, else 1.
     #[arg(long)]
     pub slots: Option<u32>,
@@ -28,13 +30,23 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .coordinator
         .coordinator
         .context("no coordinator given: pass --coordinator host:port or set EXPCLUSTER_COORDINATOR")?;
-    let gpus = if args.gpus.is_empty() { gpus_from_env() } else { args.gpus };
+    // Under Slurm the task's GPUs, scratch folder and incarnation come from SLURM_*.
+    let slurm = expcluster_worker::slurm_env::SlurmTask::from_env();
+    let gpus = match (args.gpus.is_empty(), &slurm) {
+        (false, _) => args.gpus,
+        (true, Some(task)) => task.gpus.clone(),
+        (true, None) => gpus_from_env(),
+    };
     let slots = args.slots.unwrap_or(if gpus.is_empty() { 1 } else { gpus.len() as u32 });
     let hostname = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
-    let work_dir = args
-        .work_dir
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("expcluster-worker-{}", std::process::id())));
-    let config = WorkerConfig { coordinator, slots, work_dir, hostname, gpus };
+    let default_dir = match &slurm {
+        Some(task) => task.work_dir_name(),
+        None => format!("expcluster-worker-{}", std::process::id()),
+    };
+    let work_dir = args.work_dir.unwrap_or_else(|| std::env::temp_dir().join(default_dir));
+    let security = args.connect.security(expcluster_coordinator::auth::Role::Worker, None)?;
+    let incarnation_hint = slurm.as_ref().map(|task| task.incarnation_hint()).unwrap_or_default();
+    let config = WorkerConfig { coordinator, slots, work_dir, hostname, gpus, incarnation_hint, security };
     run_worker(config, Arc::new(expcluster_trainer::TchTrainer), crate::embedded::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
