@@ -2,9 +2,12 @@
 
 mod cancel;
 mod coordinator;
+mod idea;
 mod init;
+mod slurm;
 mod status;
 mod submit;
+mod summarize;
 mod validate;
 mod worker;
 
@@ -56,6 +59,15 @@ pub enum Command {
     /// Run jobs leased from a coordinator (one worker per node).
     #[command(after_help = "Example:\n  expcluster worker --coordinator 127.0.0.1:50051 --slots 2")]
     Worker(worker::WorkerArgs),
+    /// Record a change to the idea (`update`) or show its versions (`log`).
+    #[command(after_help = "Examples:\n  expcluster idea update --idea x --reason \"claim narrowed after the baselines\" --from new_idea.md\n  expcluster idea log --idea x")]
+    Idea(idea::IdeaArgs),
+    /// Recompute a stage's summary from the stored per-job results (no coordinator).
+    #[command(after_help = "Example:\n  expcluster summarize --idea x --stage baselines")]
+    Summarize(summarize::SummarizeArgs),
+    /// Launch workers (and a coordinator) as Slurm jobs, or cancel them.
+    #[command(after_help = "Examples:\n  expcluster slurm launch --nodes 4 --gpus-per-node 8 --partition gpu --time 12:00:00\n  expcluster slurm launch --nodes 8 --gpus-per-node 4 --coordinator 10.0.0.5:50051\n  expcluster slurm stop")]
+    Slurm(slurm::SlurmArgs),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -68,5 +80,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => cancel::run(args).await,
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Worker(args) => worker::run(args).await,
+        Command::Idea(args) => idea::run(args),
+        Command::Summarize(args) => summarize::run(args),
+        Command::Slurm(args) => slurm::run(args),
     }
 }
