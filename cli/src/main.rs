@@ -5,6 +5,7 @@
 //! coordinator and local workers in this process, over real gRPC on loopback.
 
 mod commands;
+mod connect;
 mod embedded;
 mod output;
 mod workspace_arg;

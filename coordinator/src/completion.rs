@@ -229,11 +229,12 @@ impl CoordinatorState {
             }
             Outcome::Failed => self.finish_failure(job_id, attempt, worker, now)?,
             Outcome::Preempted | Outcome::Cancelled => {
-                self.interrupt(job_id, "preempted")?;
+                let stage_run = job.stage_run;
                 self.log_event(
                     "job_preempted",
-                    json!({"job_id": job_id, "attempt": attempt, "worker_id": worker.0}),
+                    json!({"job_id": job_id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0}),
                 )?;
+                self.interrupt(job_id, "preempted")?;
                 true
             }
         };
@@ -253,6 +254,7 @@ impl CoordinatorState {
         let dir = self.workspace.job_results_dir(job_id.as_str(), &job.def.fingerprint);
         let record = json!({
             "job_id": job_id,
+            "stage_run": job.stage_run,
             "stage": job.def.stage,
             "variant": job.def.variant,
             "kind": job.def.kind,
@@ -269,6 +271,7 @@ impl CoordinatorState {
         write_atomic(&dir.join("metrics.json"), &bytes).map_err(CoordinatorError::storage)?;
         let event = json!({
             "job_id": job_id,
+            "stage_run": job.stage_run,
             "stage": job.def.stage,
             "method": job.def.variant,
             "seed": job.def.seed,
@@ -318,6 +321,7 @@ impl CoordinatorState {
             .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
         let event = json!({
             "job_id": job_id,
+            "stage_run": job.stage_run,
             "stage": job.def.stage,
             "method": job.def.variant,
             "seed": job.def.seed,

@@ -6,11 +6,16 @@
 //! behind a std mutex held only for synchronous work (never across an `.await`); the
 //! gRPC handlers in [`service`] convert, call one method, and convert back.
 
+pub mod auth;
+pub mod auth_layer;
+pub mod claims;
 pub mod code_files;
 pub mod completion;
 pub mod error;
+pub mod feedback;
 pub mod idea;
 pub mod lifecycle;
+pub mod recovery;
 pub mod research_log;
 pub mod results;
 pub mod scheduler;
@@ -19,8 +24,10 @@ pub mod service;
 pub mod stages;
 pub mod state;
 pub mod summary;
+pub mod tls;
 pub mod workers;
 pub mod workspace;
+pub mod workspace_lock;
 
 use crate::error::CoordinatorError;
 use crate::research_log::ResearchLog;
@@ -35,21 +42,32 @@ pub struct Coordinator {
     state: Mutex<CoordinatorState>,
     /// Woken when jobs are queued (lease long-polls wait on it).
     pub jobs_queued: Notify,
+    /// Keeps `expcluster idea`/`summarize` (and a second coordinator) off the workspace.
+    _lock: workspace_lock::WorkspaceLock,
 }
 
 impl Coordinator {
     /// Opens the workspace (recovering the research log) and builds the state.
     pub fn open(root: &Path, settings: Settings, repair: bool) -> Result<Arc<Self>, CoordinatorError> {
         let workspace = Workspace::open(root).map_err(CoordinatorError::storage)?;
+        let lock = workspace_lock::acquire(workspace.root(), "a coordinator")
+            .map_err(|err| CoordinatorError::Conflict(err.to_string()))?;
         let (log, recovery) =
             ResearchLog::open(&workspace.research_log_path(), repair).map_err(CoordinatorError::storage)?;
         if let Some(saved) = &recovery.torn_tail_saved_to {
             tracing::warn!(saved = %saved.display(), "the research log had a torn last line; it was saved aside");
         }
-        let state = CoordinatorState::new(workspace, log, settings);
+        let (journal, _) = ResearchLog::open(&workspace.state_dir().join("journal.jsonl"), repair)
+            .map_err(CoordinatorError::storage)?;
+        let mut state = CoordinatorState::new(workspace, log, journal, settings);
+        let recovered = state.recover(std::time::Instant::now())?;
+        if recovered.stage_runs > 0 {
+            tracing::warn!(?recovered, "resuming from the journal");
+        }
         Ok(Arc::new(Self {
             state: Mutex::new(state),
             jobs_queued: Notify::new(),
+            _lock: lock,
         }))
     }
 

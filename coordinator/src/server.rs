@@ -1,16 +1,22 @@
-//! Serving the coordinator over gRPC on an already-bound listener.
+//! Serving the coordinator over gRPC on an already-bound listener, behind the checks
+//! every call goes through: the token and its role ([`crate::auth_layer`]), then the
+//! protocol version; optionally over TLS or mutual TLS ([`crate::tls`]).
 
+use crate::auth::Authenticator;
+use crate::auth_layer::AuthLayer;
 use crate::service::{ClientApi, WorkerApi};
 use crate::Coordinator;
 use expcluster_proto::v1::client_service_server::ClientServiceServer;
 use expcluster_proto::v1::worker_service_server::WorkerServiceServer;
 use expcluster_proto::{MAX_MESSAGE_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Status};
 
 /// Refuses calls from peers speaking another protocol version: a stale binary fails
@@ -33,24 +39,76 @@ pub fn check_protocol(request: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
+/// How the coordinator checks its callers.
+#[derive(Debug, Clone)]
+pub struct ServerSecurity {
+    pub auth: Authenticator,
+    pub tls: Option<ServerTlsConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to serve {0} without authentication: --insecure-no-auth works on a loopback address only (127.0.0.1 or ::1)")]
+    OpenToTheNetwork(SocketAddr),
+    #[error("cannot read the listener's address: {0}")]
+    Address(std::io::Error),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Whether `address` may be served with `auth`: without tokens, only loopback.
+pub fn check_listen_address(address: SocketAddr, auth: &Authenticator) -> Result<(), ServeError> {
+    if auth.is_enabled() || address.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ServeError::OpenToTheNetwork(address))
+    }
+}
+
 /// Serves until `shutdown` resolves. The listener is bound by the caller (tests bind
 /// `127.0.0.1:0` and read the port before starting).
 pub async fn serve(
     listener: TcpListener,
     coordinator: Arc<Coordinator>,
+    security: ServerSecurity,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let address = listener.local_addr().map_err(ServeError::Address)?;
+    check_listen_address(address, &security.auth)?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        builder = builder.tls_config(tls)?;
+    }
     let reaper = tokio::spawn(coordinator.clone().run_lease_reaper(Duration::from_millis(250)));
     let workers = WorkerServiceServer::new(WorkerApi {
         coordinator: coordinator.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let clients = ClientServiceServer::new(ClientApi { coordinator }).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let result = tonic::transport::Server::builder()
+    let result = builder
+        .layer(AuthLayer::new(security.auth))
         .add_service(InterceptedService::new(workers, check_protocol))
         .add_service(InterceptedService::new(clients, check_protocol))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     reaper.abort();
-    result
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn without_auth_only_loopback_may_be_served() {
+        let open = Authenticator::insecure_no_auth();
+        assert!(check_listen_address("127.0.0.1:1".parse().unwrap(), &open).is_ok());
+        assert!(check_listen_address("[::1]:1".parse().unwrap(), &open).is_ok());
+        for address in ["0.0.0.0:1", "10.1.2.3:1", "[::]:1"] {
+            assert!(check_listen_address(address.parse().unwrap(), &open).is_err(), "{address}");
+        }
+        let tokens = crate::auth::Tokens::ephemeral().unwrap();
+        assert!(check_listen_address("0.0.0.0:1".parse().unwrap(), &Authenticator::new(&tokens)).is_ok());
+    }
 }

@@ -18,6 +18,8 @@ pub struct Submitted {
     pub stage_run: u64,
     pub jobs_total: usize,
     pub jobs_reused: usize,
+    /// True when the stage was already running and the caller attached to it.
+    pub attached: bool,
 }
 
 impl CoordinatorState {
@@ -28,19 +30,42 @@ impl CoordinatorState {
     /// Expands and queues a stage. Jobs whose last success has the same fingerprint
     /// are reused unless `rerun` is set.
     pub fn submit_stage(&mut self, stage: Stage, rerun: bool) -> Result<Submitted, CoordinatorError> {
+        // A stage still running (for example one a restarted coordinator resumed) is
+        // attached to, not submitted twice.
         if let Some(active) = self.stage_runs.iter().find(|run| run.stage == stage && !run.finished) {
-            return Err(CoordinatorError::Conflict(format!(
-                "stage {stage} is already running (run {}): wait for it or cancel it",
-                active.id
-            )));
+            return Ok(Submitted {
+                stage_run: active.id,
+                jobs_total: active.jobs.len(),
+                jobs_reused: active.reused.len(),
+                attached: true,
+            });
         }
         let loaded = self.load_config()?;
         let code = read_code_files(self.workspace.root())?;
         self.idea_version = crate::idea::read_version(&self.workspace);
         let definitions = expand_stage(&loaded, StageRequest { stage, code_digest: &code.digest })
             .map_err(|err| CoordinatorError::Config(err.to_string()))?;
-        let run_id = self.stage_runs.len() as u64 + 1;
+        let run_id = self.stage_runs.iter().map(|run| run.id).max().unwrap_or(0) + 1;
         let resources = &loaded.config.resources;
+        crate::recovery::snapshot_code(&self.workspace, &code).map_err(CoordinatorError::storage)?;
+        let reused_ids: Vec<&JobId> = definitions
+            .iter()
+            .filter(|def| !rerun && self.completed.get(&def.id) == Some(&def.fingerprint))
+            .map(|def| &def.id)
+            .collect();
+        self.journal_record(
+            "stage",
+            json!({
+                "stage_run": run_id,
+                "stage": stage,
+                "jobs": definitions,
+                "reused": reused_ids,
+                "primary_metric": loaded.config.primary_metric.name,
+                "code_digest": code.digest,
+                "max_attempts": resources.max_attempts,
+                "timeout_ms": resources.timeout().as_millis() as u64,
+            }),
+        )?;
         let mut reused = HashSet::new();
         let mut job_ids = Vec::new();
         for def in definitions {
@@ -90,6 +115,7 @@ impl CoordinatorState {
             stage_run: run_id,
             jobs_total: total,
             jobs_reused: reused.len(),
+            attached: false,
         })
     }
 
@@ -138,12 +164,14 @@ impl CoordinatorState {
             "jobs_reused": run.reused.len(),
             "outputs": outputs,
         });
-        self.log_event("experiment_completed", payload)?;
+        let completed_seq = self.log_event("experiment_completed", payload)?;
         let run = &mut self.stage_runs[index];
         run.finished = true;
         run.outputs = outputs;
+        let run_id = run.id;
         tracing::info!(%stage, succeeded, failed, "stage finished");
-        Ok(())
+        // Claims, then the idea feedback protocol (may bump the idea version).
+        self.evaluate_claims(&loaded, stage, run_id, &outcomes, completed_seq)
     }
 
     /// The latest run of a stage.
@@ -160,12 +188,16 @@ impl CoordinatorState {
         };
         let mut cancelled = 0;
         for id in targets {
-            let Some(record) = self.jobs.get_mut(&id) else {
-                return Err(CoordinatorError::UnknownJob(id.to_string()));
-            };
+            let record = self.job(&id)?;
             if record.state.is_terminal() {
                 continue;
             }
+            let stage_run = record.stage_run;
+            // Durable first: the cancel is recorded before anything acts on it.
+            self.log_event("job_cancelled", json!({"job_id": id, "stage_run": stage_run}))?;
+            let Some(record) = self.jobs.get_mut(&id) else {
+                return Err(CoordinatorError::UnknownJob(id.to_string()));
+            };
             if let JobState::Running { worker, .. } = &record.state {
                 if let Some(worker) = self.workers.get_mut(worker) {
                     worker.running.remove(&id);
@@ -176,7 +208,6 @@ impl CoordinatorState {
                 .apply(JobEvent::Cancel)
                 .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
             cancelled += 1;
-            self.log_event("job_cancelled", json!({"job_id": id}))?;
         }
         self.queue.retain(|id| self.jobs.get(id).is_some_and(|job| !job.state.is_terminal()));
         self.finish_stages_if_done()?;

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub struct Settings {
     pub heartbeat_interval: Duration,
     pub lease_timeout: Duration,
+    /// After a restart, how long workers get to reattach before any is declared lost
+    /// (added to the lease of every attempt that was running).
+    pub restart_grace: Duration,
 }
 
 impl Default for Settings {
@@ -26,6 +29,7 @@ impl Default for Settings {
         Self {
             heartbeat_interval: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(5),
+            restart_grace: Duration::from_secs(2),
         }
     }
 }
@@ -111,6 +115,9 @@ pub struct StageRun {
 pub struct CoordinatorState {
     pub workspace: Workspace,
     pub log: ResearchLog,
+    /// The coordinator's own journal (`.expcluster/journal.jsonl`): what the research
+    /// log does not say but a restart needs (job definitions, leases, workers).
+    pub journal: ResearchLog,
     pub settings: Settings,
     pub idea_version: u32,
     pub jobs: HashMap<JobId, JobRecord>,
@@ -123,7 +130,7 @@ pub struct CoordinatorState {
 }
 
 impl CoordinatorState {
-    pub fn new(workspace: Workspace, log: ResearchLog, settings: Settings) -> Self {
+    pub fn new(workspace: Workspace, log: ResearchLog, journal: ResearchLog, settings: Settings) -> Self {
         let idea_version = crate::idea::read_version(&workspace);
         let mut completed = HashMap::new();
         for event in log.events() {
@@ -139,6 +146,7 @@ impl CoordinatorState {
         Self {
             workspace,
             log,
+            journal,
             settings,
             idea_version,
             jobs: HashMap::new(),
@@ -180,6 +188,18 @@ impl CoordinatorState {
             tracing::warn!(%err, "cannot append to logs/experiment_log.txt");
         }
         Ok(seq)
+    }
+
+    /// Appends a record to the coordinator's journal (durable when it returns).
+    pub fn journal_record(&mut self, record_type: &str, payload: serde_json::Value) -> Result<(), crate::error::CoordinatorError> {
+        let payload = match payload {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        self.journal
+            .append(record_type, self.idea_version, payload)
+            .map(|_| ())
+            .map_err(crate::error::CoordinatorError::storage)
     }
 
     pub fn job(&self, id: &JobId) -> Result<&JobRecord, crate::error::CoordinatorError> {

@@ -19,8 +19,10 @@ pub struct Lease {
 }
 
 impl CoordinatorState {
-    pub fn register_worker(&mut self, hostname: &str, slots: u32, now: Instant) -> WorkerId {
+    pub fn register_worker(&mut self, hostname: &str, slots: u32, now: Instant) -> Result<WorkerId, CoordinatorError> {
         let id = WorkerId(format!("w{}-{}", self.next_worker, sanitize_host(hostname)));
+        // Journaled so that after a coordinator restart the worker's id still works.
+        self.journal_record("worker", json!({"worker_id": id.0, "hostname": hostname, "slots": slots}))?;
         self.next_worker += 1;
         self.workers.insert(
             id.clone(),
@@ -32,7 +34,7 @@ impl CoordinatorState {
             },
         );
         tracing::info!(worker_id = %id, slots, "worker registered");
-        id
+        Ok(id)
     }
 
     /// Renews the worker's leases; returns the attempts it must stop.
@@ -97,6 +99,20 @@ impl CoordinatorState {
                     .is_some_and(|job| matches!(job.state, JobState::Queued { .. }))
         });
         let deadline = now + self.settings.lease_timeout;
+        if !picked_ids.is_empty() {
+            // Durable before the worker hears of it, so a restarted coordinator knows
+            // which attempt is running where.
+            let records: Vec<serde_json::Value> = picked_ids
+                .iter()
+                .filter_map(|id| self.jobs.get(id).map(|job| json!({"job_id": id, "attempt": job.attempts + 1, "stage_run": job.stage_run})))
+                .collect();
+            if let Err(err) = self.journal_record("lease", json!({"worker_id": worker.0, "leases": records})) {
+                for id in picked_ids.iter().rev() {
+                    self.queue.push_front(id.clone());
+                }
+                return Err(err);
+            }
+        }
         let mut leases = Vec::new();
         for id in picked_ids {
             let Some(job) = self.jobs.get_mut(&id) else { continue };
@@ -136,11 +152,12 @@ impl CoordinatorState {
             })
             .collect();
         for (id, worker, attempt) in &expired {
-            self.interrupt(id, "lease expired: the worker stopped heartbeating")?;
+            let stage_run = self.job(id)?.stage_run;
             self.log_event(
                 "job_requeued",
-                json!({"job_id": id, "attempt": attempt, "worker_id": worker.0, "reason": "lease_expired"}),
+                json!({"job_id": id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0, "reason": "lease_expired"}),
             )?;
+            self.interrupt(id, "lease expired: the worker stopped heartbeating")?;
         }
         // Forget workers silent for many leases (their jobs are already requeued).
         let forget_after = self.settings.lease_timeout * 6;

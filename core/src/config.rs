@@ -6,6 +6,7 @@
 //! [`ConfigError`] with a position and a hint; nothing runs until both passes succeed.
 
 use crate::config_error::{locate_key, ConfigError};
+use crate::config_locate::{locate, At};
 use crate::ids::is_safe_name;
 use crate::overrides::apply_override;
 use crate::trainer_spec::TrainerSpec;
@@ -260,6 +261,18 @@ impl LoadedConfig {
     /// A [`ConfigError`] positioned at a key path of this file.
     pub fn error_at(&self, path: &[&str], message: String, hint: &str) -> ConfigError {
         let (line, column) = locate_key(&self.text, path);
+        ConfigError {
+            file: self.path.clone(),
+            line,
+            column,
+            message,
+            hint: hint.to_owned(),
+        }
+    }
+
+    /// A [`ConfigError`] positioned at a path of keys, items and values of this file.
+    pub fn error_at_path(&self, path: &[At<'_>], message: String, hint: &str) -> ConfigError {
+        let (line, column) = locate(&self.text, path);
         ConfigError {
             file: self.path.clone(),
             line,

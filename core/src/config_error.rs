@@ -1,5 +1,6 @@
 //! Errors in `config.yaml`, located at a file, line and column, with a hint.
 
+use crate::config_locate::{locate, At};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -28,49 +29,12 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Finds the position of a key path (`["stages", "full", "sweep"]`) in YAML text.
-///
-/// serde_yaml reports positions only for syntax and type errors, so semantic errors
-/// (an unknown method name, an override path that names nothing) are located by
-/// scanning for each key in turn after the previous one. This finds block-style and
-/// flow-style keys alike; when a key cannot be found the parent's position is used.
+/// Finds the position of a key path (`["stages", "full", "sweep"]`) in YAML text:
+/// each key is looked for among the children of the previous one (see
+/// [`crate::config_locate`]); when a key cannot be found the parent's position is used.
 pub fn locate_key(text: &str, path: &[&str]) -> (usize, usize) {
-    let mut offset = 0;
-    let mut found = (0, 0);
-    for key in path {
-        let Some(relative) = find_key_from(&text[offset..], key) else {
-            break;
-        };
-        offset += relative;
-        found = line_column(text, offset);
-        offset += key.len();
-    }
-    found
-}
-
-fn find_key_from(text: &str, key: &str) -> Option<usize> {
-    let mut start = 0;
-    while let Some(relative) = text[start..].find(key) {
-        let at = start + relative;
-        let before_ok = at == 0
-            || text[..at]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_whitespace() || matches!(c, '{' | ',' | '-' | '"' | '\''));
-        let after = text[at + key.len()..].trim_start_matches(['"', '\'']);
-        if before_ok && after.trim_start_matches(' ').starts_with(':') {
-            return Some(at);
-        }
-        start = at + key.len();
-    }
-    None
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-    (line, column)
+    let steps: Vec<At<'_>> = path.iter().map(|key| At::Key(key)).collect();
+    locate(text, &steps)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use crate::config::{is_valid_variant_name, LoadedConfig, StageSpec, MAX_JOBS_PER_STAGE, MAX_SEEDS};
 use crate::config_error::ConfigError;
+use crate::config_locate::At;
 use crate::ids::Stage;
 use crate::metric_line::is_metric_name;
 use crate::trainer_spec::TrainerSpec;
@@ -36,10 +37,11 @@ fn validate_names(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             "add at least `proposed: {}` under `methods`",
         ));
     }
-    for name in config.methods.keys().chain(config.ablations.keys()) {
+    let named = config.methods.keys().map(|name| ("methods", name));
+    for (section, name) in named.chain(config.ablations.keys().map(|name| ("ablations", name))) {
         if !is_valid_variant_name(name) {
-            return Err(loaded.error_at(
-                &[name],
+            return Err(loaded.error_at_path(
+                &[At::Key(section), At::Key(name)],
                 format!("`{name}` cannot be used as a method or ablation name"),
                 "use letters, digits, `_` and `-` (up to 64 characters)",
             ));
@@ -56,8 +58,8 @@ fn validate_names(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     }
     if let Some(proposed) = &config.proposed {
         if !config.methods.contains_key(proposed) {
-            return Err(loaded.error_at(
-                &["proposed"],
+            return Err(loaded.error_at_path(
+                &[At::Key("proposed"), At::ValueOfKey],
                 format!("the proposed method `{proposed}` is not under `methods`"),
                 &format!("known methods: {}", join(config.methods.keys())),
             ));
@@ -131,7 +133,7 @@ fn check_resolves(
 }
 
 fn validate_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
-    let config = &loaded.config;
+    reject_empty_stages(loaded)?;
     let mut any = false;
     for stage in Stage::ALL {
         let Some(spec) = stage_spec(loaded, stage) else {
@@ -147,7 +149,24 @@ fn validate_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             "define at least `implementation: {seeds: 1}` under `stages`",
         ));
     }
-    let _ = config;
+    Ok(())
+}
+
+/// `baselines:` with nothing after it parses as "no such stage"; the researcher meant
+/// a stage, so it is an error rather than a stage that silently never runs.
+fn reject_empty_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let Ok(raw) = serde_yaml::from_str::<serde_yaml::Value>(&loaded.text) else {
+        return Ok(());
+    };
+    for stage in Stage::ALL {
+        if raw.get("stages").and_then(|stages| stages.get(stage.as_str())).is_some_and(serde_yaml::Value::is_null) {
+            return Err(loaded.error_at(
+                &["stages", stage.as_str()],
+                format!("stage `{stage}` is empty"),
+                "give it at least a number of seeds (`{seeds: 3}`), or remove it",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -163,69 +182,81 @@ pub(crate) fn stage_spec(loaded: &LoadedConfig, stage: Stage) -> Option<&StageSp
 
 fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Result<(), ConfigError> {
     let config = &loaded.config;
-    let at = |key: &'static str| vec!["stages", stage.as_str(), key];
+    let name = stage.as_str();
+    let key = |key: &'static str| [At::Key("stages"), At::Key(name), At::Key(key)];
     if spec.seeds == 0 || spec.seeds > MAX_SEEDS {
-        return Err(loaded.error_at(
-            &at("seeds"),
+        let [a, b, c] = key("seeds");
+        return Err(loaded.error_at_path(
+            &[a, b, c, At::ValueOfKey],
             format!("stage `{stage}` has {} seeds", spec.seeds),
             &format!("use between 1 and {MAX_SEEDS} seeds"),
         ));
     }
-    if let Some(methods) = &spec.methods {
-        if methods.is_empty() {
-            return Err(loaded.error_at(&at("methods"), format!("stage `{stage}` lists no methods"), "list at least one method, or remove `methods` to run them all"));
+    if spec.seed_base.checked_add(u64::from(spec.seeds)).is_none() {
+        return Err(loaded.error_at_path(&key("seed_base"), format!("stage `{stage}`: seed_base + seeds overflows"), "use a smaller seed_base"));
+    }
+    let (listed, other, kind, known): (&Option<Vec<String>>, &Option<Vec<String>>, &str, Vec<&String>) = if stage == Stage::Ablations {
+        (&spec.ablations, &spec.methods, "ablation", config.ablations.keys().collect())
+    } else {
+        (&spec.methods, &spec.ablations, "method", config.methods.keys().collect())
+    };
+    if other.is_some() {
+        let (field, why) = if stage == Stage::Ablations {
+            ("methods", "the ablations stage runs the proposed method and its ablations: list `ablations:` instead")
+        } else {
+            ("ablations", "only the ablations stage runs ablations: list `methods:` here")
+        };
+        return Err(loaded.error_at_path(&key(field), format!("stage `{stage}` cannot list {field}"), why));
+    }
+    let field = if stage == Stage::Ablations { "ablations" } else { "methods" };
+    if let Some(names) = listed {
+        if names.is_empty() {
+            return Err(loaded.error_at_path(&key(field), format!("stage `{stage}` lists no {kind}s"), &format!("list at least one {kind}, or remove `{field}` to run them all")));
         }
-        for method in methods {
-            if !config.methods.contains_key(method) {
-                return Err(loaded.error_at(
-                    &at("methods"),
-                    format!("stage `{stage}` names the unknown method `{method}`"),
-                    &format!("known methods: {}", join(config.methods.keys())),
+        for (index, item) in names.iter().enumerate() {
+            let [a, b, c] = key(field);
+            let at = [a, b, c, At::Value(item)];
+            if !known.contains(&item) {
+                return Err(loaded.error_at_path(
+                    &at,
+                    format!("stage `{stage}` names the unknown {kind} `{item}`"),
+                    &format!("known {kind}s: {}", join(known.iter().copied())),
                 ));
+            }
+            if names[..index].contains(item) {
+                return Err(loaded.error_at_path(&at, format!("stage `{stage}` lists the {kind} `{item}` twice"), "list each once; more runs of it come from `seeds`"));
             }
         }
     }
-    if let Some(ablations) = &spec.ablations {
-        for ablation in ablations {
-            if !config.ablations.contains_key(ablation) {
-                return Err(loaded.error_at(
-                    &at("ablations"),
-                    format!("stage `{stage}` names the unknown ablation `{ablation}`"),
-                    &format!("known ablations: {}", join(config.ablations.keys())),
-                ));
-            }
-        }
-    }
-    if stage == Stage::Ablations {
-        let selected = spec.ablations.as_ref().map_or(config.ablations.len(), Vec::len);
-        if selected == 0 {
-            return Err(loaded.error_at(
-                &["stages", "ablations"],
-                "the ablations stage has no ablations to run".into(),
-                "define ablations under `ablations:` (overrides of the proposed method)",
-            ));
-        }
+    if stage == Stage::Ablations && listed.as_ref().map_or(config.ablations.len(), Vec::len) == 0 {
+        return Err(loaded.error_at(
+            &["stages", "ablations"],
+            "the ablations stage has no ablations to run".into(),
+            "define ablations under `ablations:` (overrides of the proposed method)",
+        ));
     }
     for (path, values) in &spec.sweep {
+        let at = [At::Key("stages"), At::Key(name), At::Key("sweep"), At::Key(path)];
         if values.is_empty() {
-            return Err(loaded.error_at(&["sweep", path], format!("sweep `{path}` has no values"), "give at least one value"));
+            return Err(loaded.error_at_path(&at, format!("sweep `{path}` has no values"), "give at least one value, or remove the path"));
         }
-        for value in values {
+        for (index, value) in values.iter().enumerate() {
+            if values[..index].contains(value) {
+                return Err(loaded.error_at_path(&at, format!("sweep `{path}` lists {value} twice"), "list each value once; repeats come from `seeds`"));
+            }
             let mut one = crate::config::Overrides::new();
             one.insert(path.clone(), value.clone());
-            check_resolves(loaded, &["stages", stage.as_str(), "sweep"], &[&spec.overrides, &one])?;
+            check_resolves(loaded, &["stages", name, "sweep"], &[&spec.overrides, &one])?;
         }
     }
-    check_resolves(loaded, &["stages", stage.as_str(), "overrides"], &[&spec.overrides])?;
+    check_resolves(loaded, &["stages", name, "overrides"], &[&spec.overrides])?;
     let points: usize = spec.sweep.values().map(Vec::len).product();
-    let variants = match stage {
-        Stage::Ablations => spec.ablations.as_ref().map_or(config.ablations.len(), Vec::len) + 1,
-        _ => spec.methods.as_ref().map_or(config.methods.len(), Vec::len),
-    };
+    let variants = listed.as_ref().map_or(known.len(), Vec::len) + usize::from(stage == Stage::Ablations);
+    let variants = if stage == Stage::Implementation && listed.is_none() { 1 } else { variants };
     let jobs = points.saturating_mul(variants).saturating_mul(spec.seeds as usize);
     if jobs > MAX_JOBS_PER_STAGE {
         return Err(loaded.error_at(
-            &["stages", stage.as_str()],
+            &["stages", name],
             format!("stage `{stage}` expands to {jobs} jobs"),
             &format!("at most {MAX_JOBS_PER_STAGE} jobs per stage: fewer seeds or sweep values"),
         ));
@@ -238,27 +269,32 @@ fn validate_claims(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let known = config.known_metrics();
     let mut seen = std::collections::HashSet::new();
     for claim in &config.claims {
+        let item = At::Item { key: "id", value: &claim.id };
+        let field = |key: &'static str| [At::Key("claims"), item, At::Key(key), At::ValueOfKey];
         if !is_valid_variant_name(&claim.id) || !seen.insert(claim.id.as_str()) {
-            return Err(loaded.error_at(&["claims", &claim.id], format!("claim id `{}` is invalid or repeated", claim.id), "give every claim a unique id of letters, digits, `_` and `-`"));
+            return Err(loaded.error_at_path(&field("id"), format!("claim id `{}` is invalid or repeated", claim.id), "give every claim a unique id of letters, digits, `_` and `-`"));
         }
-        for side in [&claim.better, &claim.than] {
+        for (side, key) in [(&claim.better, "better"), (&claim.than, "than")] {
             if !config.methods.contains_key(side) && !config.ablations.contains_key(side) {
-                return Err(loaded.error_at(
-                    &["claims", &claim.id],
+                return Err(loaded.error_at_path(
+                    &field(key),
                     format!("claim `{}` compares the unknown method `{side}`", claim.id),
                     &format!("known methods and ablations: {}", join(config.methods.keys().chain(config.ablations.keys()))),
                 ));
             }
         }
+        if claim.better == claim.than {
+            return Err(loaded.error_at_path(&field("than"), format!("claim `{}` compares `{}` with itself", claim.id, claim.than), "compare two different methods"));
+        }
         if !known.contains(&claim.metric) {
-            return Err(loaded.error_at(
-                &["claims", &claim.id],
+            return Err(loaded.error_at_path(
+                &field("metric"),
                 format!("claim `{}` is about `{}`, a metric no job produces", claim.id, claim.metric),
                 &format!("known metrics: {}; command jobs declare theirs under `metrics:`", known.join(", ")),
             ));
         }
         if !(claim.alpha > 0.0 && claim.alpha < 1.0) {
-            return Err(loaded.error_at(&["claims", &claim.id], format!("claim `{}` has alpha {}", claim.id, claim.alpha), "alpha is a significance level in (0, 1), usually 0.05"));
+            return Err(loaded.error_at_path(&field("alpha"), format!("claim `{}` has alpha {}", claim.id, claim.alpha), "alpha is a significance level in (0, 1), usually 0.05"));
         }
     }
     Ok(())
@@ -266,16 +302,17 @@ fn validate_claims(loaded: &LoadedConfig) -> Result<(), ConfigError> {
 
 fn validate_resources(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let resources = &loaded.config.resources;
+    let value_of = |key: &'static str| [At::Key("resources"), At::Key(key), At::ValueOfKey];
     if resources.max_attempts == 0 || resources.max_attempts > 100 {
-        return Err(loaded.error_at(&["resources", "max_attempts"], format!("max_attempts is {}", resources.max_attempts), "use between 1 and 100"));
+        return Err(loaded.error_at_path(&value_of("max_attempts"), format!("max_attempts is {}", resources.max_attempts), "use between 1 and 100"));
     }
     if resources.data_parallel == 0 || resources.data_parallel > 1024 {
-        return Err(loaded.error_at(&["resources", "data_parallel"], format!("data_parallel is {}", resources.data_parallel), "use between 1 and 1024 ranks"));
+        return Err(loaded.error_at_path(&value_of("data_parallel"), format!("data_parallel is {}", resources.data_parallel), "use between 1 and 1024 ranks"));
     }
-    if humantime::parse_duration(&resources.timeout).is_err() {
-        return Err(loaded.error_at(&["resources", "timeout"], format!("timeout `{}` is not a duration", resources.timeout), "write durations like 90s, 30m or 2h"));
+    match humantime::parse_duration(&resources.timeout) {
+        Ok(timeout) if !timeout.is_zero() => Ok(()),
+        _ => Err(loaded.error_at_path(&value_of("timeout"), format!("timeout `{}` is not a positive duration", resources.timeout), "write durations like 90s, 30m or 2h")),
     }
-    Ok(())
 }
 
 fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {

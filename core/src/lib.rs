@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod config_error;
+pub mod config_locate;
 mod config_validate;
 pub mod expand;
 pub mod ids;

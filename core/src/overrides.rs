@@ -1,7 +1,8 @@
 //! Dotted-path overrides (`trainer.model.dropout: 0.0`) applied to the job template.
 //!
-//! An override may only replace something that exists, or add a key to an object that
-//! exists: a typo such as `trainer.modle.dropout` is an error, never a silent new key.
+//! An override may only replace something that exists, or add a key under `trainer`
+//! (validated against the trainer's schema afterwards) or `env`: a typo such as
+//! `trainer.modle.dropout` or `params.hiden` is an error, never a silent new key.
 //! The one exception is a path whose parent is an object with a `kind` switch being
 //! replaced whole (`trainer.model: {kind: linear}`), which replaces the subtree.
 
@@ -40,7 +41,8 @@ pub fn apply_override(target: &mut Value, path: &str, value: &Value) -> Result<(
                         known_keys(map)
                     )));
                 }
-                map.get_mut(*part).ok_or_else(|| error("vanished key".to_owned()))?
+                map.get_mut(*part)
+                    .ok_or_else(|| error("vanished key".to_owned()))?
             }
             _ => {
                 return Err(error(format!(
@@ -53,6 +55,12 @@ pub fn apply_override(target: &mut Value, path: &str, value: &Value) -> Result<(
     }
     match node {
         Value::Object(map) => {
+            if !map.contains_key(*last) && !may_add_keys(&parts) {
+                return Err(error(format!(
+                    "`{path}` names nothing in the job (known keys there: {})",
+                    known_keys(map)
+                )));
+            }
             map.insert((*last).to_owned(), value.clone());
             Ok(())
         }
@@ -63,11 +71,23 @@ pub fn apply_override(target: &mut Value, path: &str, value: &Value) -> Result<(
     }
 }
 
+/// Whether an override may add a new key at this path. Under `trainer` yes: the
+/// resolved trainer is validated against its schema afterwards, so a typo is still
+/// caught, and optional settings need not be in the template. Under `env` yes: it is
+/// a free map. Anywhere else (`params`, the job itself) no: nothing validates those
+/// afterwards, so a new key there is almost always a typo of an existing one.
+fn may_add_keys(parts: &[&str]) -> bool {
+    parts.len() > 1 && matches!(parts[0], "trainer" | "env")
+}
+
 fn known_keys(map: &serde_json::Map<String, Value>) -> String {
     if map.is_empty() {
         return "none".to_owned();
     }
-    map.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    map.keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -94,5 +114,19 @@ mod tests {
         assert!(err.reason.contains("trainer.modle"), "{}", err.reason);
         assert!(apply_override(&mut job, "trainer.model.kind.x", &json!(1)).is_err());
         assert!(apply_override(&mut job, "trainer..x", &json!(1)).is_err());
+    }
+
+    #[test]
+    fn params_and_the_job_root_take_no_new_keys() {
+        let mut job = json!({"command": ["python"], "params": {"hidden": 8}, "env": {}});
+        apply_override(&mut job, "params.hidden", &json!(0)).expect("existing param");
+        let err = apply_override(&mut job, "params.hiden", &json!(0)).expect_err("typo");
+        assert!(
+            err.reason.contains("known keys there: hidden"),
+            "{}",
+            err.reason
+        );
+        assert!(apply_override(&mut job, "comand", &json!(["x"])).is_err());
+        apply_override(&mut job, "env.OMP_NUM_THREADS", &json!("1")).expect("env is free");
     }
 }

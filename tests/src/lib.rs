@@ -13,7 +13,37 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The workspace of each coordinator started here, by address: workers and CLI calls
+/// aimed at an address get that workspace's token (auth is on by default).
+static WORKSPACES: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+
+/// The token file of `role` ("worker" or "client") a coordinator writes in `workspace`.
+pub fn token_file(workspace: &Path, role: &str) -> PathBuf {
+    workspace.join(".expcluster").join(format!("{role}.token"))
+}
+
+/// The workspace of the coordinator started at `address`, if this process started it.
+pub fn workspace_of(address: &str) -> Option<PathBuf> {
+    let known = WORKSPACES.lock().unwrap_or_else(|p| p.into_inner());
+    known.iter().rev().find(|(a, _)| a == address).map(|(_, w)| w.clone())
+}
+
+fn remember_workspace(address: &str, workspace: &Path) {
+    let mut known = WORKSPACES.lock().unwrap_or_else(|p| p.into_inner());
+    known.retain(|(a, _)| a != address);
+    known.push((address.to_owned(), workspace.to_owned()));
+}
+
+/// Sets EXPCLUSTER_TOKEN_FILE to the `role` token of the coordinator at `address`.
+fn with_token(command: &mut Command, address: Option<&str>, role: &str) {
+    command.env_remove("EXPCLUSTER_TOKEN").env_remove("EXPCLUSTER_TOKEN_FILE");
+    if let Some(workspace) = address.and_then(workspace_of) {
+        command.env("EXPCLUSTER_TOKEN_FILE", token_file(&workspace, role));
+    }
+}
 
 /// The `expcluster` binary of the same build profile as this test.
 pub fn expcluster_bin() -> PathBuf {
@@ -128,10 +158,15 @@ impl Drop for Proc {
 
 /// `expcluster coordinator` on 127.0.0.1:0; returns it and its address.
 pub fn start_coordinator(workspace: &Path, extra: &[&str]) -> (Proc, String) {
+    start_coordinator_at(workspace, "127.0.0.1:0", extra)
+}
+
+/// `expcluster coordinator` on a given address (a restart reuses the old port).
+pub fn start_coordinator_at(workspace: &Path, listen: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(expcluster_bin())
         .args(["coordinator", "--workspace"])
         .arg(workspace)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .args(extra)
         .env("PATH", path_with_venv())
         .stdout(Stdio::piped())
@@ -146,12 +181,15 @@ pub fn start_coordinator(workspace: &Path, extra: &[&str]) -> (Proc, String) {
         .find(|word| word.starts_with("127.0.0.1:"))
         .unwrap_or_else(|| panic!("coordinator did not announce its address: {line:?}"))
         .to_owned();
+    remember_workspace(&address, workspace);
     (Proc { child }, address)
 }
 
 /// `expcluster worker` with `slots` slots.
 pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
-    let child = Command::new(expcluster_bin())
+    let mut command = Command::new(expcluster_bin());
+    with_token(&mut command, Some(address), "worker");
+    let child = command
         .args(["worker", "--coordinator", address, "--slots", &slots.to_string(), "--work-dir"])
         .arg(work_dir)
         .env("PATH", path_with_venv())
@@ -164,8 +202,13 @@ pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
 }
 
 /// Runs `expcluster <args>` to its end.
+/// A call with `--coordinator ADDRESS` carries the client token of the coordinator
+/// started at that address.
 pub fn expcluster(args: &[&str]) -> Output {
-    Command::new(expcluster_bin())
+    let address = args.windows(2).find(|pair| pair[0] == "--coordinator").map(|pair| pair[1]);
+    let mut command = Command::new(expcluster_bin());
+    with_token(&mut command, address, "client");
+    command
         .args(args)
         .env("PATH", path_with_venv())
         .env_remove("EXPCLUSTER_COORDINATOR")

@@ -75,6 +75,14 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
             "resuming from checkpoint"
         );
         state = restored.state;
+        // To the coordinator a resumed run is a new attempt whose series start empty:
+        // replay the checkpointed history first, so the final series have no gap and
+        // no repeat.
+        for (name, values) in &state.history {
+            for value in values {
+                sink.emit(name, *value);
+            }
+        }
     }
     let mut run = Run {
         job,

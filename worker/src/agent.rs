@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     pub hostname: String,
     /// GPU indices, one slot each (empty: CPU slots).
     pub gpus: Vec<String>,
+    /// The worker token and TLS settings it presents to the coordinator.
+    pub security: crate::client::ClientSecurity,
     /// Names this incarnation (e.g. Slurm job, task and restart count); may be empty.
     pub incarnation_hint: String,
 }
@@ -39,8 +41,8 @@ pub async fn run_worker(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     std::fs::create_dir_all(&config.work_dir).map_err(|err| WorkerError::Setup(format!("work dir {}: {err}", config.work_dir.display())))?;
-    let channel = channel(&config.coordinator).map_err(|err| WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator)))?;
-    let mut client = worker_client(channel);
+    let channel = channel(&config.coordinator, &config.security).map_err(|err| WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator)))?;
+    let mut client = worker_client(channel, &config.security);
     let registered = register(&mut client, &config).await?;
     let worker_id = registered.worker_id.clone();
     tracing::info!(%worker_id, slots = config.slots, "registered with the coordinator");

@@ -54,6 +54,7 @@ pub fn job_environment(spec: &v1::JobSpec, dir: &JobDir, gpu: Option<&str>) -> V
         ("EXP_ATTEMPT".into(), spec.attempt.to_string()),
         ("EXP_WORKSPACE".into(), spec.workspace_dir.clone()),
         ("EXP_IDEA_VERSION".into(), spec.idea_version.to_string()),
+        ("EXP_CHECKPOINT_DIR".into(), crate::runner::checkpoint_dir(&dir.work_dir, spec).display().to_string()),
         ("CUDA_VISIBLE_DEVICES".into(), gpu.unwrap_or("").to_owned()),
         // Python buffers a piped stdout; metrics must stream as they are printed.
         ("PYTHONUNBUFFERED".into(), "1".into()),

@@ -9,13 +9,16 @@ use std::path::{Path, PathBuf};
 pub struct JobDir {
     pub root: PathBuf,
     pub output: PathBuf,
+    /// The worker's scratch folder this job directory lives in.
+    pub work_dir: PathBuf,
 }
 
 impl JobDir {
     /// Creates a fresh directory for an attempt and writes the code files into it.
     pub fn create(work_dir: &Path, spec: &v1::JobSpec) -> io::Result<Self> {
-        if !is_safe_name(&spec.job_id) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe job id"));
+        let fingerprint_ok = spec.fingerprint.is_empty() || is_safe_name(&spec.fingerprint);
+        if !is_safe_name(&spec.job_id) || !fingerprint_ok {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe job id or fingerprint"));
         }
         let root = work_dir.join("jobs").join(&spec.job_id).join(format!("a{}", spec.attempt));
         if root.exists() {
@@ -32,7 +35,11 @@ impl JobDir {
             }
             std::fs::write(root.join(&file.name), &file.content)?;
         }
-        Ok(Self { root, output })
+        Ok(Self {
+            root,
+            output,
+            work_dir: work_dir.to_path_buf(),
+        })
     }
 
     /// The `.npy` files the job left in its output folder: plain files only (a

@@ -67,7 +67,7 @@ pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: S
                 seed: spec.seed,
                 device,
                 data_root: PathBuf::from(&spec.workspace_dir),
-                checkpoint_dir: context.work_dir.join("checkpoints").join(&spec.job_id),
+                checkpoint_dir: checkpoint_dir(&context.work_dir, &spec),
                 timeout,
             };
             let (end, error) = run_trainer(context.trainer.clone(), &trainer.spec_json, run, &dir, metrics, stop).await;
@@ -97,6 +97,16 @@ pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: S
     upload_logs(&context, &spec, &dir).await;
     let request = completion(&context, &spec, outcome, exit_code, error, stderr_tail, metric_count, started);
     send_completion(&context, request).await;
+}
+
+/// Where an attempt keeps its checkpoints. On a cluster the experiment workspace is on
+/// a shared filesystem, so a requeued attempt on another node resumes from the same
+/// folder (`.expcluster/checkpoints/`, private to expcluster, never part of the
+/// record); a worker that cannot see the workspace keeps them in its scratch folder.
+pub fn checkpoint_dir(work_dir: &std::path::Path, spec: &v1::JobSpec) -> PathBuf {
+    let shared = std::path::Path::new(&spec.workspace_dir).join(".expcluster");
+    let base = if shared.is_dir() { shared } else { work_dir.to_path_buf() };
+    base.join("checkpoints").join(&spec.job_id).join(&spec.fingerprint)
 }
 
 fn classify(end: &RunEnd, error: String, timeout: Duration) -> (v1::Outcome, i32, String) {

@@ -11,6 +11,8 @@ use std::process::ExitCode;
 pub struct CancelArgs {
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
     /// Cancel the queued and running jobs of this stage.
     #[arg(long, conflicts_with = "job")]
     pub stage: Option<String>,
@@ -24,7 +26,8 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     if args.stage.is_none() && args.job.is_none() {
         anyhow::bail!("say what to cancel: --stage <stage> or --job <job id>");
     }
-    let mut client = client_client(channel(&address)?);
+    let security = args.connect.security(expcluster_coordinator::auth::Role::Client, crate::workspace_arg::resolve(None, None).ok().as_deref())?;
+    let mut client = client_client(channel(&address, &security)?, &security);
     let response = client
         .cancel(v1::CancelRequest { stage: args.stage.unwrap_or_default(), job_id: args.job.unwrap_or_default() })
         .await

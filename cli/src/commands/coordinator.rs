@@ -18,18 +18,40 @@ pub struct CoordinatorCmd {
     /// Move a damaged part of research_log.jsonl aside (a backup is kept) and start.
     #[arg(long)]
     pub repair: bool,
+    #[command(flatten)]
+    pub security: crate::connect::ServeArgs,
+    /// How often workers heartbeat (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: std::time::Duration,
+    /// A worker silent this long loses its jobs to other workers.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_timeout: std::time::Duration,
+    /// After a restart, extra time workers get to reattach before any is declared lost.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub restart_grace: std::time::Duration,
 }
 
 pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
     let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref())?;
-    let coordinator = Coordinator::open(&root, Settings::default(), args.repair)?;
+    // Before anything else: a coordinator that cannot read its tokens does not start.
+    let security = args.security.server_security(&root, &args.listen)?;
+    let coordinator = Coordinator::open(
+        &root,
+        Settings {
+            heartbeat_interval: args.heartbeat_interval,
+            lease_timeout: args.lease_timeout,
+            restart_grace: args.restart_grace,
+        },
+        args.repair,
+    )?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}: is another coordinator using it? choose another with --listen", args.listen))?;
     let address = listener.local_addr()?;
+    expcluster_coordinator::server::check_listen_address(address, &security.auth)?;
     // The one line scripts and tests read to learn the port.
     println!("expcluster coordinator listening on {address} for {}", root.display());
-    expcluster_coordinator::server::serve(listener, coordinator, crate::embedded::shutdown_signal()).await?;
+    expcluster_coordinator::server::serve(listener, coordinator, security, crate::embedded::shutdown_signal()).await?;
     eprintln!("coordinator stopped");
     Ok(ExitCode::SUCCESS)
 }

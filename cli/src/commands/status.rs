@@ -5,6 +5,7 @@ use crate::output::{jobs_table, render};
 use anyhow::Context;
 use clap::Args;
 use expcluster_proto::v1;
+use expcluster_coordinator::auth::Role;
 use expcluster_worker::client::{channel, client_client};
 use std::process::ExitCode;
 
@@ -12,6 +13,8 @@ use std::process::ExitCode;
 pub struct StatusArgs {
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
     /// The stage to show.
     #[arg(long)]
     pub stage: String,
@@ -24,6 +27,8 @@ pub struct StatusArgs {
 pub struct WorkersArgs {
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -47,7 +52,8 @@ pub fn require_address(args: &CoordinatorArgs) -> anyhow::Result<String> {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let address = require_address(&args.coordinator)?;
-    let mut client = client_client(channel(&address)?);
+    let security = args.connect.security(Role::Client, crate::workspace_arg::resolve(None, None).ok().as_deref())?;
+    let mut client = client_client(channel(&address, &security)?, &security);
     let status = client
         .stage_status(v1::StageStatusRequest { stage: args.stage.clone() })
         .await
@@ -77,7 +83,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn run_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
     let address = require_address(&args.coordinator)?;
-    let mut client = client_client(channel(&address)?);
+    let security = args.connect.security(Role::Client, crate::workspace_arg::resolve(None, None).ok().as_deref())?;
+    let mut client = client_client(channel(&address, &security)?, &security);
     let workers = client
         .list_workers(v1::ListWorkersRequest {})
         .await

@@ -18,6 +18,8 @@ pub struct SubmitArgs {
     pub workspace: WorkspaceArgs,
     #[command(flatten)]
     pub coordinator: CoordinatorArgs,
+    #[command(flatten)]
+    pub connect: crate::connect::ConnectArgs,
     /// implementation, baselines, full, ablations, or all (the stages the config defines, in order).
     #[arg(long, default_value = "all")]
     pub stage: String,
@@ -54,7 +56,11 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         (None, Some(address)) => address.clone(),
         (None, None) => bail!("no coordinator"),
     };
-    let mut client = client_client(channel(&address)?);
+    let security = match &cluster {
+        Some(cluster) => cluster.client_security.clone(),
+        None => args.connect.security(expcluster_coordinator::auth::Role::Client, root.as_deref())?,
+    };
+    let mut client = client_client(channel(&address, &security)?, &security);
     let result = run_stages(&mut client, &stages, args.rerun, &address).await;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
@@ -96,6 +102,9 @@ async fn run_stages(client: &mut ClientClient, stages: &[Stage], rerun: bool, ad
             "== stage {stage}: {} job(s), {} already done with the same code and config",
             submitted.jobs_total, submitted.jobs_reused
         );
+        if submitted.attached {
+            println!("   (the stage was already running, e.g. resumed after a coordinator restart: following it)");
+        }
         let status = wait_for_stage(client, *stage, address).await?;
         print!("{}", jobs_table(&status));
         for job in status.jobs.iter().filter(|job| job.state == v1::JobState::Failed as i32) {
@@ -110,14 +119,23 @@ async fn run_stages(client: &mut ClientClient, stages: &[Stage], rerun: bool, ad
     Ok(failed)
 }
 
+/// How long `submit` keeps waiting for a coordinator that stopped answering.
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
+
 async fn wait_for_stage(client: &mut ClientClient, stage: Stage, address: &str) -> anyhow::Result<v1::StageStatusResponse> {
     let mut last_line = String::new();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let status = client
-            .stage_status(v1::StageStatusRequest { stage: stage.to_string() })
-            .await
-            .map_err(|status| crate::commands::status::explain(status, address))?
-            .into_inner();
+        let status = match client.stage_status(v1::StageStatusRequest { stage: stage.to_string() }).await {
+            Ok(status) => status.into_inner(),
+            // A coordinator restarting resumes the stage from its journal: keep waiting.
+            Err(status) if expcluster_worker::client::is_retryable(&status) && unreachable_since.get_or_insert_with(std::time::Instant::now).elapsed() < COORDINATOR_PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(status) => return Err(crate::commands::status::explain(status, address)),
+        };
+        unreachable_since = None;
         let count = |state: v1::JobState| status.jobs.iter().filter(|job| job.state == state as i32).count();
         let line = format!(
             "[{stage}] {} done, {} failed, {} running, {} queued (of {})",

@@ -32,6 +32,7 @@ impl ClientService for ClientApi {
             stage_run_id: submitted.stage_run.to_string(),
             jobs_total: submitted.jobs_total as u32,
             jobs_reused: submitted.jobs_reused as u32,
+            attached: submitted.attached,
         }))
     }
 

@@ -107,6 +107,8 @@ pub fn job_spec(state: &CoordinatorState, job: &JobRecord) -> v1::JobSpec {
         workspace_dir: state.workspace.root().display().to_string(),
         timeout_ms: u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX),
         idea_version: run.map_or(state.idea_version, |run| run.idea_version),
+        fingerprint: def.fingerprint.clone(),
+        stage_run: job.stage_run,
     }
 }
 

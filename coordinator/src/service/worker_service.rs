@@ -21,7 +21,7 @@ impl WorkerService for WorkerApi {
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
         let request = request.into_inner();
         let mut state = self.coordinator.lock();
-        let worker_id = state.register_worker(&request.hostname, request.slots, Instant::now());
+        let worker_id = state.register_worker(&request.hostname, request.slots, Instant::now())?;
         let settings = &state.settings;
         Ok(Response::new(v1::RegisterResponse {
             worker_id: worker_id.0,

@@ -2,4 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
 mod first_slice;
+mod hostile_input;
+mod security;

@@ -1,0 +1,274 @@
+//! Rebuilding the coordinator's state after a restart (or a crash).
+//!
+//! Two durable records say everything: the research log (outcomes of attempts, stage
+//! starts and ends, all written before they were acknowledged) and the coordinator's
+//! journal (`.expcluster/journal.jsonl`: stage job definitions, leases, workers). The
+//! replay follows the research log in order; a stage the research log never saw start
+//! was never acknowledged and is dropped. Attempts that were running get their lease
+//! renewed to now + lease + grace, so no worker is declared lost while workers
+//! reattach (their ids are journaled, so their heartbeats keep working), and their
+//! acknowledged metric points are reloaded from the per-attempt spools.
+
+use crate::code_files::CodeFiles;
+use crate::error::CoordinatorError;
+use crate::lifecycle::JobState;
+use crate::state::{CoordinatorState, JobRecord, StageRun, WorkerRecord};
+use crate::workspace::{write_atomic, Workspace};
+use expcluster_core::{JobDefinition, JobId, Stage, WorkerId};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// What a recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub stage_runs: usize,
+    pub running_attempts: usize,
+    pub queued_jobs: usize,
+    pub workers: usize,
+}
+
+/// Keeps a copy of the code a stage ships, so a restarted coordinator sends the same
+/// code to requeued jobs even if the researcher has edited it since.
+pub fn snapshot_code(workspace: &Workspace, code: &CodeFiles) -> std::io::Result<()> {
+    let dir = workspace.state_dir().join("code").join(&code.digest);
+    if dir.is_dir() {
+        return Ok(());
+    }
+    for (name, content) in &code.files {
+        write_atomic(&dir.join(name), content)?;
+    }
+    std::fs::create_dir_all(&dir)
+}
+
+fn load_code(workspace: &Workspace, digest: &str) -> CodeFiles {
+    let dir = workspace.state_dir().join("code").join(digest);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    CodeFiles {
+        files,
+        digest: digest.to_owned(),
+    }
+}
+
+fn u64_of(event: &Value, key: &str) -> Option<u64> {
+    event.get(key).and_then(Value::as_u64)
+}
+
+impl CoordinatorState {
+    /// Rebuilds stages, jobs, leases and workers from the journal and the research log.
+    pub fn recover(&mut self, now: Instant) -> Result<Recovered, CoordinatorError> {
+        let journal: Vec<Value> = self.journal.events().to_vec();
+        let log: Vec<Value> = self.log.events().to_vec();
+        let mut recovered = Recovered::default();
+
+        let mut stage_records: HashMap<u64, &Value> = HashMap::new();
+        let mut leases: Vec<(u64, JobId, u32, WorkerId)> = Vec::new();
+        for record in &journal {
+            match record["type"].as_str() {
+                Some("stage") => {
+                    if let Some(run) = u64_of(record, "stage_run") {
+                        stage_records.insert(run, record);
+                    }
+                }
+                Some("worker") => self.restore_worker(record, now),
+                Some("lease") => {
+                    let worker = WorkerId(record["worker_id"].as_str().unwrap_or_default().to_owned());
+                    for lease in record["leases"].as_array().into_iter().flatten() {
+                        let (Some(run), Some(attempt), Some(job)) = (
+                            u64_of(lease, "stage_run"),
+                            u64_of(lease, "attempt"),
+                            lease["job_id"].as_str().and_then(|id| JobId::parse(id).ok()),
+                        ) else {
+                            continue;
+                        };
+                        leases.push((run, job, attempt as u32, worker.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        recovered.workers = self.workers.len();
+
+        // Outcomes per (run, job, attempt), from the research log, in order.
+        let mut outcome_attempts: HashSet<(u64, JobId, u32)> = HashSet::new();
+        for event in &log {
+            let kind = event["type"].as_str().unwrap_or_default();
+            if kind == "stage_started" {
+                let Some(run) = u64_of(event, "stage_run") else { continue };
+                if let Some(record) = stage_records.get(&run) {
+                    self.restore_stage(run, record)?;
+                    recovered.stage_runs += 1;
+                }
+                continue;
+            }
+            if kind == "experiment_completed" {
+                if let Some(run) = u64_of(event, "stage_run").and_then(|run| self.stage_runs.iter_mut().find(|r| r.id == run)) {
+                    run.finished = true;
+                    run.outputs = serde_json::from_value(event["outputs"].clone()).unwrap_or_default();
+                }
+                continue;
+            }
+            let (Some(run), Some(job_id)) = (u64_of(event, "stage_run"), event["job_id"].as_str().and_then(|id| JobId::parse(id).ok())) else {
+                continue;
+            };
+            let attempt = u64_of(event, "attempt").unwrap_or(0) as u32;
+            let Some(job) = self.jobs.get_mut(&job_id).filter(|job| job.stage_run == run) else {
+                continue;
+            };
+            job.attempts = job.attempts.max(attempt);
+            outcome_attempts.insert((run, job_id.clone(), attempt));
+            job.state = match (kind, event["status"].as_str()) {
+                ("job_completed", Some("succeeded")) => JobState::Succeeded { attempt },
+                ("job_completed", _) => JobState::Failed {
+                    reason: event["error"].as_str().unwrap_or_default().to_owned(),
+                },
+                ("job_attempt_failed", _) => {
+                    job.failures += 1;
+                    JobState::Queued { not_before: None }
+                }
+                ("job_preempted" | "job_requeued", _) => JobState::Queued { not_before: None },
+                ("job_cancelled", _) => JobState::Cancelled,
+                _ => continue,
+            };
+        }
+
+        // Leases without an outcome are still running, as far as anyone knows.
+        let deadline = now + self.settings.lease_timeout + self.settings.restart_grace;
+        for (run, job_id, attempt, worker) in leases {
+            if outcome_attempts.contains(&(run, job_id.clone(), attempt)) {
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&job_id).filter(|job| job.stage_run == run) else {
+                continue;
+            };
+            if job.state.is_terminal() || attempt < job.attempts {
+                continue;
+            }
+            job.attempts = attempt;
+            job.state = JobState::Running {
+                worker: worker.clone(),
+                attempt,
+                lease_deadline: deadline,
+            };
+            if let Some(record) = self.workers.get_mut(&worker) {
+                record.running.insert(job_id.clone());
+            }
+        }
+
+        let spool_dir = self.workspace.state_dir().join("metrics");
+        let mut order: Vec<JobId> = Vec::new();
+        for run in &self.stage_runs {
+            order.extend(run.jobs.iter().cloned());
+        }
+        for id in order {
+            let Some(job) = self.jobs.get_mut(&id) else { continue };
+            match &job.state {
+                JobState::Running { attempt, .. } => {
+                    let attempt = *attempt;
+                    reload_spool(job, &spool_dir.join(format!("{id}.a{attempt}.jsonl")));
+                    recovered.running_attempts += 1;
+                }
+                JobState::Queued { .. } => {
+                    self.queue.push_back(id.clone());
+                    recovered.queued_jobs += 1;
+                }
+                JobState::Succeeded { .. } | JobState::Failed { .. } | JobState::Cancelled => {}
+            }
+        }
+        self.finish_stages_if_done()?;
+        Ok(recovered)
+    }
+
+    fn restore_worker(&mut self, record: &Value, now: Instant) {
+        let Some(id) = record["worker_id"].as_str() else { return };
+        if let Some(number) = id.strip_prefix('w').and_then(|rest| rest.split('-').next()).and_then(|n| n.parse::<u64>().ok()) {
+            self.next_worker = self.next_worker.max(number + 1);
+        }
+        self.workers.insert(
+            WorkerId(id.to_owned()),
+            WorkerRecord {
+                hostname: record["hostname"].as_str().unwrap_or_default().to_owned(),
+                slots: u64_of(record, "slots").unwrap_or(1) as u32,
+                // Seen "now": a restart does not make anyone lost before the grace ends.
+                last_seen: now,
+                running: HashSet::new(),
+            },
+        );
+    }
+
+    fn restore_stage(&mut self, run: u64, record: &Value) -> Result<(), CoordinatorError> {
+        let definitions: Vec<JobDefinition> = serde_json::from_value(record["jobs"].clone())
+            .map_err(|err| CoordinatorError::Storage(format!("journal stage record {run}: {err}")))?;
+        let reused: HashSet<JobId> = serde_json::from_value(record["reused"].clone()).unwrap_or_default();
+        let stage: Stage = serde_json::from_value(record["stage"].clone())
+            .map_err(|err| CoordinatorError::Storage(format!("journal stage record {run}: {err}")))?;
+        let max_attempts = u64_of(record, "max_attempts").unwrap_or(3) as u32;
+        let timeout = Duration::from_millis(u64_of(record, "timeout_ms").unwrap_or(3_600_000));
+        let mut ids = Vec::new();
+        for def in definitions {
+            let id = def.id.clone();
+            let mut job = JobRecord::new(def, max_attempts, timeout, run);
+            if reused.contains(&id) {
+                job.state = JobState::Succeeded { attempt: 0 };
+            }
+            self.jobs.insert(id.clone(), job);
+            ids.push(id);
+        }
+        let digest = record["code_digest"].as_str().unwrap_or_default();
+        self.stage_runs.push(StageRun {
+            id: run,
+            stage,
+            jobs: ids,
+            reused,
+            idea_version: u64_of(record, "idea_version").unwrap_or(1) as u32,
+            finished: false,
+            outputs: Vec::new(),
+            primary_metric: record["primary_metric"].as_str().unwrap_or_default().to_owned(),
+            code: load_code(&self.workspace, digest),
+        });
+        Ok(())
+    }
+}
+
+/// Reloads an attempt's acknowledged metric points; a torn last line (a crash while
+/// appending, never acknowledged) is ignored and truncated away.
+fn reload_spool(job: &mut JobRecord, path: &std::path::Path) {
+    let Ok(bytes) = std::fs::read(path) else { return };
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = file.set_len(complete as u64);
+        }
+    }
+    for line in bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+        let Ok(Value::Array(fields)) = serde_json::from_slice::<Value>(line) else { continue };
+        let (Some(seq), Some(name), Some(step), Some(value)) = (
+            fields.first().and_then(Value::as_u64),
+            fields.get(1).and_then(Value::as_str),
+            fields.get(2).and_then(Value::as_u64),
+            fields.get(3).and_then(Value::as_str).and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        if seq != job.next_seq {
+            continue;
+        }
+        let series = job.series.entry(name.to_owned()).or_default();
+        let step = step as usize;
+        if step >= series.len() {
+            series.resize(step, f64::NAN);
+            series.push(value);
+        }
+        job.next_seq += 1;
+    }
+}

@@ -1,0 +1,195 @@
+//! Fault tolerance (issue 5, RELIABILITY.md cases 1, 2, 8, 10): real processes killed
+//! with SIGKILL, stopped with SIGSTOP, drained with SIGTERM; jobs must finish once,
+//! with every metric point stored exactly once.
+
+use expcluster_tests::{expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::process::Output;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Prints `step: i` for i in 0..steps, sleeping between, so a test can act mid-job.
+const RUNFILE: &str = r#"
+import json, os, time
+params = json.loads(os.environ["EXP_CONFIG"])["params"]
+for i in range(params["steps"]):
+    print(f"step: {i}")
+    time.sleep(params["sleep"])
+print("test_accuracy: 0.75")
+"#;
+
+/// Fast leases so the tests run in seconds.
+const TIMING: [&str; 6] = ["--lease-timeout", "2s", "--heartbeat-interval", "300ms", "--restart-grace", "2s"];
+
+fn config(steps: u32, sleep: f64, seeds: u32, max_attempts: u32) -> String {
+    format!(
+        "name: faults\nprimary_metric: {{name: test_accuracy, goal: max}}\nmetrics: [step, test_accuracy]\n\
+         job:\n  command: [python, runfile.py]\n  params: {{steps: {steps}, sleep: {sleep}}}\n\
+         methods:\n  proposed: {{}}\nstages:\n  implementation: {{seeds: {seeds}}}\n\
+         resources: {{max_attempts: {max_attempts}, timeout: 5m}}\n"
+    )
+}
+
+fn submit_in_background(address: &str) -> JoinHandle<Output> {
+    let address = address.to_owned();
+    std::thread::spawn(move || expcluster(&["submit", "--stage", "implementation", "--coordinator", &address]))
+}
+
+fn stage_status(address: &str) -> Option<Value> {
+    let output = expcluster(&["status", "--stage", "implementation", "--json", "--coordinator", address]);
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+/// True once some job is running with at least `min_step + 1` step points stored.
+fn running_past(address: &str, min_step: f64) -> bool {
+    stage_status(address).is_some_and(|status| {
+        status["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|job| job["state"] == "running" && job["metrics"]["step"].as_f64().is_some_and(|s| s >= min_step))
+    })
+}
+
+fn finished_ok(submit: JoinHandle<Output>) {
+    let output = submit.join().expect("submit thread");
+    assert!(
+        output.status.success(),
+        "submit failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn completed_series(ws: &TestWorkspace, event: &Value) -> Vec<f64> {
+    let record = ws.read_json(&format!(
+        "experiment_results/jobs/{}/{}/metrics.json",
+        event["job_id"].as_str().unwrap(),
+        event["fingerprint"].as_str().unwrap()
+    ));
+    record["series"]["step"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn a_job_on_a_killed_worker_completes_elsewhere_with_every_step_once() {
+    let steps = 30;
+    let ws = TestWorkspace::new("kill9", &config(steps, 0.1, 1, 3), &[("runfile.py", RUNFILE)]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let doomed = start_worker(&address, 1, &scratch.path().join("doomed"));
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job runs past step 5", || running_past(&address, 5.0));
+    doomed.signal(Signal::SIGKILL);
+    let _survivor = start_worker(&address, 1, &scratch.path().join("survivor"));
+    finished_ok(submit);
+
+    let requeued = ws.events_of("job_requeued");
+    assert_eq!(requeued.len(), 1, "the lost attempt is requeued once");
+    assert_eq!(requeued[0]["reason"], "lease_expired");
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 1, "one completion");
+    assert_eq!(completed[0]["attempt"], 2);
+    let want: Vec<f64> = (0..steps).map(f64::from).collect();
+    assert_eq!(completed_series(&ws, &completed[0]), want, "every step exactly once");
+    let curves = numpy_load(&ws.path("experiment_results/implementation_proposed_step_curves.npy"));
+    assert_eq!(curves["shape"], serde_json::json!([1, steps]));
+}
+
+#[test]
+fn a_stopped_worker_past_its_lease_is_fenced_off_when_it_resumes() {
+    let steps = 40;
+    let ws = TestWorkspace::new("sigstop", &config(steps, 0.1, 1, 3), &[("runfile.py", RUNFILE)]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut frozen = start_worker(&address, 1, &scratch.path().join("frozen"));
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job runs past step 3", || running_past(&address, 3.0));
+    let _replacement = start_worker(&address, 1, &scratch.path().join("replacement"));
+    frozen.signal(Signal::SIGSTOP);
+    wait_until(Duration::from_secs(30), "the replacement attempt runs", || {
+        stage_status(&address).is_some_and(|s| s["jobs"][0]["attempt"] == 2 && s["jobs"][0]["state"] == "running")
+    });
+    frozen.signal(Signal::SIGCONT);
+    finished_ok(submit);
+
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 1, "one completion: {completed:?}");
+    assert_eq!(completed[0]["attempt"], 2, "the old attempt's completion was refused");
+    let want: Vec<f64> = (0..steps).map(f64::from).collect();
+    assert_eq!(completed_series(&ws, &completed[0]), want, "no point of the old attempt leaked in");
+    assert!(frozen.wait_exit(Duration::from_millis(200)).is_none(), "the resumed worker keeps serving");
+}
+
+#[test]
+fn a_preempted_job_is_requeued_without_spending_its_failure_budget() {
+    let ws = TestWorkspace::new("preempt", &config(30, 0.1, 1, 1), &[("runfile.py", RUNFILE)]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut drained = start_worker(&address, 1, &scratch.path().join("drained"));
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 2.0));
+    drained.signal(Signal::SIGUSR2);
+    let status = drained.wait_exit(Duration::from_secs(30)).expect("the worker drains and exits");
+    assert!(status.success(), "a drained worker exits cleanly");
+    let _next = start_worker(&address, 1, &scratch.path().join("next"));
+    finished_ok(submit);
+
+    let preempted = ws.events_of("job_preempted");
+    assert_eq!(preempted.len(), 1);
+    assert_eq!(preempted[0]["attempt"], 1);
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["status"], "succeeded", "max_attempts 1, yet the preemption did not count");
+    assert_eq!(completed[0]["attempt"], 2);
+}
+
+#[test]
+fn a_killed_coordinator_resumes_the_stage_from_its_journal_and_no_job_runs_twice() {
+    let ws = TestWorkspace::new("restart", &config(12, 0.1, 4, 3), &[("runfile.py", RUNFILE)]);
+    let (coordinator, address) = start_coordinator(&ws.root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let _w1 = start_worker(&address, 1, &scratch.path().join("w1"));
+    let _w2 = start_worker(&address, 1, &scratch.path().join("w2"));
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "jobs run mid-way", || running_past(&address, 4.0));
+    coordinator.signal(Signal::SIGKILL);
+    drop(coordinator);
+    let args: Vec<&str> = TIMING.to_vec();
+    let (_restarted, again) = expcluster_tests::start_coordinator_at(&ws.root, &address, &args);
+    assert_eq!(again, address);
+    finished_ok(submit);
+
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 4, "each job completes once: {completed:#?}");
+    for event in &completed {
+        assert_eq!(event["status"], "succeeded");
+        assert_eq!(event["attempt"], 1, "running jobs reattached instead of running twice");
+        let want: Vec<f64> = (0..12).map(f64::from).collect();
+        assert_eq!(completed_series(&ws, event), want);
+    }
+    assert!(ws.events_of("job_requeued").is_empty(), "nobody was declared lost");
+    let seqs: Vec<u64> = ws.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "the log's sequence is contiguous");
+}
+
+#[test]
+fn cancel_stops_the_running_job_on_its_worker_and_records_it() {
+    let ws = TestWorkspace::new("cancel", &config(600, 0.1, 1, 3), &[("runfile.py", RUNFILE)]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let _worker = start_worker(&address, 1, scratch.path());
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 1.0));
+    let output = expcluster(&["cancel", "--stage", "implementation", "--coordinator", &address]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("cancelled 1 job(s)"));
+    let submitted = submit.join().unwrap();
+    assert!(String::from_utf8_lossy(&submitted.stdout).contains("cancelled"));
+    assert_eq!(ws.events_of("job_cancelled").len(), 1);
+    // The job's process is gone: its step series stops growing.
+    let last = stage_status(&address).unwrap()["jobs"][0]["metrics"]["step"].as_f64();
+    std::thread::sleep(Duration::from_millis(800));
+    let later = stage_status(&address).unwrap()["jobs"][0]["metrics"]["step"].as_f64();
+    assert_eq!(last, later, "no points after the cancel");
+}
