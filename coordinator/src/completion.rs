@@ -13,7 +13,6 @@ use expcluster_core::json_float::{map_to_json, series_to_json};
 use expcluster_core::npy::validate_npy;
 use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use serde_json::json;
-use std::io::Write;
 use std::time::Instant;
 
 /// One metric point as received.
@@ -132,8 +131,7 @@ impl CoordinatorState {
             lines.push('\n');
         }
         if let Some(spool) = job.spool.as_mut() {
-            spool.write_all(lines.as_bytes()).map_err(CoordinatorError::storage)?;
-            spool.sync_data().map_err(CoordinatorError::storage)?;
+            job.spool_guard.append(spool, lines.as_bytes()).map_err(CoordinatorError::storage)?;
         }
         for point in accepted {
             let series = job.series.entry(point.name.clone()).or_default();
@@ -221,6 +219,7 @@ impl CoordinatorState {
         job.error = completion.error.clone();
         job.stderr_tail = completion.stderr_tail.clone();
         job.duration_s = completion.duration_s;
+        job.exit_code = completion.exit_code;
         job.spool = None;
         let requeued = match completion.outcome {
             Outcome::Succeeded => {
@@ -232,7 +231,14 @@ impl CoordinatorState {
                 let stage_run = job.stage_run;
                 self.log_event(
                     "job_preempted",
-                    json!({"job_id": job_id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0}),
+                    json!({
+                        "job_id": job_id,
+                        "attempt": attempt,
+                        "stage_run": stage_run,
+                        "worker_id": worker.0,
+                        "outcome": if completion.outcome == Outcome::Cancelled { "cancelled" } else { "preempted" },
+                        "exit_code": completion.exit_code,
+                    }),
                 )?;
                 self.interrupt(job_id, "preempted")?;
                 true
@@ -244,7 +250,12 @@ impl CoordinatorState {
         if let Some(job) = self.jobs.get_mut(job_id) {
             job.completions.insert(attempt, (key, requeued));
         }
-        self.finish_stages_if_done()?;
+        // The attempt's outcome is durable; writing the stage's results is not part of
+        // acknowledging it. If that fails (a full disk), the reaper retries it.
+        if let Err(err) = self.finish_stages_if_done() {
+            tracing::error!(%err, "cannot finish the stage yet; will retry");
+            self.stage_finish_pending = true;
+        }
         Ok(requeued)
     }
 
@@ -279,6 +290,7 @@ impl CoordinatorState {
             "fingerprint": job.def.fingerprint,
             "attempt": attempt,
             "worker_id": worker.0,
+            "exit_code": job.exit_code,
             "status": "succeeded",
             "metrics": map_to_json(&final_metrics),
             "artifacts": job.artifacts,
@@ -329,6 +341,7 @@ impl CoordinatorState {
             "fingerprint": job.def.fingerprint,
             "attempt": attempt,
             "worker_id": worker.0,
+            "exit_code": job.exit_code,
             "status": "failed",
             "error": reason,
             "stderr_tail": job.stderr_tail,

@@ -11,11 +11,14 @@ pub mod auth_layer;
 pub mod claims;
 pub mod code_files;
 pub mod completion;
+pub mod durable;
 pub mod error;
 pub mod feedback;
 pub mod idea;
 pub mod lifecycle;
 pub mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 pub mod research_log;
 pub mod results;
 pub mod scheduler;
@@ -82,7 +85,17 @@ impl Coordinator {
         let mut ticker = tokio::time::interval(period);
         loop {
             ticker.tick().await;
-            let requeued = self.lock().expire_leases(std::time::Instant::now());
+            let requeued = {
+                let mut state = self.lock();
+                if state.stage_finish_pending {
+                    state.stage_finish_pending = false;
+                    if let Err(err) = state.finish_stages_if_done() {
+                        tracing::error!(%err, "cannot finish the stage yet; will retry");
+                        state.stage_finish_pending = true;
+                    }
+                }
+                state.expire_leases(std::time::Instant::now())
+            };
             match requeued {
                 Ok(0) => {}
                 Ok(count) => {

@@ -10,6 +10,7 @@
 //! acknowledged metric points are reloaded from the per-attempt spools.
 
 use crate::code_files::CodeFiles;
+use crate::completion::{CompletionKey, Outcome};
 use crate::error::CoordinatorError;
 use crate::lifecycle::JobState;
 use crate::state::{CoordinatorState, JobRecord, StageRun, WorkerRecord};
@@ -127,6 +128,19 @@ impl CoordinatorState {
             };
             job.attempts = job.attempts.max(attempt);
             outcome_attempts.insert((run, job_id.clone(), attempt));
+            // The answer a replayed completion of this attempt must get again.
+            let exit_code = event["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or(0);
+            let answer = match (kind, event["status"].as_str(), event["outcome"].as_str()) {
+                ("job_completed", Some("succeeded"), _) => Some((Outcome::Succeeded, false)),
+                ("job_completed", _, _) => Some((Outcome::Failed, false)),
+                ("job_attempt_failed", _, _) => Some((Outcome::Failed, true)),
+                ("job_preempted", _, Some("cancelled")) => Some((Outcome::Cancelled, true)),
+                ("job_preempted", _, _) => Some((Outcome::Preempted, true)),
+                _ => None,
+            };
+            if let Some((outcome, requeued)) = answer {
+                job.completions.insert(attempt, (CompletionKey { outcome, exit_code }, requeued));
+            }
             job.state = match (kind, event["status"].as_str()) {
                 ("job_completed", Some("succeeded")) => JobState::Succeeded { attempt },
                 ("job_completed", _) => JobState::Failed {

@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// What opening the log found and did.
@@ -41,6 +41,7 @@ pub struct ResearchLog {
     file: File,
     next_seq: u64,
     events: Vec<Value>,
+    guard: crate::durable::AppendGuard,
 }
 
 impl ResearchLog {
@@ -95,6 +96,7 @@ impl ResearchLog {
                 file,
                 next_seq,
                 events,
+                guard: crate::durable::AppendGuard::default(),
             },
             recovery,
         ))
@@ -124,8 +126,7 @@ impl ResearchLog {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(line.as_bytes()).map_err(io_error)?;
-        self.file.sync_data().map_err(io_error)?;
+        self.guard.append(&mut self.file, line.as_bytes()).map_err(io_error)?;
         self.next_seq += 1;
         self.events.push(event);
         Ok(seq)

@@ -51,11 +51,14 @@ pub struct JobRecord {
     /// Next expected metric sequence number of the current attempt.
     pub next_seq: u64,
     pub spool: Option<File>,
+    pub spool_guard: crate::durable::AppendGuard,
     /// Result files stored for the current attempt (names in the job's results dir).
     pub artifacts: Vec<String>,
     pub error: String,
     pub stderr_tail: String,
     pub duration_s: f64,
+    /// Exit code of the last reported attempt.
+    pub exit_code: i32,
     /// Answers given to completions, so a replayed completion gets the same answer.
     pub completions: HashMap<AttemptNumber, (crate::completion::CompletionKey, bool)>,
 }
@@ -73,10 +76,12 @@ impl JobRecord {
             series: BTreeMap::new(),
             next_seq: 0,
             spool: None,
+            spool_guard: crate::durable::AppendGuard::default(),
             artifacts: Vec::new(),
             error: String::new(),
             stderr_tail: String::new(),
             duration_s: 0.0,
+            exit_code: 0,
             completions: HashMap::new(),
         }
     }
@@ -127,6 +132,8 @@ pub struct CoordinatorState {
     /// Job id → fingerprint of its last successful completion (rebuilt from the log).
     pub completed: HashMap<JobId, String>,
     pub next_worker: u64,
+    /// A stage's results could not be written (e.g. a full disk): retry periodically.
+    pub stage_finish_pending: bool,
 }
 
 impl CoordinatorState {
@@ -155,6 +162,7 @@ impl CoordinatorState {
             stage_runs: Vec::new(),
             completed,
             next_worker: 1,
+            stage_finish_pending: false,
         }
     }
 
