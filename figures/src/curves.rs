@@ -174,6 +174,7 @@ fn value_range(curves: &[Curve]) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::band;
 
     #[test]
