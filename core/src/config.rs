@@ -312,6 +312,18 @@ fn hint_for_serde_error(message: &str) -> String {
     }
 }
 
+/// Whether the config defines a stage (`submit --stage all` runs those, in order).
+pub fn stage_is_defined(config: &ExperimentConfig, stage: crate::ids::Stage) -> bool {
+    use crate::ids::Stage;
+    let stages = &config.stages;
+    match stage {
+        Stage::Implementation => stages.implementation.is_some(),
+        Stage::Baselines => stages.baselines.is_some(),
+        Stage::Full => stages.full.is_some(),
+        Stage::Ablations => stages.ablations.is_some(),
+    }
+}
+
 /// True when a method, ablation or claim name can be used in ids and file names.
 pub fn is_valid_variant_name(name: &str) -> bool {
     is_safe_name(name) && !name.contains('.') && name.len() <= 64

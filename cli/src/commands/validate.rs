@@ -1,11 +1,15 @@
-//! `expcluster validate`: check the config and print the job matrix.
+//! `expcluster validate`: check the config and print the job matrix, running nothing.
+//!
+//! An error is shown with the offending line and a caret under the column, so the
+//! researcher sees what the position points at; the exit status is 2.
 
 use super::WorkspaceArgs;
 use crate::output::render;
 use crate::workspace_arg;
 use clap::Args;
+use expcluster_core::config::Goal;
 use expcluster_core::expand::{expand_stage, StageRequest};
-use expcluster_core::{ExperimentConfig, Stage};
+use expcluster_core::{ConfigError, ExperimentConfig, Stage, VariantKind};
 use indexmap::IndexMap;
 use std::process::ExitCode;
 
@@ -16,40 +20,118 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref())?;
-    let loaded = match ExperimentConfig::load(&root.join("config.yaml")) {
+    let root = workspace_arg::resolve(
+        args.workspace.workspace.as_deref(),
+        args.workspace.idea.as_deref(),
+    )?;
+    let config_path = root.join("config.yaml");
+    let loaded = match ExperimentConfig::load(&config_path) {
         Ok(loaded) => loaded,
         Err(err) => {
-            eprintln!("error: {err}");
+            let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+            eprint!("{}", render_error(&err, &text));
             return Ok(ExitCode::from(2));
         }
     };
     let code = expcluster_coordinator::code_files::read_code_files(&root)?;
-    println!("{}: valid; proposed method `{}`, primary metric {} ({:?})", loaded.config.name, loaded.config.proposed_method(), loaded.config.primary_metric.name, loaded.config.primary_metric.goal);
-    let mut rows = vec![vec!["stage".to_owned(), "method".into(), "sweep points".into(), "seeds".into(), "jobs".into()]];
+    let goal = match loaded.config.primary_metric.goal {
+        Goal::Max => "higher is better",
+        Goal::Min => "lower is better",
+    };
+    println!(
+        "{}: valid; proposed method `{}`, primary metric {} ({goal})",
+        loaded.config.name,
+        loaded.config.proposed_method(),
+        loaded.config.primary_metric.name
+    );
+    let mut rows = vec![["stage", "method", "kind", "sweep points", "seeds", "jobs"]
+        .map(str::to_owned)
+        .to_vec()];
+    let mut per_stage = Vec::new();
     let mut total = 0;
     for stage in Stage::ALL {
-        let Ok(jobs) = expand_stage(&loaded, StageRequest { stage, code_digest: &code.digest }) else {
+        let defined = expcluster_core::config::stage_is_defined(&loaded.config, stage);
+        if !defined {
             continue;
+        }
+        let jobs = match expand_stage(
+            &loaded,
+            StageRequest {
+                stage,
+                code_digest: &code.digest,
+            },
+        ) {
+            Ok(jobs) => jobs,
+            Err(err) => {
+                eprint!("{}", render_error(&err, &loaded.text));
+                return Ok(ExitCode::from(2));
+            }
         };
-        let mut per_variant: IndexMap<String, (Vec<String>, Vec<u64>, usize)> = IndexMap::new();
+        let mut per_variant: IndexMap<String, (VariantKind, Vec<String>, Vec<u64>, usize)> =
+            IndexMap::new();
         for job in &jobs {
-            let entry = per_variant.entry(job.variant.clone()).or_default();
+            let entry = per_variant.entry(job.variant.clone()).or_insert((
+                job.kind,
+                Vec::new(),
+                Vec::new(),
+                0,
+            ));
             let label = job.sweep_label();
-            if !entry.0.contains(&label) {
-                entry.0.push(label);
+            if !entry.1.contains(&label) {
+                entry.1.push(label);
             }
-            if !entry.1.contains(&job.seed) {
-                entry.1.push(job.seed);
+            if !entry.2.contains(&job.seed) {
+                entry.2.push(job.seed);
             }
-            entry.2 += 1;
+            entry.3 += 1;
         }
-        for (variant, (points, seeds, count)) in per_variant {
-            rows.push(vec![stage.to_string(), variant, points.len().to_string(), seeds.len().to_string(), count.to_string()]);
+        for (variant, (kind, points, seeds, count)) in per_variant {
+            let kind = match kind {
+                VariantKind::Method => "method",
+                VariantKind::Ablation => "ablation",
+                VariantKind::Reference => "reference",
+            };
+            rows.push(vec![
+                stage.to_string(),
+                variant,
+                kind.to_owned(),
+                points.len().to_string(),
+                seeds.len().to_string(),
+                count.to_string(),
+            ]);
         }
+        per_stage.push(format!("{stage} {}", jobs.len()));
         total += jobs.len();
     }
     print!("{}", render(&rows));
-    println!("{total} job(s) in all");
+    println!("per stage: {}", per_stage.join(", "));
+    println!("{total} job(s) in all; nothing was run");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `error: file:line:column: message`, the line with a caret, and the hint.
+fn render_error(err: &ConfigError, text: &str) -> String {
+    let mut out = format!("error: {}", err.file.display());
+    if err.line > 0 {
+        out.push_str(&format!(":{}:{}", err.line, err.column));
+    }
+    out.push_str(&format!(": {}\n", err.message));
+    if let Some(line) = text
+        .lines()
+        .nth(err.line.wrapping_sub(1))
+        .filter(|_| err.line > 0)
+    {
+        let number = err.line.to_string();
+        let pad = " ".repeat(number.len());
+        let before: String = line
+            .chars()
+            .take(err.column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        out.push_str(&format!("{pad} |\n{number} | {line}\n{pad} | {before}^\n"));
+    }
+    if !err.hint.is_empty() {
+        out.push_str(&format!("  hint: {}\n", err.hint));
+    }
+    out
 }
