@@ -193,3 +193,86 @@ fn cancel_stops_the_running_job_on_its_worker_and_records_it() {
     let later = stage_status(&address).unwrap()["jobs"][0]["metrics"]["step"].as_f64();
     assert_eq!(last, later, "no points after the cancel");
 }
+
+/// A small tmpfs, unmounted when dropped. Mounting needs root (CI runs as root); the
+/// test fails, never skips, when it cannot mount.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot mount a tmpfs for the disk-full test: it needs root (as in CI)");
+        Self { path, _dir: dir }
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.write_all(&[0u8; 64]);
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_space_is_back() {
+    // Many quick points: a full tmpfs still takes appends into a file's last page
+    // (up to 4 KiB of slack), so acknowledgements stop some points after the fill.
+    let steps = 300;
+    let disk = SmallDisk::mount("16m");
+    let root = disk.path.join("diskfull");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("config.yaml"), config(steps, 0.02, 1, 3)).unwrap();
+    std::fs::write(root.join("runfile.py"), RUNFILE).unwrap();
+    let (_coordinator, address) = start_coordinator(&root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let _worker = start_worker(&address, 1, scratch.path());
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 3.0));
+
+    let filler = disk.fill();
+    let step_now = || stage_status(&address).and_then(|s| s["jobs"][0]["metrics"]["step"].as_f64());
+    wait_until(Duration::from_secs(30), "acknowledgements stop while the disk is full", || {
+        let before = step_now();
+        std::thread::sleep(Duration::from_millis(1000));
+        before == step_now() && before.is_some_and(|step| step < f64::from(steps - 1))
+    });
+    std::fs::remove_file(filler).unwrap();
+    finished_ok(submit);
+
+    let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap();
+    assert!(text.ends_with('\n'), "no half-written line");
+    let events: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).expect("every line parses")).collect();
+    let completed: Vec<&Value> = events.iter().filter(|e| e["type"] == "job_completed").collect();
+    assert_eq!(completed.len(), 1);
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(root.join(format!(
+            "experiment_results/jobs/{}/{}/metrics.json",
+            completed[0]["job_id"].as_str().unwrap(),
+            completed[0]["fingerprint"].as_str().unwrap()
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    let series: Vec<f64> = record["series"]["step"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(series, (0..steps).map(f64::from).collect::<Vec<_>>(), "no gap and no duplicate");
+}
