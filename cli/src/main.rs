@@ -8,6 +8,7 @@ mod commands;
 mod connect;
 mod embedded;
 mod output;
+mod progress;
 mod workspace_arg;
 
 use clap::{Parser, Subcommand};

@@ -63,3 +63,83 @@ pub fn render(rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// A job as `status --json` prints it.
+pub fn job_json(job: &v1::JobStatus) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": job.job_id, "method": job.method, "seed": job.seed,
+        "sweep_point": serde_json::from_str::<serde_json::Value>(&job.sweep_point_json).unwrap_or_default(),
+        "state": state_name(job.state), "attempt": job.attempt, "worker_id": job.worker_id,
+        "metrics": job.final_metrics.iter().map(|(k, v)| (k.clone(), json_number(*v))).collect::<serde_json::Map<_, _>>(),
+        "error": job.error, "duration_s": job.duration_s,
+    })
+}
+
+/// A stage's status as `status --stage S --json` prints it.
+pub fn stage_status_json(status: &v1::StageStatusResponse) -> serde_json::Value {
+    serde_json::json!({
+        "stage": status.stage, "finished": status.finished, "idea_version": status.idea_version,
+        "primary_metric": status.primary_metric,
+        "jobs": status.jobs.iter().map(job_json).collect::<Vec<_>>(), "outputs": status.outputs,
+    })
+}
+
+pub fn stage_overview_json(stage: &v1::StageOverview) -> serde_json::Value {
+    serde_json::json!({
+        "stage": stage.stage, "defined": stage.defined, "submitted": stage.submitted, "finished": stage.finished,
+        "completed_runs": stage.completed_runs, "idea_version": stage.idea_version,
+        "jobs": {"total": stage.jobs_total, "queued": stage.jobs_queued, "running": stage.jobs_running,
+                 "succeeded": stage.jobs_succeeded, "failed": stage.jobs_failed, "cancelled": stage.jobs_cancelled},
+    })
+}
+
+pub fn worker_json(worker: &v1::WorkerInfo) -> serde_json::Value {
+    serde_json::json!({"worker_id": worker.worker_id, "hostname": worker.hostname, "slots": worker.slots, "busy": worker.busy, "last_seen_s": worker.last_seen_s})
+}
+
+/// JSON has no nan or inf: those become strings, as in the workspace's files.
+pub fn json_number(value: f64) -> serde_json::Value {
+    if value.is_finite() {
+        serde_json::json!(value)
+    } else {
+        serde_json::json!(format_value(value))
+    }
+}
+
+/// The stages table of `status`.
+pub fn stages_table(stages: &[v1::StageOverview]) -> String {
+    let mut rows = vec![["stage", "state", "jobs", "queued", "running", "done", "failed", "cancelled", "completed runs"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect::<Vec<_>>()];
+    for stage in stages {
+        let state = match (stage.defined, stage.submitted, stage.finished) {
+            (false, false, _) => "not in config",
+            (_, false, _) if stage.completed_runs > 0 => "completed",
+            (_, false, _) => "not submitted",
+            (_, true, false) => "running",
+            (_, true, true) => "finished",
+        };
+        rows.push(vec![
+            stage.stage.clone(),
+            state.to_owned(),
+            stage.jobs_total.to_string(),
+            stage.jobs_queued.to_string(),
+            stage.jobs_running.to_string(),
+            stage.jobs_succeeded.to_string(),
+            stage.jobs_failed.to_string(),
+            stage.jobs_cancelled.to_string(),
+            stage.completed_runs.to_string(),
+        ]);
+    }
+    render(&rows)
+}
+
+/// The workers table of `status` and `workers`.
+pub fn workers_table(workers: &[v1::WorkerInfo]) -> String {
+    let mut rows = vec![vec!["worker".to_owned(), "host".into(), "slots".into(), "busy".into(), "last seen".into()]];
+    for w in workers {
+        rows.push(vec![w.worker_id.clone(), w.hostname.clone(), w.slots.to_string(), w.busy.to_string(), format!("{:.1}s ago", w.last_seen_s)]);
+    }
+    render(&rows)
+}

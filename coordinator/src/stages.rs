@@ -168,6 +168,7 @@ impl CoordinatorState {
         let run = &mut self.stage_runs[index];
         run.finished = true;
         run.outputs = outputs;
+        run.outputs.extend(expcluster_figures::write_stage_figures(self.workspace.root(), stage).unwrap_or_else(|err| { tracing::warn!(%err, "cannot draw the stage's figures"); Vec::new() }));
         let run_id = run.id;
         tracing::info!(%stage, succeeded, failed, "stage finished");
         // Claims, then the idea feedback protocol (may bump the idea version).

@@ -1,12 +1,15 @@
-//! `expcluster status` and `expcluster workers`.
+//! `expcluster status` and `expcluster workers`, and the connection and error
+//! helpers every command that talks to a coordinator shares.
 
 use super::CoordinatorArgs;
-use crate::output::{jobs_table, render};
+use crate::output::{
+    jobs_table, stage_overview_json, stage_status_json, stages_table, worker_json, workers_table,
+};
 use anyhow::Context;
 use clap::Args;
-use expcluster_proto::v1;
 use expcluster_coordinator::auth::Role;
-use expcluster_worker::client::{channel, client_client};
+use expcluster_proto::v1;
+use expcluster_worker::client::{channel, client_client, ClientClient};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -15,10 +18,10 @@ pub struct StatusArgs {
     pub coordinator: CoordinatorArgs,
     #[command(flatten)]
     pub connect: crate::connect::ConnectArgs,
-    /// The stage to show.
+    /// The stage whose jobs to show; without it, every stage and the workers.
     #[arg(long)]
-    pub stage: String,
-    /// Print JSON for scripts.
+    pub stage: Option<String>,
+    /// Print JSON for scripts and agents.
     #[arg(long)]
     pub json: bool,
 }
@@ -29,6 +32,7 @@ pub struct WorkersArgs {
     pub coordinator: CoordinatorArgs,
     #[command(flatten)]
     pub connect: crate::connect::ConnectArgs,
+    /// Print JSON for scripts and agents.
     #[arg(long)]
     pub json: bool,
 }
@@ -37,7 +41,14 @@ pub struct WorkersArgs {
 pub fn explain(status: tonic::Status, address: &str) -> anyhow::Error {
     match status.code() {
         tonic::Code::Unavailable => anyhow::anyhow!(
-            "cannot reach the coordinator at {address} ({}): start it with `expcluster coordinator`, or check --coordinator / EXPCLUSTER_COORDINATOR",
+            "cannot reach the coordinator at {address} ({}): start it with `expcluster coordinator --workspace experiments/<idea>`, or check --coordinator / EXPCLUSTER_COORDINATOR",
+            status.message()
+        ),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            anyhow::anyhow!("the coordinator at {address} refused the call: {}", status.message())
+        }
+        tonic::Code::Unimplemented => anyhow::anyhow!(
+            "the coordinator at {address} does not know this call ({}): upgrade it to the same expcluster version as this CLI",
             status.message()
         ),
         _ => anyhow::anyhow!("{}", status.message()),
@@ -47,44 +58,116 @@ pub fn explain(status: tonic::Status, address: &str) -> anyhow::Error {
 pub fn require_address(args: &CoordinatorArgs) -> anyhow::Result<String> {
     args.coordinator
         .clone()
-        .context("no coordinator given: pass --coordinator host:port or set EXPCLUSTER_COORDINATOR")
+        .context("no coordinator given: pass --coordinator host:port or set EXPCLUSTER_COORDINATOR (after `expcluster submit` ends, its embedded coordinator is gone: start one with `expcluster coordinator`)")
+}
+
+/// A client of the coordinator named by the flags, with its token and TLS.
+pub fn connect(
+    coordinator: &CoordinatorArgs,
+    connect: &crate::connect::ConnectArgs,
+) -> anyhow::Result<(ClientClient, String)> {
+    let address = require_address(coordinator)?;
+    let security = connect.security(
+        Role::Client,
+        crate::workspace_arg::resolve(None, None).ok().as_deref(),
+    )?;
+    let client = client_client(channel(&address, &security)?, &security);
+    Ok((client, address))
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let address = require_address(&args.coordinator)?;
-    let security = args.connect.security(Role::Client, crate::workspace_arg::resolve(None, None).ok().as_deref())?;
-    let mut client = client_client(channel(&address, &security)?, &security);
-    let status = client
-        .stage_status(v1::StageStatusRequest { stage: args.stage.clone() })
-        .await
-        .map_err(|status| explain(status, &address))?
-        .into_inner();
-    if args.json {
-        let jobs: Vec<serde_json::Value> = status
-            .jobs
-            .iter()
-            .map(|job| {
-                serde_json::json!({
-                    "job_id": job.job_id, "method": job.method, "seed": job.seed,
-                    "state": crate::output::state_name(job.state), "attempt": job.attempt,
-                    "metrics": job.final_metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-                    "error": job.error,
-                })
+    let (mut client, address) = connect(&args.coordinator, &args.connect)?;
+    if let Some(stage) = &args.stage {
+        let status = client
+            .stage_status(v1::StageStatusRequest {
+                stage: stage.clone(),
             })
-            .collect();
-        let value = serde_json::json!({"stage": status.stage, "finished": status.finished, "idea_version": status.idea_version, "jobs": jobs, "outputs": status.outputs});
-        println!("{}", serde_json::to_string_pretty(&value)?);
+            .await
+            .map_err(|status| explain(status, &address))?
+            .into_inner();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&stage_status_json(&status))?
+            );
+        } else {
+            println!(
+                "stage {} ({}), idea v{}",
+                status.stage,
+                if status.finished {
+                    "finished"
+                } else {
+                    "running"
+                },
+                status.idea_version
+            );
+            print!("{}", jobs_table(&status));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let overview = overview(&mut client, &address).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&overview.to_json())?);
     } else {
-        println!("stage {} ({}), idea v{}", status.stage, if status.finished { "finished" } else { "running" }, status.idea_version);
-        print!("{}", jobs_table(&status));
+        print!("{}", overview.to_text());
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every stage and every worker.
+pub struct Overview {
+    pub stages: v1::ListStagesResponse,
+    pub workers: Vec<v1::WorkerInfo>,
+}
+
+impl Overview {
+    pub fn to_json(&self) -> serde_json::Value {
+        let slots: u32 = self.workers.iter().map(|w| w.slots).sum();
+        let busy: u32 = self.workers.iter().map(|w| w.busy).sum();
+        serde_json::json!({
+            "idea": self.stages.idea, "idea_version": self.stages.idea_version,
+            "stages": self.stages.stages.iter().map(stage_overview_json).collect::<Vec<_>>(),
+            "workers": self.workers.iter().map(worker_json).collect::<Vec<_>>(),
+            "slots": {"total": slots, "busy": busy},
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let slots: u32 = self.workers.iter().map(|w| w.slots).sum();
+        let busy: u32 = self.workers.iter().map(|w| w.busy).sum();
+        let mut text = format!(
+            "idea {} (v{})\n\n",
+            self.stages.idea, self.stages.idea_version
+        );
+        text.push_str(&stages_table(&self.stages.stages));
+        text.push_str(&format!(
+            "\n{} worker(s), {busy} of {slots} slot(s) busy\n",
+            self.workers.len()
+        ));
+        if !self.workers.is_empty() {
+            text.push_str(&workers_table(&self.workers));
+        }
+        text
+    }
+}
+
+pub async fn overview(client: &mut ClientClient, address: &str) -> anyhow::Result<Overview> {
+    let stages = client
+        .list_stages(v1::ListStagesRequest {})
+        .await
+        .map_err(|status| explain(status, address))?
+        .into_inner();
+    let workers = client
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .map_err(|status| explain(status, address))?
+        .into_inner()
+        .workers;
+    Ok(Overview { stages, workers })
+}
+
 pub async fn run_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
-    let address = require_address(&args.coordinator)?;
-    let security = args.connect.security(Role::Client, crate::workspace_arg::resolve(None, None).ok().as_deref())?;
-    let mut client = client_client(channel(&address, &security)?, &security);
+    let (mut client, address) = connect(&args.coordinator, &args.connect)?;
     let workers = client
         .list_workers(v1::ListWorkersRequest {})
         .await
@@ -92,17 +175,12 @@ pub async fn run_workers(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         .into_inner()
         .workers;
     if args.json {
-        let value: Vec<serde_json::Value> = workers
-            .iter()
-            .map(|w| serde_json::json!({"worker_id": w.worker_id, "hostname": w.hostname, "slots": w.slots, "busy": w.busy, "last_seen_s": w.last_seen_s}))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&workers.iter().map(worker_json).collect::<Vec<_>>())?
+        );
+    } else {
+        print!("{}", workers_table(&workers));
     }
-    let mut rows = vec![vec!["worker".to_owned(), "host".into(), "slots".into(), "busy".into(), "last seen".into()]];
-    for w in workers {
-        rows.push(vec![w.worker_id, w.hostname, w.slots.to_string(), w.busy.to_string(), format!("{:.1}s ago", w.last_seen_s)]);
-    }
-    print!("{}", render(&rows));
     Ok(ExitCode::SUCCESS)
 }

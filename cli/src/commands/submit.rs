@@ -1,14 +1,22 @@
-//! `expcluster submit`: run stages and wait for them, printing progress and metrics.
+//! `expcluster submit`: run stages and follow them with a live progress view.
+//!
+//! Stage order is a rule, not a habit: a stage may only start once every earlier
+//! stage the config defines has completed in this workspace (implementation →
+//! baselines → full → ablations), because each stage reads the idea as the previous
+//! one left it. `--force` overrides the rule. Ctrl-C never cancels a stage on a
+//! remote coordinator: it detaches and says how to follow or cancel it.
 
 use super::{CoordinatorArgs, WorkspaceArgs};
 use crate::embedded::EmbeddedCluster;
 use crate::output::jobs_table;
+use crate::progress::StageProgress;
 use crate::workspace_arg;
 use anyhow::{bail, Context};
 use clap::Args;
 use expcluster_core::{ExperimentConfig, Stage};
 use expcluster_proto::v1;
 use expcluster_worker::client::{channel, client_client, ClientClient};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,6 +34,12 @@ pub struct SubmitArgs {
     /// Run every job again, even those with a result for the same code and config.
     #[arg(long)]
     pub rerun: bool,
+    /// Submit and return at once with the stage's run id (needs --coordinator).
+    #[arg(long)]
+    pub detach: bool,
+    /// Run the stage even though an earlier stage of the config has not completed.
+    #[arg(long)]
+    pub force: bool,
     /// Local workers in embedded mode.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
@@ -36,17 +50,34 @@ pub struct SubmitArgs {
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let embedded = args.coordinator.coordinator.is_none();
-    let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref());
+    if embedded && args.detach {
+        bail!("--detach needs a running coordinator: without --coordinator the jobs run inside this process, which must stay up; start one with `expcluster coordinator --workspace <dir>` and pass --coordinator host:port");
+    }
+    let root = workspace_arg::resolve(
+        args.workspace.workspace.as_deref(),
+        args.workspace.idea.as_deref(),
+    );
     let root = match (root, embedded) {
         (Ok(root), _) => Some(root),
         (Err(err), true) => return Err(err),
         (Err(_), false) => None,
     };
+    if let Some(root) = &root {
+        check_config(root)?;
+    }
     let stages = stages_to_run(&args.stage, root.as_deref())?;
+    if args.detach && stages.len() != 1 {
+        bail!("--detach submits one stage (later stages need the earlier ones' results): pass --stage <stage>");
+    }
     let cluster = if embedded {
         let root = root.as_deref().context("no workspace")?;
-        let slots = args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-        eprintln!("starting an embedded coordinator and {} local worker(s) with {slots} slot(s) each", args.workers);
+        let slots = args
+            .slots
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        eprintln!(
+            "starting an embedded coordinator and {} local worker(s) with {slots} slot(s) each",
+            args.workers
+        );
         Some(EmbeddedCluster::start(root, args.workers, slots).await?)
     } else {
         None
@@ -58,20 +89,61 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     let security = match &cluster {
         Some(cluster) => cluster.client_security.clone(),
-        None => args.connect.security(expcluster_coordinator::auth::Role::Client, root.as_deref())?,
+        None => args
+            .connect
+            .security(expcluster_coordinator::auth::Role::Client, root.as_deref())?,
     };
     let mut client = client_client(channel(&address, &security)?, &security);
-    let result = run_stages(&mut client, &stages, args.rerun, &address).await;
+    let plan = Plan {
+        rerun: args.rerun,
+        force: args.force,
+        detach: args.detach,
+        embedded,
+        address: address.clone(),
+    };
+    let result = run_stages(&mut client, &stages, &plan).await;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
     }
-    let failed = result?;
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(match result? {
+        Ended::Done { failed: 0 } | Ended::Detached => ExitCode::SUCCESS,
+        Ended::Done { .. } => ExitCode::from(1),
+        Ended::Interrupted => ExitCode::from(130),
+    })
 }
 
-fn stages_to_run(stage: &str, root: Option<&std::path::Path>) -> anyhow::Result<Vec<Stage>> {
+struct Plan {
+    rerun: bool,
+    force: bool,
+    detach: bool,
+    embedded: bool,
+    address: String,
+}
+
+enum Ended {
+    Done { failed: usize },
+    Detached,
+    Interrupted,
+}
+
+/// A config error stops `submit` before anything starts, with the file, line and
+/// column the config loader names.
+fn check_config(root: &Path) -> anyhow::Result<()> {
+    let path = root.join("config.yaml");
+    ExperimentConfig::load(&path).map(|_| ()).map_err(|err| {
+        anyhow::anyhow!(
+            "config error: {err}\nfix {} and check it with `expcluster validate --workspace {}`",
+            path.display(),
+            root.display()
+        )
+    })
+}
+
+fn stages_to_run(stage: &str, root: Option<&Path>) -> anyhow::Result<Vec<Stage>> {
     if stage != "all" {
-        return Stage::parse(stage).map(|stage| vec![stage]).map_err(anyhow::Error::msg);
+        return Stage::parse(stage)
+            .map(|stage| vec![stage])
+            .map_err(anyhow::Error::msg);
     }
     let Some(root) = root else {
         return Ok(Stage::ALL.to_vec());
@@ -89,78 +161,177 @@ fn stages_to_run(stage: &str, root: Option<&std::path::Path>) -> anyhow::Result<
         .collect())
 }
 
-/// Runs the stages in order; returns the number of failed jobs.
-async fn run_stages(client: &mut ClientClient, stages: &[Stage], rerun: bool, address: &str) -> anyhow::Result<usize> {
+/// Refuses a stage whose earlier stages (those the config defines) have not
+/// completed, unless forced. A coordinator too old for ListStages is not checked.
+async fn check_order(client: &mut ClientClient, stage: Stage, plan: &Plan) -> anyhow::Result<()> {
+    let overview = match client.list_stages(v1::ListStagesRequest {}).await {
+        Ok(overview) => overview.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(()),
+        Err(status) => return Err(crate::commands::status::explain(status, &plan.address)),
+    };
+    let missing: Vec<&str> = overview
+        .stages
+        .iter()
+        .take_while(|s| s.stage != stage.as_str())
+        .filter(|s| s.defined && s.completed_runs == 0 && !s.finished)
+        .map(|s| s.stage.as_str())
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    if plan.force {
+        eprintln!(
+            "warning: running {stage} before {} completed (--force)",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    bail!(
+        "stage {stage} comes after {} in the protocol, and {} not completed in this workspace: run `expcluster submit --stage {first}` first (or `--stage all`), or pass --force to run {stage} anyway",
+        missing.join(", "),
+        if missing.len() == 1 { "it has" } else { "they have" }
+    )
+}
+
+/// Runs the stages in order.
+async fn run_stages(
+    client: &mut ClientClient,
+    stages: &[Stage],
+    plan: &Plan,
+) -> anyhow::Result<Ended> {
     let mut failed = 0;
     for stage in stages {
+        check_order(client, *stage, plan).await?;
         let submitted = client
-            .submit_stage(v1::SubmitStageRequest { stage: stage.to_string(), rerun })
+            .submit_stage(v1::SubmitStageRequest {
+                stage: stage.to_string(),
+                rerun: plan.rerun,
+            })
             .await
-            .map_err(|status| crate::commands::status::explain(status, address))?
+            .map_err(|status| crate::commands::status::explain(status, &plan.address))?
             .into_inner();
         println!(
-            "== stage {stage}: {} job(s), {} already done with the same code and config",
-            submitted.jobs_total, submitted.jobs_reused
+            "== stage {stage} (run {}): {} job(s), {} already done with the same code and config",
+            submitted.stage_run_id, submitted.jobs_total, submitted.jobs_reused
         );
         if submitted.attached {
             println!("   (the stage was already running, e.g. resumed after a coordinator restart: following it)");
         }
-        let status = wait_for_stage(client, *stage, address).await?;
+        if plan.detach {
+            println!(
+                "detached: stage {stage} runs on the coordinator at {0}; follow it with `expcluster watch --stage {stage} --coordinator {0}`",
+                plan.address
+            );
+            return Ok(Ended::Detached);
+        }
+        let status = tokio::select! {
+            status = wait_for_stage(client, *stage, &plan.address) => status?,
+            _ = tokio::signal::ctrl_c() => {
+                say_interrupted(*stage, plan);
+                return Ok(if plan.embedded { Ended::Interrupted } else { Ended::Detached });
+            }
+        };
         print!("{}", jobs_table(&status));
-        for job in status.jobs.iter().filter(|job| job.state == v1::JobState::Failed as i32) {
+        for job in status
+            .jobs
+            .iter()
+            .filter(|job| job.state == v1::JobState::Failed as i32)
+        {
             failed += 1;
-            println!("-- {} failed after {} attempt(s): {}", job.job_id, job.attempt, job.error);
-            for line in job.stderr_tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+            println!(
+                "-- {} failed after {} attempt(s): {}",
+                job.job_id, job.attempt, job.error
+            );
+            for line in job
+                .stderr_tail
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 println!("   | {line}");
             }
+            println!(
+                "   full logs: `expcluster logs {} --stream stderr`",
+                job.job_id
+            );
         }
         print_outputs(&status.outputs);
     }
-    Ok(failed)
+    Ok(Ended::Done { failed })
+}
+
+fn say_interrupted(stage: Stage, plan: &Plan) {
+    if plan.embedded {
+        eprintln!(
+            "\ninterrupted: stopping the embedded coordinator and its local workers; finished jobs are kept, and `expcluster submit --stage {stage}` runs only what is missing"
+        );
+    } else {
+        eprintln!(
+            "\ndetached (Ctrl-C): stage {stage} keeps running on the coordinator at {0}; follow it with `expcluster watch --stage {stage} --coordinator {0}`, stop it with `expcluster cancel --stage {stage} --coordinator {0}`",
+            plan.address
+        );
+    }
 }
 
 /// How long `submit` keeps waiting for a coordinator that stopped answering.
 const COORDINATOR_PATIENCE: Duration = Duration::from_secs(120);
 
-async fn wait_for_stage(client: &mut ClientClient, stage: Stage, address: &str) -> anyhow::Result<v1::StageStatusResponse> {
-    let mut last_line = String::new();
+async fn wait_for_stage(
+    client: &mut ClientClient,
+    stage: Stage,
+    address: &str,
+) -> anyhow::Result<v1::StageStatusResponse> {
+    let mut progress = StageProgress::new(stage.as_str());
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        let status = match client.stage_status(v1::StageStatusRequest { stage: stage.to_string() }).await {
+        let status = match client
+            .stage_status(v1::StageStatusRequest {
+                stage: stage.to_string(),
+            })
+            .await
+        {
             Ok(status) => status.into_inner(),
             // A coordinator restarting resumes the stage from its journal: keep waiting.
-            Err(status) if expcluster_worker::client::is_retryable(&status) && unreachable_since.get_or_insert_with(std::time::Instant::now).elapsed() < COORDINATOR_PATIENCE => {
+            Err(status)
+                if expcluster_worker::client::is_retryable(&status)
+                    && unreachable_since
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        < COORDINATOR_PATIENCE =>
+            {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-            Err(status) => return Err(crate::commands::status::explain(status, address)),
+            Err(status) => {
+                progress.clear();
+                return Err(crate::commands::status::explain(status, address));
+            }
         };
         unreachable_since = None;
-        let count = |state: v1::JobState| status.jobs.iter().filter(|job| job.state == state as i32).count();
-        let line = format!(
-            "[{stage}] {} done, {} failed, {} running, {} queued (of {})",
-            count(v1::JobState::Succeeded),
-            count(v1::JobState::Failed),
-            count(v1::JobState::Running),
-            count(v1::JobState::Queued),
-            status.jobs.len()
-        );
-        if line != last_line {
-            eprintln!("{line}");
-            last_line = line;
-        }
+        progress.update(&status);
         if status.finished {
+            progress.finish();
             return Ok(status);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Lists the summary files and counts the arrays (a sweep writes dozens).
+/// Lists the summary files and figures and counts the arrays (a sweep writes dozens).
 fn print_outputs(outputs: &[String]) {
     let arrays = outputs.iter().filter(|o| o.ends_with(".npy")).count();
-    let others: Vec<&str> = outputs.iter().filter(|o| !o.ends_with(".npy")).map(String::as_str).collect();
+    let others: Vec<&str> = outputs
+        .iter()
+        .filter(|o| !o.ends_with(".npy"))
+        .map(String::as_str)
+        .collect();
     if !outputs.is_empty() {
-        println!("wrote {arrays} array(s) under experiment_results/ and {}", others.join(", "));
+        println!(
+            "wrote {arrays} array(s) under experiment_results/ and {}",
+            others.join(", ")
+        );
     }
 }

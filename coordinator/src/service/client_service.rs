@@ -83,4 +83,12 @@ impl ClientService for ClientApi {
         workers.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
+
+    async fn list_stages(&self, _request: Request<v1::ListStagesRequest>) -> Result<Response<v1::ListStagesResponse>, Status> {
+        Ok(Response::new(super::client_views::stage_overviews(&self.coordinator.lock())))
+    }
+
+    async fn job_log(&self, request: Request<v1::JobLogRequest>) -> Result<Response<v1::JobLogResponse>, Status> {
+        super::client_views::job_log(&self.coordinator.lock(), &request.into_inner()).map(Response::new)
+    }
 }

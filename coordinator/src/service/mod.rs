@@ -2,6 +2,7 @@
 //! converts the answer back. Conversions live in [`convert`].
 
 pub mod client_service;
+pub mod client_views;
 pub mod convert;
 pub mod worker_service;
 

@@ -1,0 +1,118 @@
+//! What the CLI's `status` and `logs` read: an overview of every stage, and pieces
+//! of a job's stored log files. Read-only views of the state and the workspace.
+
+use super::convert;
+use crate::state::CoordinatorState;
+use expcluster_core::Stage;
+use expcluster_proto::v1;
+use std::io::{Read, Seek, SeekFrom};
+use tonic::Status;
+
+/// The most a `JobLog` answer carries (a follower asks again from `next_offset`).
+const LOG_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// One overview per stage, in protocol order.
+pub fn stage_overviews(state: &CoordinatorState) -> v1::ListStagesResponse {
+    let config = state.load_config().ok();
+    let stages = Stage::ALL
+        .into_iter()
+        .map(|stage| {
+            let defined = config.as_ref().is_some_and(|loaded| {
+                let stages = &loaded.config.stages;
+                match stage {
+                    Stage::Implementation => stages.implementation.is_some(),
+                    Stage::Baselines => stages.baselines.is_some(),
+                    Stage::Full => stages.full.is_some(),
+                    Stage::Ablations => stages.ablations.is_some(),
+                }
+            });
+            let completed_runs = state
+                .log
+                .events()
+                .iter()
+                .filter(|event| {
+                    event["type"] == "experiment_completed" && event["stage"] == stage.as_str()
+                })
+                .count() as u32;
+            let mut overview = v1::StageOverview {
+                stage: stage.to_string(),
+                defined,
+                completed_runs,
+                primary_metric: config
+                    .as_ref()
+                    .map(|l| l.config.primary_metric.name.clone())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            if let Some(run) = state.latest_run(stage) {
+                overview.submitted = true;
+                overview.finished = run.finished;
+                overview.idea_version = run.idea_version;
+                overview.jobs_total = run.jobs.len() as u32;
+                for job in run.jobs.iter().filter_map(|id| state.jobs.get(id)) {
+                    let counter = match v1::JobState::try_from(convert::job_status(job).state) {
+                        Ok(v1::JobState::Queued) => &mut overview.jobs_queued,
+                        Ok(v1::JobState::Running) => &mut overview.jobs_running,
+                        Ok(v1::JobState::Succeeded) => &mut overview.jobs_succeeded,
+                        Ok(v1::JobState::Failed) => &mut overview.jobs_failed,
+                        Ok(v1::JobState::Cancelled) => &mut overview.jobs_cancelled,
+                        Ok(v1::JobState::Unspecified) | Err(_) => continue,
+                    };
+                    *counter += 1;
+                }
+            }
+            overview
+        })
+        .collect();
+    v1::ListStagesResponse {
+        stages,
+        idea: state.workspace.idea_name(),
+        idea_version: state.idea_version,
+    }
+}
+
+/// A piece of `logs/<job>.a<attempt>.<stream>.log` from `offset`.
+pub fn job_log(
+    state: &CoordinatorState,
+    request: &v1::JobLogRequest,
+) -> Result<v1::JobLogResponse, Status> {
+    let job_id = convert::job_id(&request.job_id)?;
+    if !matches!(request.stream.as_str(), "stdout" | "stderr" | "worker") {
+        return Err(Status::invalid_argument(format!(
+            "log stream {:?} must be stdout, stderr or worker",
+            request.stream
+        )));
+    }
+    let job = state.jobs.get(&job_id).ok_or_else(|| {
+        Status::not_found(format!(
+            "unknown job {job_id}: list the jobs with `expcluster status --stage <stage>`"
+        ))
+    })?;
+    let attempt = if request.attempt == 0 {
+        job.attempts
+    } else {
+        request.attempt
+    };
+    let status = convert::job_status(job);
+    let mut answer = v1::JobLogResponse {
+        next_offset: request.offset,
+        attempt,
+        job_state: status.state,
+        stderr_tail: status.stderr_tail,
+        ..Default::default()
+    };
+    let path = state
+        .workspace
+        .logs_dir()
+        .join(format!("{job_id}.a{attempt}.{}.log", request.stream));
+    let Ok(mut file) = std::fs::File::open(&path) else {
+        return Ok(answer);
+    };
+    answer.exists = true;
+    let read = file
+        .seek(SeekFrom::Start(request.offset))
+        .and_then(|_| file.take(LOG_CHUNK_BYTES).read_to_end(&mut answer.content));
+    read.map_err(|err| Status::internal(format!("cannot read {}: {err}", path.display())))?;
+    answer.next_offset = request.offset + answer.content.len() as u64;
+    Ok(answer)
+}
