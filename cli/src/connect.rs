@@ -20,7 +20,12 @@ pub struct ConnectArgs {
     #[arg(long, env = "EXPCLUSTER_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// This node's certificate (PEM), for a coordinator that demands mutual TLS.
-    #[arg(long, env = "EXPCLUSTER_TLS_CERT", requires = "tls_key", requires = "tls_ca")]
+    #[arg(
+        long,
+        env = "EXPCLUSTER_TLS_CERT",
+        requires = "tls_key",
+        requires = "tls_ca"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The key of --tls-cert (PEM).
     #[arg(long, env = "EXPCLUSTER_TLS_KEY", requires = "tls_cert")]
@@ -35,7 +40,10 @@ impl ConnectArgs {
     pub fn security(&self, role: Role, workspace: Option<&Path>) -> anyhow::Result<ClientSecurity> {
         let mut security = ClientSecurity::none().with_token_from(self.token_file.as_deref())?;
         if !security.has_token() {
-            let fallback = workspace.map(|root| root.join(TOKEN_DIR).join(format!("{}.token", role.as_str())));
+            let fallback = workspace.map(|root| {
+                root.join(TOKEN_DIR)
+                    .join(format!("{}.token", role.as_str()))
+            });
             if let Some(file) = fallback.filter(|file| file.is_file()) {
                 security = security.with_token_from(Some(&file))?;
             }
@@ -77,19 +85,35 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Loads (or, at the first start, creates) the tokens and reads the TLS files;
     /// fails closed when a token file cannot be read.
-    pub fn server_security(&self, workspace: &Path, listen: &str) -> anyhow::Result<expcluster_coordinator::server::ServerSecurity> {
+    pub fn server_security(
+        &self,
+        workspace: &Path,
+        listen: &str,
+    ) -> anyhow::Result<expcluster_coordinator::server::ServerSecurity> {
         use expcluster_coordinator::auth::{served_before, Authenticator, TokenPolicy, Tokens};
         let auth = if self.insecure_no_auth {
-            if let Some(address) = listen.parse::<std::net::SocketAddr>().ok().filter(|a| !a.ip().is_loopback()) {
+            if let Some(address) = listen
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .filter(|a| !a.ip().is_loopback())
+            {
                 // Checked again on the bound address; refusing before binding opens nothing.
                 anyhow::bail!("refusing to serve {address} without authentication: --insecure-no-auth works on a loopback address only (127.0.0.1 or ::1)");
             }
             eprintln!("warning: serving WITHOUT authentication (--insecure-no-auth): anyone who can reach the port can run commands");
             Authenticator::insecure_no_auth()
         } else {
-            let policy = if self.new_tokens { TokenPolicy::Regenerate } else { TokenPolicy::FirstStartOnly };
+            let policy = if self.new_tokens {
+                TokenPolicy::Regenerate
+            } else {
+                TokenPolicy::FirstStartOnly
+            };
             let tokens = Tokens::load_or_create(workspace, policy, served_before(workspace))?;
-            let verb = if tokens.created { "created new tokens" } else { "tokens" };
+            let verb = if tokens.created {
+                "created new tokens"
+            } else {
+                "tokens"
+            };
             eprintln!(
                 "{verb}: workers use {} (--token-file), clients use {}",
                 tokens.worker_file.display(),

@@ -187,7 +187,11 @@ impl Tokens {
 
     /// Reads the workspace's tokens, or writes them where `policy` allows.
     /// `served_before` says whether the workspace already holds coordinator state.
-    pub fn load_or_create(workspace: &Path, policy: TokenPolicy, served_before: bool) -> Result<Self, AuthError> {
+    pub fn load_or_create(
+        workspace: &Path,
+        policy: TokenPolicy,
+        served_before: bool,
+    ) -> Result<Self, AuthError> {
         let dir = workspace.join(TOKEN_DIR);
         let worker_file = dir.join(Role::Worker.file_name());
         let client_file = dir.join(Role::Client.file_name());
@@ -199,11 +203,23 @@ impl Tokens {
             let client = Token::generate(Role::Client)?;
             write_private(&worker_file, &worker)?;
             write_private(&client_file, &client)?;
-            return Ok(Self { worker, client, worker_file, client_file, created: true });
+            return Ok(Self {
+                worker,
+                client,
+                worker_file,
+                client_file,
+                created: true,
+            });
         }
         let worker = read_token_file(&worker_file)?;
         let client = read_token_file(&client_file)?;
-        Ok(Self { worker, client, worker_file, client_file, created: false })
+        Ok(Self {
+            worker,
+            client,
+            worker_file,
+            client_file,
+            created: false,
+        })
     }
 }
 
@@ -219,7 +235,10 @@ fn exists(path: &Path) -> Result<bool, AuthError> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(AuthError::Unreadable { path: path.to_owned(), reason: err.to_string() }),
+        Err(err) => Err(AuthError::Unreadable {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        }),
     }
 }
 
@@ -227,21 +246,40 @@ fn exists(path: &Path) -> Result<bool, AuthError> {
 pub fn read_token_file(path: &Path) -> Result<Token, AuthError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(AuthError::Missing { path: path.to_owned() }),
-        Err(err) => return Err(AuthError::Unreadable { path: path.to_owned(), reason: err.to_string() }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AuthError::Missing {
+                path: path.to_owned(),
+            })
+        }
+        Err(err) => {
+            return Err(AuthError::Unreadable {
+                path: path.to_owned(),
+                reason: err.to_string(),
+            })
+        }
     };
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %path.display(), "the token file can be read by other users: chmod 600 it");
         }
     }
-    Token::parse(&text).map_err(|err| AuthError::Unreadable { path: path.to_owned(), reason: err.to_string() })
+    Token::parse(&text).map_err(|err| AuthError::Unreadable {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), AuthError> {
-    let failed = |err: std::io::Error| AuthError::Write { path: dir.to_owned(), reason: err.to_string() };
+    let failed = |err: std::io::Error| AuthError::Write {
+        path: dir.to_owned(),
+        reason: err.to_string(),
+    };
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(failed)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
     }
     Ok(())
 }
@@ -249,7 +287,10 @@ fn create_private_dir(dir: &Path) -> Result<(), AuthError> {
 /// Writes `token` to a fresh 0600 temp file, syncs it and renames it into place, so a
 /// crash leaves the old token or the new one, never half of one.
 fn write_private(path: &Path, token: &Token) -> Result<(), AuthError> {
-    let failed = |err: std::io::Error| AuthError::Write { path: path.to_owned(), reason: err.to_string() };
+    let failed = |err: std::io::Error| AuthError::Write {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    };
     let temp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&temp);
     let mut file = std::fs::OpenOptions::new()
@@ -258,12 +299,15 @@ fn write_private(path: &Path, token: &Token) -> Result<(), AuthError> {
         .mode(0o600)
         .open(&temp)
         .map_err(failed)?;
-    file.write_all(format!("{}\n", token.expose()).as_bytes()).map_err(failed)?;
+    file.write_all(format!("{}\n", token.expose()).as_bytes())
+        .map_err(failed)?;
     file.sync_all().map_err(failed)?;
     drop(file);
     std::fs::rename(&temp, path).map_err(failed)?;
     if let Some(parent) = path.parent() {
-        std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(failed)?;
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(failed)?;
     }
     Ok(())
 }
@@ -285,7 +329,9 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(tokens: &Tokens) -> Self {
-        Self { tokens: Some((tokens.worker.clone(), tokens.client.clone())) }
+        Self {
+            tokens: Some((tokens.worker.clone(), tokens.client.clone())),
+        }
     }
 
     /// Lets every call through; the server refuses this on a non-loopback address.
@@ -300,7 +346,9 @@ impl Authenticator {
     /// Checks the `authorization` header value (if any) of a call to `path`.
     pub fn check(&self, path: &str, header: Option<&[u8]>) -> Result<(), Refusal> {
         let requirement = requirement_for(path);
-        let Some((worker, client)) = &self.tokens else { return Ok(()) };
+        let Some((worker, client)) = &self.tokens else {
+            return Ok(());
+        };
         if requirement == Requirement::Nothing {
             return Ok(());
         }

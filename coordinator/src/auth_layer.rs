@@ -19,7 +19,9 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     pub fn new(auth: Authenticator) -> Self {
-        Self { auth: Arc::new(auth) }
+        Self {
+            auth: Arc::new(auth),
+        }
     }
 }
 
@@ -27,7 +29,10 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, auth: self.auth.clone() }
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
     }
 }
 
@@ -39,7 +44,10 @@ pub struct AuthService<S> {
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
 where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
@@ -54,7 +62,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let header = request.headers().get(AUTH_HEADER).map(http::HeaderValue::as_bytes);
+        let header = request
+            .headers()
+            .get(AUTH_HEADER)
+            .map(http::HeaderValue::as_bytes);
         let verdict = self.auth.check(request.uri().path(), header);
         if let Err(refusal) = verdict {
             let status = match refusal {
@@ -79,7 +90,9 @@ where
 /// (grpc-go, grpc-java) and the workers' retry logic expect RESOURCE_EXHAUSTED.
 fn oversized_is_resource_exhausted<B>(response: &mut http::Response<B>) {
     let headers = response.headers_mut();
-    let is_out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let is_out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
     // grpc-message is percent-encoded on the wire.
     let is_too_large = headers.get("grpc-message").is_some_and(|v| {
         let message = String::from_utf8_lossy(v.as_bytes()).replace("%20", " ");

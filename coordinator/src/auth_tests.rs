@@ -61,14 +61,32 @@ fn every_path_needs_its_role_except_health() {
     assert_eq!(auth.check(HEALTH_PATH, None), Ok(()));
     assert_eq!(auth.check(lease, Some(&worker)), Ok(()));
     assert_eq!(auth.check(submit, Some(&client)), Ok(()));
-    assert!(matches!(auth.check(lease, Some(&client)), Err(Refusal::WrongRole(_))));
-    assert!(matches!(auth.check(submit, Some(&worker)), Err(Refusal::WrongRole(_))));
+    assert!(matches!(
+        auth.check(lease, Some(&client)),
+        Err(Refusal::WrongRole(_))
+    ));
+    assert!(matches!(
+        auth.check(submit, Some(&worker)),
+        Err(Refusal::WrongRole(_))
+    ));
     for path in [lease, submit, "/other.Service/Method"] {
-        assert!(matches!(auth.check(path, None), Err(Refusal::Unauthenticated(_))));
-        assert!(matches!(auth.check(path, Some(b"Bearer nope")), Err(Refusal::Unauthenticated(_))));
+        assert!(matches!(
+            auth.check(path, None),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            auth.check(path, Some(b"Bearer nope")),
+            Err(Refusal::Unauthenticated(_))
+        ));
         // The bare token without the scheme, and a prefix of the right token.
-        assert!(matches!(auth.check(path, Some(tokens.client.expose().as_bytes())), Err(Refusal::Unauthenticated(_))));
-        assert!(matches!(auth.check(path, Some(&client[..client.len() - 1])), Err(Refusal::Unauthenticated(_))));
+        assert!(matches!(
+            auth.check(path, Some(tokens.client.expose().as_bytes())),
+            Err(Refusal::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            auth.check(path, Some(&client[..client.len() - 1])),
+            Err(Refusal::Unauthenticated(_))
+        ));
     }
     assert_eq!(auth.check("/other.Service/Method", Some(&worker)), Ok(()));
 }
@@ -76,7 +94,13 @@ fn every_path_needs_its_role_except_health() {
 #[test]
 fn tokens_are_parsed_strictly_and_never_printed() {
     assert!(Token::parse("  ecc_abc \n").is_ok());
-    for bad in ["", "  \n", "a b", "tab\there", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+    for bad in [
+        "",
+        "  \n",
+        "a b",
+        "tab\there",
+        &"x".repeat(MAX_TOKEN_LEN + 1),
+    ] {
         assert!(Token::parse(bad).is_err(), "{bad:?}");
     }
     let token = Token::generate(Role::Client).unwrap();

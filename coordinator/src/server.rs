@@ -79,12 +79,17 @@ pub async fn serve(
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
     }
-    let reaper = tokio::spawn(coordinator.clone().run_lease_reaper(Duration::from_millis(250)));
+    let reaper = tokio::spawn(
+        coordinator
+            .clone()
+            .run_lease_reaper(Duration::from_millis(250)),
+    );
     let workers = WorkerServiceServer::new(WorkerApi {
         coordinator: coordinator.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let clients = ClientServiceServer::new(ClientApi { coordinator }).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let clients = ClientServiceServer::new(ClientApi { coordinator })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let result = builder
         .layer(AuthLayer::new(security.auth))
         .add_service(InterceptedService::new(workers, check_protocol))
@@ -106,9 +111,15 @@ mod tests {
         assert!(check_listen_address("127.0.0.1:1".parse().unwrap(), &open).is_ok());
         assert!(check_listen_address("[::1]:1".parse().unwrap(), &open).is_ok());
         for address in ["0.0.0.0:1", "10.1.2.3:1", "[::]:1"] {
-            assert!(check_listen_address(address.parse().unwrap(), &open).is_err(), "{address}");
+            assert!(
+                check_listen_address(address.parse().unwrap(), &open).is_err(),
+                "{address}"
+            );
         }
         let tokens = crate::auth::Tokens::ephemeral().unwrap();
-        assert!(check_listen_address("0.0.0.0:1".parse().unwrap(), &Authenticator::new(&tokens)).is_ok());
+        assert!(
+            check_listen_address("0.0.0.0:1".parse().unwrap(), &Authenticator::new(&tokens))
+                .is_ok()
+        );
     }
 }

@@ -27,9 +27,17 @@ pub struct TlsFileError {
 
 /// Reads a PEM file, refusing one that holds no PEM block (a common mix-up with DER).
 pub fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    let bytes = std::fs::read(path).map_err(|err| TlsFileError { what, path: path.to_owned(), reason: err.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|err| TlsFileError {
+        what,
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(TlsFileError { what, path: path.to_owned(), reason: "it is not PEM (no -----BEGIN line)".to_owned() });
+        return Err(TlsFileError {
+            what,
+            path: path.to_owned(),
+            reason: "it is not PEM (no -----BEGIN line)".to_owned(),
+        });
     }
     Ok(bytes)
 }
@@ -42,7 +50,9 @@ impl ServerTlsFiles {
         let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if let Some(ca) = &self.client_ca {
             let ca = read_pem("client CA", ca)?;
-            config = config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(false);
+            config = config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(false);
         }
         Ok(config)
     }
@@ -58,7 +68,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let der = dir.path().join("cert.der");
         std::fs::write(&der, [0x30, 0x82, 0x01]).unwrap();
-        let files = ServerTlsFiles { cert: der.clone(), key: dir.path().join("nope.pem"), client_ca: None };
+        let files = ServerTlsFiles {
+            cert: der.clone(),
+            key: dir.path().join("nope.pem"),
+            client_ca: None,
+        };
         let err = files.load().unwrap_err();
         assert_eq!(err.path, der);
         assert!(err.to_string().contains("not PEM"), "{err}");

@@ -8,6 +8,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = expcluster_core::npy::validate_npy(data) {
         let count: usize = info.shape.iter().product();
-        assert!(count <= data.len(), "accepted a body shorter than its shape: {info:?}");
+        assert!(
+            count <= data.len(),
+            "accepted a body shorter than its shape: {info:?}"
+        );
     }
 });

@@ -27,7 +27,9 @@ pub struct ProtocolHeader {
 
 impl ProtocolHeader {
     pub fn new(security: &ClientSecurity) -> Self {
-        Self { authorization: security.authorization.clone() }
+        Self {
+            authorization: security.authorization.clone(),
+        }
     }
 }
 
@@ -37,7 +39,9 @@ impl tonic::service::Interceptor for ProtocolHeader {
             .metadata_mut()
             .insert(PROTOCOL_HEADER, MetadataValue::from(PROTOCOL_VERSION));
         if let Some(value) = &self.authorization {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -69,7 +73,11 @@ pub enum SecurityError {
     #[error("the token {0} is not usable: a token is printable ASCII with no spaces")]
     BadToken(&'static str),
     #[error("cannot read the TLS {what} {path}: {reason}")]
-    TlsFile { what: &'static str, path: PathBuf, reason: String },
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("mutual TLS needs both --tls-cert and --tls-key")]
     HalfIdentity,
 }
@@ -86,7 +94,9 @@ impl ClientSecurity {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(SecurityError::BadToken("given"));
         }
-        let value = format!("Bearer {token}").parse().map_err(|_| SecurityError::BadToken("given"))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| SecurityError::BadToken("given"))?;
         self.authorization = Some(value);
         Ok(self)
     }
@@ -99,7 +109,9 @@ impl ClientSecurity {
             return self.with_token(&read_token(file)?);
         }
         if let Some(token) = std::env::var_os(TOKEN_ENV) {
-            let token = token.into_string().map_err(|_| SecurityError::BadToken("in EXPCLUSTER_TOKEN"))?;
+            let token = token
+                .into_string()
+                .map_err(|_| SecurityError::BadToken("in EXPCLUSTER_TOKEN"))?;
             return self.with_token(&token);
         }
         if let Some(file) = std::env::var_os(TOKEN_FILE_ENV) {
@@ -118,7 +130,10 @@ impl ClientSecurity {
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
         match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => {
-                config = config.identity(Identity::from_pem(read_pem("certificate", cert)?, read_pem("key", key)?));
+                config = config.identity(Identity::from_pem(
+                    read_pem("certificate", cert)?,
+                    read_pem("key", key)?,
+                ));
             }
             (None, None) => {}
             _ => return Err(SecurityError::HalfIdentity),
@@ -136,11 +151,18 @@ impl ClientSecurity {
 }
 
 fn read_token(path: &Path) -> Result<String, SecurityError> {
-    std::fs::read_to_string(path).map_err(|err| SecurityError::TokenFile { path: path.to_owned(), reason: err.to_string() })
+    std::fs::read_to_string(path).map_err(|err| SecurityError::TokenFile {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
-    std::fs::read(path).map_err(|err| SecurityError::TlsFile { what, path: path.to_owned(), reason: err.to_string() })
+    std::fs::read(path).map_err(|err| SecurityError::TlsFile {
+        what,
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })
 }
 
 pub type WorkerClient = WorkerServiceClient<InterceptedService<Channel, ProtocolHeader>>;
@@ -159,7 +181,10 @@ pub fn endpoint_url(address: &str, tls: bool) -> String {
 
 /// Connects lazily: the first call connects, and a broken connection is re-made by
 /// the channel, so callers only see per-call errors.
-pub fn channel(address: &str, security: &ClientSecurity) -> Result<Channel, tonic::transport::Error> {
+pub fn channel(
+    address: &str,
+    security: &ClientSecurity,
+) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(endpoint_url(address, security.tls.is_some()))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true);
@@ -186,7 +211,10 @@ pub fn client_client(channel: Channel, security: &ClientSecurity) -> ClientClien
 pub fn is_retryable(status: &Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
     )
 }
 
@@ -202,8 +230,13 @@ mod tests {
         let file = dir.path().join("client.token");
         std::fs::write(&file, "ecc_abc\n").unwrap();
         let security = ClientSecurity::none().with_token_from(Some(&file)).unwrap();
-        let request = ProtocolHeader::new(&security).call(Request::new(())).unwrap();
-        assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer ecc_abc");
+        let request = ProtocolHeader::new(&security)
+            .call(Request::new(()))
+            .unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer ecc_abc"
+        );
         assert!(request.metadata().get(PROTOCOL_HEADER).is_some());
         let request = ProtocolHeader::default().call(Request::new(())).unwrap();
         assert!(request.metadata().get("authorization").is_none());
@@ -211,11 +244,21 @@ mod tests {
 
     #[test]
     fn unreadable_token_files_and_bad_tokens_are_errors() {
-        let err = ClientSecurity::none().with_token_from(Some(Path::new("/nonexistent/t"))).unwrap_err();
+        let err = ClientSecurity::none()
+            .with_token_from(Some(Path::new("/nonexistent/t")))
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/t"), "{err}");
         assert!(ClientSecurity::none().with_token("a b").is_err());
         assert!(ClientSecurity::none().with_token("\n").is_err());
-        let half = ClientTlsFiles { ca: PathBuf::from("/dev/null"), cert: Some(PathBuf::from("/dev/null")), key: None, domain: None };
-        assert!(matches!(ClientSecurity::none().with_tls(&half), Err(SecurityError::HalfIdentity)));
+        let half = ClientTlsFiles {
+            ca: PathBuf::from("/dev/null"),
+            cert: Some(PathBuf::from("/dev/null")),
+            key: None,
+            domain: None,
+        };
+        assert!(matches!(
+            ClientSecurity::none().with_tls(&half),
+            Err(SecurityError::HalfIdentity)
+        ));
     }
 }

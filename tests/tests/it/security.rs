@@ -4,7 +4,9 @@
 
 use expcluster_proto::v1;
 use expcluster_tests::{expcluster_bin, start_coordinator, token_file, TestWorkspace};
-use expcluster_worker::client::{channel, client_client, worker_client, ClientClient, ClientSecurity, WorkerClient};
+use expcluster_worker::client::{
+    channel, client_client, worker_client, ClientClient, ClientSecurity, WorkerClient,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tonic::Code;
@@ -21,7 +23,10 @@ pub fn config(name: &str) -> String {
 }
 
 pub fn token(workspace: &Path, role: &str) -> String {
-    std::fs::read_to_string(token_file(workspace, role)).unwrap().trim().to_owned()
+    std::fs::read_to_string(token_file(workspace, role))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 pub fn security(token: Option<&str>) -> ClientSecurity {
@@ -33,7 +38,10 @@ pub fn security(token: Option<&str>) -> ClientSecurity {
 
 pub fn clients(address: &str, security: &ClientSecurity) -> (WorkerClient, ClientClient) {
     let channel = channel(address, security).unwrap();
-    (worker_client(channel.clone(), security), client_client(channel, security))
+    (
+        worker_client(channel.clone(), security),
+        client_client(channel, security),
+    )
 }
 
 /// Every file under `dir` with its size: "nothing written" means this did not change.
@@ -56,15 +64,38 @@ pub fn tree(dir: &Path) -> BTreeMap<PathBuf, u64> {
 
 /// Calls every worker RPC once with requests that would have effects.
 async fn worker_rpcs(client: &mut WorkerClient) -> Vec<(&'static str, tonic::Status)> {
-    let register = client.register(v1::RegisterRequest { hostname: "intruder".into(), slots: 4, ..Default::default() }).await;
-    let heartbeat = client.heartbeat(v1::HeartbeatRequest { worker_id: "w1-intruder".into(), running: Vec::new() }).await;
-    let lease = client.lease(v1::LeaseRequest { worker_id: "w1-intruder".into(), free_slots: 4, wait_ms: 0 }).await;
+    let register = client
+        .register(v1::RegisterRequest {
+            hostname: "intruder".into(),
+            slots: 4,
+            ..Default::default()
+        })
+        .await;
+    let heartbeat = client
+        .heartbeat(v1::HeartbeatRequest {
+            worker_id: "w1-intruder".into(),
+            running: Vec::new(),
+        })
+        .await;
+    let lease = client
+        .lease(v1::LeaseRequest {
+            worker_id: "w1-intruder".into(),
+            free_slots: 4,
+            wait_ms: 0,
+        })
+        .await;
     let metrics = client
         .report_metrics(v1::MetricBatch {
             worker_id: "w1-intruder".into(),
             job_id: "implementation.proposed.s0".into(),
             attempt: 1,
-            points: vec![v1::MetricPoint { seq: 0, name: "test_accuracy".into(), step: 0, value: 1.0, time_ms: 0 }],
+            points: vec![v1::MetricPoint {
+                seq: 0,
+                name: "test_accuracy".into(),
+                step: 0,
+                value: 1.0,
+                time_ms: 0,
+            }],
         })
         .await;
     let upload = client
@@ -98,9 +129,23 @@ async fn worker_rpcs(client: &mut WorkerClient) -> Vec<(&'static str, tonic::Sta
 
 /// Calls every client RPC but Health once.
 async fn client_rpcs(client: &mut ClientClient) -> Vec<(&'static str, tonic::Status)> {
-    let submit = client.submit_stage(v1::SubmitStageRequest { stage: "implementation".into(), rerun: true }).await;
-    let status = client.stage_status(v1::StageStatusRequest { stage: "implementation".into() }).await;
-    let cancel = client.cancel(v1::CancelRequest { stage: "implementation".into(), job_id: String::new() }).await;
+    let submit = client
+        .submit_stage(v1::SubmitStageRequest {
+            stage: "implementation".into(),
+            rerun: true,
+        })
+        .await;
+    let status = client
+        .stage_status(v1::StageStatusRequest {
+            stage: "implementation".into(),
+        })
+        .await;
+    let cancel = client
+        .cancel(v1::CancelRequest {
+            stage: "implementation".into(),
+            job_id: String::new(),
+        })
+        .await;
     let workers = client.list_workers(v1::ListWorkersRequest {}).await;
     vec![
         ("SubmitStage", submit.unwrap_err()),
@@ -117,41 +162,102 @@ async fn every_rpc_refuses_a_missing_wrong_or_other_role_token_and_nothing_is_wr
     let (worker_token, client_token) = (token(&ws.root, "worker"), token(&ws.root, "client"));
     assert_ne!(worker_token, client_token);
     for role in ["worker", "client"] {
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(token_file(&ws.root, role)).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(token_file(&ws.root, role))
+                .unwrap()
+                .permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600, "{role} token file mode");
     }
     let before = tree(&ws.root);
     let wrong = format!("ecc_{}", "0".repeat(64));
     let cases: [(&str, Option<&str>, Code, Code); 4] = [
-        ("no token", None, Code::Unauthenticated, Code::Unauthenticated),
-        ("a wrong token", Some(&wrong), Code::Unauthenticated, Code::Unauthenticated),
-        ("the client token", Some(&client_token), Code::PermissionDenied, Code::Ok),
-        ("the worker token", Some(&worker_token), Code::Ok, Code::PermissionDenied),
+        (
+            "no token",
+            None,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+        ),
+        (
+            "a wrong token",
+            Some(&wrong),
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+        ),
+        (
+            "the client token",
+            Some(&client_token),
+            Code::PermissionDenied,
+            Code::Ok,
+        ),
+        (
+            "the worker token",
+            Some(&worker_token),
+            Code::Ok,
+            Code::PermissionDenied,
+        ),
     ];
     for (what, token, on_worker_rpcs, on_client_rpcs) in cases {
         let (mut workers, mut clients) = clients(&address, &security(token));
         if on_worker_rpcs != Code::Ok {
             for (rpc, status) in worker_rpcs(&mut workers).await {
-                assert_eq!(status.code(), on_worker_rpcs, "{rpc} with {what}: {status:?}");
+                assert_eq!(
+                    status.code(),
+                    on_worker_rpcs,
+                    "{rpc} with {what}: {status:?}"
+                );
             }
         }
         if on_client_rpcs != Code::Ok {
             for (rpc, status) in client_rpcs(&mut clients).await {
-                assert_eq!(status.code(), on_client_rpcs, "{rpc} with {what}: {status:?}");
+                assert_eq!(
+                    status.code(),
+                    on_client_rpcs,
+                    "{rpc} with {what}: {status:?}"
+                );
             }
         }
         // Health alone answers anyone.
-        let health = clients.health(v1::HealthRequest {}).await.unwrap().into_inner();
+        let health = clients
+            .health(v1::HealthRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(health.protocol_version, expcluster_proto::PROTOCOL_VERSION);
     }
     assert_eq!(tree(&ws.root), before, "a refused call wrote something");
 
     // The same calls with the right role do take effect (so the refusals above meant it).
     let (_, mut clients) = clients(&address, &security(Some(&client_token)));
-    assert!(clients.list_workers(v1::ListWorkersRequest {}).await.unwrap().into_inner().workers.is_empty(), "no intruder registered");
+    assert!(
+        clients
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+            .is_empty(),
+        "no intruder registered"
+    );
     let (mut workers, _) = self::clients(&address, &security(Some(&worker_token)));
-    workers.register(v1::RegisterRequest { hostname: "real".into(), slots: 1, ..Default::default() }).await.unwrap();
-    assert_eq!(clients.list_workers(v1::ListWorkersRequest {}).await.unwrap().into_inner().workers.len(), 1);
+    workers
+        .register(v1::RegisterRequest {
+            hostname: "real".into(),
+            slots: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        clients
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,34 +266,76 @@ async fn a_token_in_the_environment_or_a_file_reaches_the_cli_and_a_bad_one_is_e
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     let status = |env: &[(&str, String)], extra: &[&str]| {
         let mut command = std::process::Command::new(expcluster_bin());
-        command.args(["workers", "--json", "--coordinator", &address]).args(extra);
-        command.env_remove("EXPCLUSTER_TOKEN").env_remove("EXPCLUSTER_TOKEN_FILE").current_dir(ws.root.parent().unwrap());
+        command
+            .args(["workers", "--json", "--coordinator", &address])
+            .args(extra);
+        command
+            .env_remove("EXPCLUSTER_TOKEN")
+            .env_remove("EXPCLUSTER_TOKEN_FILE")
+            .current_dir(ws.root.parent().unwrap());
         for (key, value) in env {
             command.env(key, value);
         }
         command.output().unwrap()
     };
     let client_file = token_file(&ws.root, "client");
-    assert!(status(&[("EXPCLUSTER_TOKEN", token(&ws.root, "client"))], &[]).status.success());
-    assert!(status(&[("EXPCLUSTER_TOKEN_FILE", client_file.display().to_string())], &[]).status.success());
-    assert!(status(&[], &["--token-file", client_file.to_str().unwrap()]).status.success());
-    let denied = status(&[], &["--token-file", token_file(&ws.root, "worker").to_str().unwrap()]);
+    assert!(
+        status(&[("EXPCLUSTER_TOKEN", token(&ws.root, "client"))], &[])
+            .status
+            .success()
+    );
+    assert!(status(
+        &[("EXPCLUSTER_TOKEN_FILE", client_file.display().to_string())],
+        &[]
+    )
+    .status
+    .success());
+    assert!(
+        status(&[], &["--token-file", client_file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let denied = status(
+        &[],
+        &[
+            "--token-file",
+            token_file(&ws.root, "worker").to_str().unwrap(),
+        ],
+    );
     assert!(!denied.status.success());
-    assert!(String::from_utf8_lossy(&denied.stderr).contains("use the client token"), "{}", String::from_utf8_lossy(&denied.stderr));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("use the client token"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
     let missing = status(&[], &[]);
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("--token-file"), "{}", String::from_utf8_lossy(&missing.stderr));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("--token-file"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }
 
 #[test]
 fn a_coordinator_whose_token_file_is_missing_or_empty_does_not_start() {
-    let ws = TestWorkspace::new("failclosed", &config("failclosed"), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "failclosed",
+        &config("failclosed"),
+        &[("runfile.py", RUNFILE)],
+    );
     let (first, _) = start_coordinator(&ws.root, &[]);
     drop(first);
     let old_client = token(&ws.root, "client");
     let start = |extra: &[&str]| {
         std::process::Command::new(expcluster_bin())
-            .args(["coordinator", "--workspace", ws.root.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args([
+                "coordinator",
+                "--workspace",
+                ws.root.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .output()
             .unwrap()
@@ -196,13 +344,23 @@ fn a_coordinator_whose_token_file_is_missing_or_empty_does_not_start() {
     let output = start(&[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "started without its client token");
-    assert!(stderr.contains("client.token") && stderr.contains("--new-tokens"), "{stderr}");
-    assert!(!token_file(&ws.root, "client").exists(), "no silent replacement");
+    assert!(
+        stderr.contains("client.token") && stderr.contains("--new-tokens"),
+        "{stderr}"
+    );
+    assert!(
+        !token_file(&ws.root, "client").exists(),
+        "no silent replacement"
+    );
 
     std::fs::write(token_file(&ws.root, "client"), "").unwrap();
     let output = start(&[]);
     assert!(!output.status.success(), "started with an empty token file");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("empty"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("empty"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // Asked for, new tokens are made and the old one no longer works.
     let (_coordinator, _) = start_coordinator(&ws.root, &["--new-tokens"]);
@@ -213,16 +371,30 @@ fn a_coordinator_whose_token_file_is_missing_or_empty_does_not_start() {
 async fn without_auth_the_coordinator_serves_loopback_only() {
     let ws = TestWorkspace::new("noauth", &config("noauth"), &[("runfile.py", RUNFILE)]);
     let refused = std::process::Command::new(expcluster_bin())
-        .args(["coordinator", "--workspace", ws.root.to_str().unwrap(), "--listen", "0.0.0.0:0", "--insecure-no-auth"])
+        .args([
+            "coordinator",
+            "--workspace",
+            ws.root.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+        ])
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("loopback"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert!(!token_file(&ws.root, "client").exists());
 
     let (_coordinator, address) = start_coordinator(&ws.root, &["--insecure-no-auth"]);
     let (_, mut clients) = clients(&address, &ClientSecurity::none());
-    clients.list_workers(v1::ListWorkersRequest {}).await.unwrap();
+    clients
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap();
 }
 
 #[path = "security_tls.rs"]
