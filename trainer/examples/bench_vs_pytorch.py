@@ -1,5 +1,6 @@
 """PyTorch eager side of bench_vs_pytorch.rs: the same MLP, optimizer, batching and
 data shape as the tch trainer's run; prints steps/s for each "batch,hidden" argument."""
+import os
 import sys
 import time
 
@@ -9,17 +10,18 @@ import torch.nn.functional as F
 threads, features, classes, rows, steps = (int(v) for v in sys.argv[1:6])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-x = torch.randn(rows, features)
-y = torch.randint(0, classes, (rows,))
+device = torch.device("cuda:0" if os.environ.get("BENCH_DEVICE") == "cuda" else "cpu")
+x = torch.randn(rows, features, device=device)
+y = torch.randint(0, classes, (rows,), device=device)
 for config in sys.argv[6:]:
     batch, hidden = (int(v) for v in config.split(","))
     model = torch.nn.Sequential(
         torch.nn.Linear(features, hidden), torch.nn.ReLU(),
         torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
         torch.nn.Linear(hidden, classes),
-    )
+    ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    perm = torch.randperm(rows)
+    perm = torch.randperm(rows, device=device)
 
     def run(n):
         for i in range(n):
@@ -29,6 +31,8 @@ for config in sys.argv[6:]:
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     run(10)  # warm-up
     best = 0.0

@@ -9,6 +9,9 @@
 //! same architecture (784-h-h-10, ReLU), Adam, batch gather and cross-entropy. Both
 //! use the same number of intra-op threads; each reports its best of three timed
 //! rounds after a warm-up (tch: epochs 2–4 of 4).
+//!
+//! `BENCH_DEVICE=cuda` runs both sides on `cuda:0` with larger shapes (used by
+//! `scripts/gpu-check.sh`); the PyTorch side then synchronises before timing.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,8 +22,22 @@ use serde_json::json;
 
 const FEATURES: usize = 784;
 const CLASSES: usize = 10;
-const ROWS: usize = 8192;
-const CONFIGS: [(usize, usize); 4] = [(64, 256), (128, 512), (512, 512), (1024, 1024)];
+const CPU_ROWS: usize = 8192;
+const CPU_CONFIGS: [(usize, usize); 4] = [(64, 256), (128, 512), (512, 512), (1024, 1024)];
+const CUDA_ROWS: usize = 32768;
+const CUDA_CONFIGS: [(usize, usize); 3] = [(128, 512), (1024, 1024), (8192, 4096)];
+
+fn on_cuda() -> bool {
+    std::env::var("BENCH_DEVICE").is_ok_and(|device| device == "cuda")
+}
+
+fn rows() -> usize {
+    if on_cuda() { CUDA_ROWS } else { CPU_ROWS }
+}
+
+fn configs() -> Vec<(usize, usize)> {
+    if on_cuda() { CUDA_CONFIGS.to_vec() } else { CPU_CONFIGS.to_vec() }
+}
 
 struct Throughput(Vec<f64>);
 
@@ -44,7 +61,7 @@ fn python() -> PathBuf {
 fn tch_steps_per_sec(threads: usize, batch: usize, hidden: usize) -> Result<f64, String> {
     let epochs = 4;
     let spec = TrainerSpec::from_json(&json!({
-        "dataset": {"kind": "blobs", "n_train": ROWS, "n_test": 256, "n_features": FEATURES,
+        "dataset": {"kind": "blobs", "n_train": rows(), "n_test": 256, "n_features": FEATURES,
                     "n_classes": CLASSES, "noise": 1.0},
         "model": {"kind": "mlp", "hidden": [hidden, hidden]},
         "optimizer": {"kind": "adam", "lr": 1.0e-3},
@@ -56,7 +73,7 @@ fn tch_steps_per_sec(threads: usize, batch: usize, hidden: usize) -> Result<f64,
     let job = TrainJob {
         spec: &spec,
         seed: 0,
-        device: DeviceChoice::Cpu,
+        device: if on_cuda() { DeviceChoice::Cuda(0) } else { DeviceChoice::Cpu },
         data_root: dir.path(),
         output_dir: dir.path(),
         checkpoint_dir: &dir.path().join("ckpt"),
@@ -75,7 +92,14 @@ fn main() -> Result<(), String> {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/bench_vs_pytorch.py");
+    // Relative to the repository root when run from there (the GPU machine has the
+    // tree at another path than the build machine).
+    let relative = PathBuf::from("trainer/examples/bench_vs_pytorch.py");
+    let script = if relative.exists() {
+        relative
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/bench_vs_pytorch.py")
+    };
     let python = python();
     if !python.exists() {
         return Err(format!(
@@ -83,11 +107,11 @@ fn main() -> Result<(), String> {
             python.display()
         ));
     }
-    let mut args: Vec<String> = [threads, FEATURES, CLASSES, ROWS, 100]
+    let mut args: Vec<String> = [threads, FEATURES, CLASSES, rows(), 100]
         .iter()
         .map(|v| v.to_string())
         .collect();
-    args.extend(CONFIGS.iter().map(|(b, h)| format!("{b},{h}")));
+    args.extend(configs().iter().map(|(b, h)| format!("{b},{h}")));
     let output = Command::new(&python)
         .arg(&script)
         .args(&args)
@@ -100,10 +124,11 @@ fn main() -> Result<(), String> {
         .lines()
         .filter_map(|line| line.rsplit(',').next()?.parse().ok())
         .collect();
-    println!("MLP {FEATURES}-h-h-{CLASSES}, Adam, fp32, CPU, {threads} thread(s)");
+    let device = if on_cuda() { "cuda:0" } else { "CPU" };
+    println!("MLP {FEATURES}-h-h-{CLASSES}, Adam, fp32, {device}, {threads} thread(s)");
     println!("| batch | hidden | tch trainer steps/s | PyTorch eager steps/s | ratio |");
     println!("|---|---|---|---|---|");
-    for ((batch, hidden), torch) in CONFIGS.iter().zip(pytorch) {
+    for ((batch, hidden), torch) in configs().iter().zip(pytorch) {
         let ours = tch_steps_per_sec(threads, *batch, *hidden)?;
         println!(
             "| {batch} | {hidden} | {ours:.1} | {torch:.1} | {:.2} |",

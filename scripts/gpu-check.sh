@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# One prepared check of everything CUDA, for a machine with an NVIDIA GPU and
+# PyTorch 2.11 but no cargo: build on a CPU machine (scripts/gpu-check.sh --build),
+# carry target/release/expcluster and target/release/examples/{gpu_check,bench_vs_pytorch},
+# run this from the repository root. Prints a table; exits non-zero if a check fails.
+#
+#   1. the trainer on CUDA: every model kind in fp32 and bf16, cancel and resume;
+#   2. expcluster end to end: a coordinator, a worker with --gpus 0, a stage of
+#      trainer jobs; checks the jobs ran on cuda:0;
+#   3. steps/s of the trainer next to the same MLP in PyTorch eager, on the GPU.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--build" ]; then
+    cargo build --release -p expcluster-cli
+    cargo build --release -p expcluster-trainer --example gpu_check --example bench_vs_pytorch
+    exit $?
+fi
+
+DEFAULT_PY="$(command -v python3)"
+[ -x /opt/torch/.venv/bin/python ] && DEFAULT_PY=/opt/torch/.venv/bin/python
+PY="${EXPCLUSTER_PYTHON:-$DEFAULT_PY}"
+TORCH_LIB="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+export EXPCLUSTER_PYTHON="$PY"
+BIN="${EXPCLUSTER_BIN:-target/release/expcluster}"
+EXAMPLES="${EXPCLUSTER_EXAMPLES:-target/release/examples}"
+RESULTS=()
+record() { RESULTS+=("| $1 | $2 | $3 |"); }
+
+echo "== GPU"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+echo "== 1. trainer on CUDA (all model kinds, fp32 and bf16, cancel/resume)"
+if "$EXAMPLES/gpu_check" 0; then record "trainer on cuda:0" PASS "gpu_check"; else record "trainer on cuda:0" FAIL "gpu_check exited non-zero"; fi
+
+echo "== 2. expcluster end to end on the GPU"
+WORK="$(mktemp -d)"
+WS="$WORK/gpu-e2e"
+mkdir -p "$WS"
+cat > "$WS/config.yaml" <<'YAML'
+name: gpu-e2e
+primary_metric: {name: test_accuracy, goal: max}
+job:
+  trainer:
+    dataset: {kind: blobs, n_train: 20000, n_test: 2000, n_features: 64, n_classes: 8, noise: 1.0}
+    model: {kind: mlp, hidden: [512, 512]}
+    optimizer: {kind: adam, lr: 1.0e-3}
+    epochs: 3
+    batch_size: 256
+methods:
+  proposed: {}
+  wide: {trainer.model.hidden: [1024, 1024]}
+stages:
+  baselines: {seeds: 2}
+YAML
+"$BIN" coordinator --workspace "$WS" --listen 127.0.0.1:0 > "$WORK/coordinator.out" 2> "$WORK/coordinator.err" &
+COORD=$!
+for _ in $(seq 100); do grep -q listening "$WORK/coordinator.out" && break; sleep 0.1; done
+ADDR="$(grep -o '127.0.0.1:[0-9]*' "$WORK/coordinator.out" | head -n 1)"
+EXPCLUSTER_LOG=info "$BIN" worker --coordinator "$ADDR" --gpus 0 --work-dir "$WORK/worker" \
+    --token-file "$WS/.expcluster/worker.token" 2> "$WORK/worker.err" &
+WORKER=$!
+START=$(date +%s.%N)
+EXPCLUSTER_TOKEN_FILE="$WS/.expcluster/client.token" "$BIN" submit --stage baselines --coordinator "$ADDR"
+SUBMIT=$?
+END=$(date +%s.%N)
+kill "$WORKER" "$COORD" 2>/dev/null; wait "$WORKER" "$COORD" 2>/dev/null
+DONE=$(grep -c '"type":"job_completed".*"status":"succeeded"' "$WS/research_log.jsonl" || true)
+ON_GPU=$(grep -c 'device=cuda:0' "$WORK/worker.err" || true)
+if [ "$SUBMIT" -eq 0 ] && [ "$DONE" -eq 4 ] && [ "$ON_GPU" -ge 4 ]; then
+    record "expcluster stage on cuda:0" PASS "4/4 jobs, $ON_GPU on cuda:0, $(awk -v a="$START" -v b="$END" 'BEGIN { printf "%.1f", b - a }') s"
+else
+    record "expcluster stage on cuda:0" FAIL "submit=$SUBMIT done=$DONE on_gpu=$ON_GPU (see $WORK)"
+    tail -n 20 "$WORK/worker.err"
+fi
+
+echo "== 3. trainer vs PyTorch eager on the GPU"
+if BENCH_DEVICE=cuda "$EXAMPLES/bench_vs_pytorch" 1; then record "steps/s vs PyTorch" PASS "table above"; else record "steps/s vs PyTorch" FAIL "bench exited non-zero"; fi
+
+echo
+echo "| check | result | detail |"
+echo "|---|---|---|"
+printf '%s\n' "${RESULTS[@]}"
+! printf '%s\n' "${RESULTS[@]}" | grep -q FAIL
