@@ -2,7 +2,9 @@
 //!
 //! Each check names the key it is about, so the error carries that key's position.
 
-use crate::config::{is_valid_variant_name, LoadedConfig, StageSpec, MAX_JOBS_PER_STAGE, MAX_SEEDS};
+use crate::config::{
+    is_valid_variant_name, LoadedConfig, StageSpec, MAX_JOBS_PER_STAGE, MAX_SEEDS,
+};
 use crate::config_error::ConfigError;
 use crate::config_locate::At;
 use crate::ids::Stage;
@@ -21,7 +23,11 @@ pub(crate) fn validate(loaded: &LoadedConfig) -> Result<(), ConfigError> {
 fn validate_names(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let config = &loaded.config;
     if config.name.trim().is_empty() {
-        return Err(loaded.error_at(&["name"], "`name` is empty".into(), "give the experiment a name"));
+        return Err(loaded.error_at(
+            &["name"],
+            "`name` is empty".into(),
+            "give the experiment a name",
+        ));
     }
     if !is_metric_name(&config.primary_metric.name) {
         return Err(loaded.error_at(
@@ -88,9 +94,39 @@ fn validate_job(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         )),
         (Some(trainer), None) => TrainerSpec::from_json(trainer)
             .map(|_| ())
-            .map_err(|reason| loaded.error_at(&["job", "trainer"], format!("invalid trainer: {reason}"), "see the trainer options in the config.yaml from `expcluster init`")),
+            .map_err(|reason| {
+                let (section, field) = trainer_error_keys(&reason);
+                let path: Vec<&str> = ["job", "trainer"]
+                    .into_iter()
+                    .chain(section)
+                    .chain(field)
+                    .collect();
+                loaded.error_at(
+                    &path,
+                    format!("invalid trainer: {reason}"),
+                    "see the trainer options in the config.yaml from `expcluster init`",
+                )
+            }),
         (None, Some(_)) => Ok(()),
     }
+}
+
+/// The trainer section and key an error from [`TrainerSpec::from_json`] is about:
+/// its messages start with the section (`model: ...` or `` `model`: ... ``) and quote
+/// the key in backticks (`` `dropout` must be in [0, 1) ``, `` unknown field `dropot` ``).
+fn trainer_error_keys(reason: &str) -> (Option<&str>, Option<&str>) {
+    let Some((head, rest)) = reason.split_once(": ") else {
+        return (None, None);
+    };
+    let section = head.trim_matches('`');
+    if section.is_empty() || !section.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        return (None, None);
+    }
+    let field = rest
+        .split('`')
+        .nth(1)
+        .filter(|field| !field.is_empty() && !field.contains(' '));
+    (Some(section), field)
 }
 
 /// Every method and ablation must resolve: its override paths exist and, for the
@@ -126,7 +162,11 @@ fn check_resolves(
     })?;
     if let Some(trainer) = resolved.get("trainer") {
         TrainerSpec::from_json(trainer).map_err(|reason| {
-            loaded.error_at(at, format!("after overrides, the trainer is invalid: {reason}"), "fix the override values")
+            loaded.error_at(
+                at,
+                format!("after overrides, the trainer is invalid: {reason}"),
+                "fix the override values",
+            )
         })?;
     }
     Ok(())
@@ -159,7 +199,11 @@ fn reject_empty_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         return Ok(());
     };
     for stage in Stage::ALL {
-        if raw.get("stages").and_then(|stages| stages.get(stage.as_str())).is_some_and(serde_yaml::Value::is_null) {
+        if raw
+            .get("stages")
+            .and_then(|stages| stages.get(stage.as_str()))
+            .is_some_and(serde_yaml::Value::is_null)
+        {
             return Err(loaded.error_at(
                 &["stages", stage.as_str()],
                 format!("stage `{stage}` is empty"),
@@ -180,7 +224,11 @@ pub(crate) fn stage_spec(loaded: &LoadedConfig, stage: Stage) -> Option<&StageSp
     }
 }
 
-fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Result<(), ConfigError> {
+fn validate_stage(
+    loaded: &LoadedConfig,
+    stage: Stage,
+    spec: &StageSpec,
+) -> Result<(), ConfigError> {
     let config = &loaded.config;
     let name = stage.as_str();
     let key = |key: &'static str| [At::Key("stages"), At::Key(name), At::Key(key)];
@@ -193,25 +241,59 @@ fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Resu
         ));
     }
     if spec.seed_base.checked_add(u64::from(spec.seeds)).is_none() {
-        return Err(loaded.error_at_path(&key("seed_base"), format!("stage `{stage}`: seed_base + seeds overflows"), "use a smaller seed_base"));
+        return Err(loaded.error_at_path(
+            &key("seed_base"),
+            format!("stage `{stage}`: seed_base + seeds overflows"),
+            "use a smaller seed_base",
+        ));
     }
-    let (listed, other, kind, known): (&Option<Vec<String>>, &Option<Vec<String>>, &str, Vec<&String>) = if stage == Stage::Ablations {
-        (&spec.ablations, &spec.methods, "ablation", config.ablations.keys().collect())
+    let (listed, other, kind, known): (
+        &Option<Vec<String>>,
+        &Option<Vec<String>>,
+        &str,
+        Vec<&String>,
+    ) = if stage == Stage::Ablations {
+        (
+            &spec.ablations,
+            &spec.methods,
+            "ablation",
+            config.ablations.keys().collect(),
+        )
     } else {
-        (&spec.methods, &spec.ablations, "method", config.methods.keys().collect())
+        (
+            &spec.methods,
+            &spec.ablations,
+            "method",
+            config.methods.keys().collect(),
+        )
     };
     if other.is_some() {
         let (field, why) = if stage == Stage::Ablations {
             ("methods", "the ablations stage runs the proposed method and its ablations: list `ablations:` instead")
         } else {
-            ("ablations", "only the ablations stage runs ablations: list `methods:` here")
+            (
+                "ablations",
+                "only the ablations stage runs ablations: list `methods:` here",
+            )
         };
-        return Err(loaded.error_at_path(&key(field), format!("stage `{stage}` cannot list {field}"), why));
+        return Err(loaded.error_at_path(
+            &key(field),
+            format!("stage `{stage}` cannot list {field}"),
+            why,
+        ));
     }
-    let field = if stage == Stage::Ablations { "ablations" } else { "methods" };
+    let field = if stage == Stage::Ablations {
+        "ablations"
+    } else {
+        "methods"
+    };
     if let Some(names) = listed {
         if names.is_empty() {
-            return Err(loaded.error_at_path(&key(field), format!("stage `{stage}` lists no {kind}s"), &format!("list at least one {kind}, or remove `{field}` to run them all")));
+            return Err(loaded.error_at_path(
+                &key(field),
+                format!("stage `{stage}` lists no {kind}s"),
+                &format!("list at least one {kind}, or remove `{field}` to run them all"),
+            ));
         }
         for (index, item) in names.iter().enumerate() {
             let [a, b, c] = key(field);
@@ -224,7 +306,11 @@ fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Resu
                 ));
             }
             if names[..index].contains(item) {
-                return Err(loaded.error_at_path(&at, format!("stage `{stage}` lists the {kind} `{item}` twice"), "list each once; more runs of it come from `seeds`"));
+                return Err(loaded.error_at_path(
+                    &at,
+                    format!("stage `{stage}` lists the {kind} `{item}` twice"),
+                    "list each once; more runs of it come from `seeds`",
+                ));
             }
         }
     }
@@ -236,13 +322,26 @@ fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Resu
         ));
     }
     for (path, values) in &spec.sweep {
-        let at = [At::Key("stages"), At::Key(name), At::Key("sweep"), At::Key(path)];
+        let at = [
+            At::Key("stages"),
+            At::Key(name),
+            At::Key("sweep"),
+            At::Key(path),
+        ];
         if values.is_empty() {
-            return Err(loaded.error_at_path(&at, format!("sweep `{path}` has no values"), "give at least one value, or remove the path"));
+            return Err(loaded.error_at_path(
+                &at,
+                format!("sweep `{path}` has no values"),
+                "give at least one value, or remove the path",
+            ));
         }
         for (index, value) in values.iter().enumerate() {
             if values[..index].contains(value) {
-                return Err(loaded.error_at_path(&at, format!("sweep `{path}` lists {value} twice"), "list each value once; repeats come from `seeds`"));
+                return Err(loaded.error_at_path(
+                    &at,
+                    format!("sweep `{path}` lists {value} twice"),
+                    "list each value once; repeats come from `seeds`",
+                ));
             }
             let mut one = crate::config::Overrides::new();
             one.insert(path.clone(), value.clone());
@@ -251,9 +350,16 @@ fn validate_stage(loaded: &LoadedConfig, stage: Stage, spec: &StageSpec) -> Resu
     }
     check_resolves(loaded, &["stages", name, "overrides"], &[&spec.overrides])?;
     let points: usize = spec.sweep.values().map(Vec::len).product();
-    let variants = listed.as_ref().map_or(known.len(), Vec::len) + usize::from(stage == Stage::Ablations);
-    let variants = if stage == Stage::Implementation && listed.is_none() { 1 } else { variants };
-    let jobs = points.saturating_mul(variants).saturating_mul(spec.seeds as usize);
+    let variants =
+        listed.as_ref().map_or(known.len(), Vec::len) + usize::from(stage == Stage::Ablations);
+    let variants = if stage == Stage::Implementation && listed.is_none() {
+        1
+    } else {
+        variants
+    };
+    let jobs = points
+        .saturating_mul(variants)
+        .saturating_mul(spec.seeds as usize);
     if jobs > MAX_JOBS_PER_STAGE {
         return Err(loaded.error_at(
             &["stages", name],
@@ -269,32 +375,56 @@ fn validate_claims(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let known = config.known_metrics();
     let mut seen = std::collections::HashSet::new();
     for claim in &config.claims {
-        let item = At::Item { key: "id", value: &claim.id };
+        let item = At::Item {
+            key: "id",
+            value: &claim.id,
+        };
         let field = |key: &'static str| [At::Key("claims"), item, At::Key(key), At::ValueOfKey];
         if !is_valid_variant_name(&claim.id) || !seen.insert(claim.id.as_str()) {
-            return Err(loaded.error_at_path(&field("id"), format!("claim id `{}` is invalid or repeated", claim.id), "give every claim a unique id of letters, digits, `_` and `-`"));
+            return Err(loaded.error_at_path(
+                &field("id"),
+                format!("claim id `{}` is invalid or repeated", claim.id),
+                "give every claim a unique id of letters, digits, `_` and `-`",
+            ));
         }
         for (side, key) in [(&claim.better, "better"), (&claim.than, "than")] {
             if !config.methods.contains_key(side) && !config.ablations.contains_key(side) {
                 return Err(loaded.error_at_path(
                     &field(key),
                     format!("claim `{}` compares the unknown method `{side}`", claim.id),
-                    &format!("known methods and ablations: {}", join(config.methods.keys().chain(config.ablations.keys()))),
+                    &format!(
+                        "known methods and ablations: {}",
+                        join(config.methods.keys().chain(config.ablations.keys()))
+                    ),
                 ));
             }
         }
         if claim.better == claim.than {
-            return Err(loaded.error_at_path(&field("than"), format!("claim `{}` compares `{}` with itself", claim.id, claim.than), "compare two different methods"));
+            return Err(loaded.error_at_path(
+                &field("than"),
+                format!("claim `{}` compares `{}` with itself", claim.id, claim.than),
+                "compare two different methods",
+            ));
         }
         if !known.contains(&claim.metric) {
             return Err(loaded.error_at_path(
                 &field("metric"),
-                format!("claim `{}` is about `{}`, a metric no job produces", claim.id, claim.metric),
-                &format!("known metrics: {}; command jobs declare theirs under `metrics:`", known.join(", ")),
+                format!(
+                    "claim `{}` is about `{}`, a metric no job produces",
+                    claim.id, claim.metric
+                ),
+                &format!(
+                    "known metrics: {}; command jobs declare theirs under `metrics:`",
+                    known.join(", ")
+                ),
             ));
         }
         if !(claim.alpha > 0.0 && claim.alpha < 1.0) {
-            return Err(loaded.error_at_path(&field("alpha"), format!("claim `{}` has alpha {}", claim.id, claim.alpha), "alpha is a significance level in (0, 1), usually 0.05"));
+            return Err(loaded.error_at_path(
+                &field("alpha"),
+                format!("claim `{}` has alpha {}", claim.id, claim.alpha),
+                "alpha is a significance level in (0, 1), usually 0.05",
+            ));
         }
     }
     Ok(())
@@ -304,14 +434,26 @@ fn validate_resources(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let resources = &loaded.config.resources;
     let value_of = |key: &'static str| [At::Key("resources"), At::Key(key), At::ValueOfKey];
     if resources.max_attempts == 0 || resources.max_attempts > 100 {
-        return Err(loaded.error_at_path(&value_of("max_attempts"), format!("max_attempts is {}", resources.max_attempts), "use between 1 and 100"));
+        return Err(loaded.error_at_path(
+            &value_of("max_attempts"),
+            format!("max_attempts is {}", resources.max_attempts),
+            "use between 1 and 100",
+        ));
     }
     if resources.data_parallel == 0 || resources.data_parallel > 1024 {
-        return Err(loaded.error_at_path(&value_of("data_parallel"), format!("data_parallel is {}", resources.data_parallel), "use between 1 and 1024 ranks"));
+        return Err(loaded.error_at_path(
+            &value_of("data_parallel"),
+            format!("data_parallel is {}", resources.data_parallel),
+            "use between 1 and 1024 ranks",
+        ));
     }
     match humantime::parse_duration(&resources.timeout) {
         Ok(timeout) if !timeout.is_zero() => Ok(()),
-        _ => Err(loaded.error_at_path(&value_of("timeout"), format!("timeout `{}` is not a positive duration", resources.timeout), "write durations like 90s, 30m or 2h")),
+        _ => Err(loaded.error_at_path(
+            &value_of("timeout"),
+            format!("timeout `{}` is not a positive duration", resources.timeout),
+            "write durations like 90s, 30m or 2h",
+        )),
     }
 }
 
