@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
+# The Slurm tests run against a real single-node Slurm (needs root; see deploy/slurm/).
+deploy/slurm/local-cluster.sh up
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
