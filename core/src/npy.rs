@@ -61,10 +61,15 @@ pub fn validate_npy(bytes: &[u8]) -> Result<NpyInfo, String> {
 }
 
 fn parse_header(header: &str) -> Result<NpyInfo, String> {
+    // numpy reads the header as a Python dict literal: anything else fails to load there.
+    let trimmed = header.trim_end_matches([' ', '\n', '\0']);
+    if !trimmed.starts_with('{') || !trimmed.ends_with('}') {
+        return Err("header is not a dict".to_owned());
+    }
     let descr = quoted_value(header, "descr").ok_or_else(|| "header has no descr".to_owned())?;
     let fortran_order = match raw_value(header, "fortran_order") {
-        Some(v) if v.starts_with("True") => true,
-        Some(v) if v.starts_with("False") => false,
+        Some(v) if is_word(v, "True") => true,
+        Some(v) if is_word(v, "False") => false,
         _ => return Err("header has no fortran_order".to_owned()),
     };
     let shape_text = raw_value(header, "shape").ok_or_else(|| "header has no shape".to_owned())?;
@@ -84,6 +89,12 @@ fn parse_header(header: &str) -> Result<NpyInfo, String> {
         fortran_order,
         shape,
     })
+}
+
+/// `text` starts with `word` as a whole token (`Falsey` is not `False`).
+fn is_word(text: &str, word: &str) -> bool {
+    text.strip_prefix(word)
+        .is_some_and(|rest| rest.starts_with([',', '}', ' ']))
 }
 
 fn raw_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
@@ -149,6 +160,10 @@ mod tests {
         assert!(validate_npy(&truncated).is_err());
         let object = npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", &[0; 8]);
         assert!(validate_npy(&object).is_err());
+        let not_a_word = npy("{'descr': '<f8', 'fortran_order': Falsey, 'shape': (1,), }", &[0; 8]);
+        assert!(validate_npy(&not_a_word).is_err());
+        let not_a_dict = npy("'descr': '<f8', 'fortran_order': False, 'shape': (1,)", &[0; 8]);
+        assert!(validate_npy(&not_a_dict).is_err());
         let huge = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999, 99999999999), }", &[]);
         assert!(validate_npy(&huge).is_err());
     }

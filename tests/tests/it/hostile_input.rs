@@ -345,3 +345,33 @@ fn a_job_planting_symlinks_in_its_output_gets_none_of_them_stored() {
         "something outside changed"
     );
 }
+
+#[test]
+fn every_array_numpy_writes_passes_the_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "import sys, numpy as np\nd = sys.argv[1]\n\
+        arrays = {'f8': np.arange(6.0).reshape(2, 3), 'f4': np.ones(5, np.float32), 'i8': np.arange(4), \
+        'u1': np.zeros((2, 2, 2), np.uint8), 'b': np.array([True, False]), 'c16': np.array([1 + 2j]), \
+        'scalar': np.float64(3.5), 'empty': np.zeros((0, 3)), 'fortran': np.asfortranarray(np.ones((3, 2))), \
+        'big_endian': np.arange(3, dtype='>f8')}\n\
+        for name, a in arrays.items():\n    np.save(f'{d}/{name}.npy', a)\n";
+    let output = std::process::Command::new(expcluster_tests::python())
+        .args(["-c", script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        expcluster_core::npy::validate_npy(&bytes)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        checked += 1;
+    }
+    assert_eq!(checked, 10);
+}
