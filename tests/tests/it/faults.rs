@@ -276,3 +276,36 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
     let series: Vec<f64> = record["series"]["step"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(series, (0..steps).map(f64::from).collect::<Vec<_>>(), "no gap and no duplicate");
 }
+
+#[test]
+fn repeated_coordinator_kills_under_load_lose_no_acknowledged_record() {
+    let steps = 20;
+    let ws = TestWorkspace::new("chaos", &config(steps, 0.05, 6, 3), &[("runfile.py", RUNFILE)]);
+    let (mut coordinator, address) = start_coordinator(&ws.root, &TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    let _w1 = start_worker(&address, 1, &scratch.path().join("w1"));
+    let _w2 = start_worker(&address, 1, &scratch.path().join("w2"));
+    let submit = submit_in_background(&address);
+    for round in 0..3 {
+        let before = ws.events().len();
+        wait_until(Duration::from_secs(60), "progress before the next kill", || ws.events().len() > before + 1);
+        std::thread::sleep(Duration::from_millis(150 * round));
+        coordinator.signal(Signal::SIGKILL);
+        drop(coordinator);
+        coordinator = expcluster_tests::start_coordinator_at(&ws.root, &address, &TIMING).0;
+    }
+    finished_ok(submit);
+
+    let events = ws.events();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "contiguous sequence, no duplicate");
+    let completed = ws.events_of("job_completed");
+    let mut ids: Vec<&str> = completed.iter().map(|e| e["job_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "every job completed");
+    assert_eq!(completed.len(), 6, "and only once");
+    for event in &completed {
+        assert_eq!(completed_series(&ws, event), (0..steps).map(f64::from).collect::<Vec<_>>());
+    }
+}
