@@ -19,7 +19,7 @@
 
 use crate::summary::analysis::StageAnalysis;
 use crate::summary::render::num;
-use crate::summary::text::{fmt_diff, fmt_p, fmt_num};
+use crate::summary::text::{fmt_diff, fmt_num, fmt_p};
 use expcluster_core::config::{Claim, Goal, LoadedConfig};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -55,7 +55,12 @@ pub struct ClaimEvaluation {
 
 impl ClaimEvaluation {
     /// The payload of the `hypothesis_evaluated` event.
-    pub fn event_payload(&self, loaded: &LoadedConfig, stage_run: u64, analysis: &StageAnalysis) -> Value {
+    pub fn event_payload(
+        &self,
+        loaded: &LoadedConfig,
+        stage_run: u64,
+        analysis: &StageAnalysis,
+    ) -> Value {
         json!({
             "claim": self.claim.id,
             "statement": self.claim.statement,
@@ -84,7 +89,11 @@ pub fn evaluate(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<ClaimEva
         .collect()
 }
 
-fn evaluate_one(loaded: &LoadedConfig, analysis: &StageAnalysis, claim: &Claim) -> Option<ClaimEvaluation> {
+fn evaluate_one(
+    loaded: &LoadedConfig,
+    analysis: &StageAnalysis,
+    claim: &Claim,
+) -> Option<ClaimEvaluation> {
     if !analysis.metrics.contains(&claim.metric) {
         return None;
     }
@@ -102,7 +111,11 @@ fn evaluate_one(loaded: &LoadedConfig, analysis: &StageAnalysis, claim: &Claim) 
         let c = &test.comparison;
         // Oriented as better − than whichever way the stage compared them.
         let sign = if test.a == better { 1.0 } else { -1.0 };
-        let (better_stats, than_stats) = if test.a == better { (&c.a, &c.b) } else { (&c.b, &c.a) };
+        let (better_stats, than_stats) = if test.a == better {
+            (&c.a, &c.b)
+        } else {
+            (&c.b, &c.a)
+        };
         let diff = c.mean_diff.map(|d| d * sign);
         let (low, high) = match (c.mean_diff_ci_low, c.mean_diff_ci_high) {
             (Some(l), Some(h)) if sign > 0.0 => (Some(l), Some(h)),
@@ -110,7 +123,9 @@ fn evaluate_one(loaded: &LoadedConfig, analysis: &StageAnalysis, claim: &Claim) 
             _ => (None, None),
         };
         let direction = match diff {
-            Some(d) if (goal == Goal::Max && d > 0.0) || (goal == Goal::Min && d < 0.0) => "as claimed",
+            Some(d) if (goal == Goal::Max && d > 0.0) || (goal == Goal::Min && d < 0.0) => {
+                "as claimed"
+            }
             Some(d) if d != 0.0 => "against the claim",
             _ => "none",
         };

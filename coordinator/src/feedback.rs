@@ -17,7 +17,10 @@
 
 use crate::claims::{evaluate, ClaimStatus};
 use crate::error::CoordinatorError;
-use crate::idea::{evolution_path, idea_md_path, line_diff, mark_claim, read_idea_json, recorded_claim_status, snapshot_path, version_of};
+use crate::idea::{
+    evolution_path, idea_md_path, line_diff, mark_claim, read_idea_json, recorded_claim_status,
+    snapshot_path, version_of,
+};
 use crate::research_log::ResearchLog;
 use crate::results::JobOutcome;
 use crate::state::CoordinatorState;
@@ -38,13 +41,24 @@ pub enum FeedbackError {
 /// Where events go: the coordinator's log, or the research log opened by a CLI command.
 pub trait EventSink {
     /// Appends an event stamped with `idea_version`; returns its sequence number.
-    fn append_event(&mut self, event_type: &str, idea_version: u32, payload: Value) -> Result<u64, FeedbackError>;
+    fn append_event(
+        &mut self,
+        event_type: &str,
+        idea_version: u32,
+        payload: Value,
+    ) -> Result<u64, FeedbackError>;
 }
 
 impl EventSink for CoordinatorState {
-    fn append_event(&mut self, event_type: &str, idea_version: u32, payload: Value) -> Result<u64, FeedbackError> {
+    fn append_event(
+        &mut self,
+        event_type: &str,
+        idea_version: u32,
+        payload: Value,
+    ) -> Result<u64, FeedbackError> {
         self.idea_version = idea_version;
-        self.log_event(event_type, payload).map_err(|err| FeedbackError::Log(err.to_string()))
+        self.log_event(event_type, payload)
+            .map_err(|err| FeedbackError::Log(err.to_string()))
     }
 }
 
@@ -56,17 +70,29 @@ pub struct FileSink {
 }
 
 impl EventSink for FileSink {
-    fn append_event(&mut self, event_type: &str, idea_version: u32, payload: Value) -> Result<u64, FeedbackError> {
+    fn append_event(
+        &mut self,
+        event_type: &str,
+        idea_version: u32,
+        payload: Value,
+    ) -> Result<u64, FeedbackError> {
         let payload = match payload {
             Value::Object(map) => map,
             other => Map::from_iter([("payload".to_owned(), other)]),
         };
-        let human = format!("{} [v{idea_version}] {event_type} {}\n", chrono::Utc::now().to_rfc3339(), Value::Object(payload.clone()));
+        let human = format!(
+            "{} [v{idea_version}] {event_type} {}\n",
+            chrono::Utc::now().to_rfc3339(),
+            Value::Object(payload.clone())
+        );
         let seq = self
             .log
             .append(event_type, idea_version, payload)
             .map_err(|err| FeedbackError::Log(err.to_string()))?;
-        if let Err(err) = append_text(&self.workspace.logs_dir().join("experiment_log.txt"), &human) {
+        if let Err(err) = append_text(
+            &self.workspace.logs_dir().join("experiment_log.txt"),
+            &human,
+        ) {
             tracing::warn!(%err, "cannot append to logs/experiment_log.txt");
         }
         Ok(seq)
@@ -108,7 +134,11 @@ fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> FeedbackError 
 }
 
 /// Applies `update` through the protocol (see the module doc for the order).
-pub fn apply_update(workspace: &Workspace, sink: &mut dyn EventSink, update: IdeaUpdate) -> Result<AppliedUpdate, FeedbackError> {
+pub fn apply_update(
+    workspace: &Workspace,
+    sink: &mut dyn EventSink,
+    update: IdeaUpdate,
+) -> Result<AppliedUpdate, FeedbackError> {
     let mut idea = read_idea_json(workspace);
     let from_version = version_of(&idea);
     let to_version = from_version + 1;
@@ -121,7 +151,8 @@ pub fn apply_update(workspace: &Workspace, sink: &mut dyn EventSink, update: Ide
         None => std::fs::read_to_string(&previous_snapshot).ok(),
     };
     if update.new_idea_md.is_some() && !previous_snapshot.exists() {
-        write_atomic(&previous_snapshot, current_md.as_bytes()).map_err(io_error(&previous_snapshot))?;
+        write_atomic(&previous_snapshot, current_md.as_bytes())
+            .map_err(io_error(&previous_snapshot))?;
     }
     let new_md = update.new_idea_md.clone().unwrap_or(current_md.clone());
     let diff = base.as_deref().map(|base| line_diff(base, &new_md));
@@ -135,9 +166,18 @@ pub fn apply_update(workspace: &Workspace, sink: &mut dyn EventSink, update: Ide
     let evolution = evolution_path(workspace);
     let mut history = std::fs::read_to_string(&evolution).unwrap_or_default();
     if !history.is_empty() && !history.ends_with("\n\n") {
-        history.push_str(if history.ends_with('\n') { "\n" } else { "\n\n" });
+        history.push_str(if history.ends_with('\n') {
+            "\n"
+        } else {
+            "\n\n"
+        });
     }
-    history.push_str(&evolution_entry(&update, to_version, &now.format("%Y-%m-%d %H:%M UTC").to_string(), diff.as_deref()));
+    history.push_str(&evolution_entry(
+        &update,
+        to_version,
+        &now.format("%Y-%m-%d %H:%M UTC").to_string(),
+        diff.as_deref(),
+    ));
     write_atomic(&evolution, history.as_bytes()).map_err(io_error(&evolution))?;
 
     idea.insert("version".into(), to_version.into());
@@ -153,10 +193,11 @@ pub fn apply_update(workspace: &Workspace, sink: &mut dyn EventSink, update: Ide
         }
     }
     let idea_path = workspace.idea_json_path();
-    let mut bytes = serde_json::to_vec_pretty(&Value::Object(idea)).map_err(|err| FeedbackError::Io {
-        path: idea_path.display().to_string(),
-        reason: err.to_string(),
-    })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&Value::Object(idea)).map_err(|err| FeedbackError::Io {
+            path: idea_path.display().to_string(),
+            reason: err.to_string(),
+        })?;
     bytes.push(b'\n');
     write_atomic(&idea_path, &bytes).map_err(io_error(&idea_path))?;
 
@@ -183,24 +224,38 @@ pub fn apply_update(workspace: &Workspace, sink: &mut dyn EventSink, update: Ide
 }
 
 fn evolution_entry(update: &IdeaUpdate, version: u32, date: &str, diff: Option<&str>) -> String {
-    let mut entry = format!("## Version {version} ({date})\n\n**Source:** {}\n\n**What changed:**\n", update.source);
+    let mut entry = format!(
+        "## Version {version} ({date})\n\n**Source:** {}\n\n**What changed:**\n",
+        update.source
+    );
     for line in &update.what_changed {
         entry.push_str(&format!("- {line}\n"));
     }
-    entry.push_str(&format!("\n**Why:** {}\n\n**Impact:** {}\n", update.reason, update.impact));
+    entry.push_str(&format!(
+        "\n**Why:** {}\n\n**Impact:** {}\n",
+        update.reason, update.impact
+    ));
     if !update.why.is_empty() {
         entry.push_str(&format!("\n**Evidence:** {}\n", update.why));
     }
     if !update.evidence_events.is_empty() {
-        let cited: Vec<String> = update.evidence_events.iter().map(|seq| format!("#{seq}")).collect();
-        entry.push_str(&format!("\n**Research-log events:** {} (`seq` in research_log.jsonl)\n", cited.join(", ")));
+        let cited: Vec<String> = update
+            .evidence_events
+            .iter()
+            .map(|seq| format!("#{seq}"))
+            .collect();
+        entry.push_str(&format!(
+            "\n**Research-log events:** {} (`seq` in research_log.jsonl)\n",
+            cited.join(", ")
+        ));
     }
     match diff {
         Some(diff) if diff.lines().any(|l| l.starts_with(['+', '-'])) => {
             entry.push_str(&format!("\n**Diff of idea.md:**\n\n```diff\n{diff}```\n"));
         }
         Some(_) => entry.push_str("\n**Diff of idea.md:** none (idea.md unchanged)\n"),
-        None => entry.push_str("\n**Diff of idea.md:** unavailable (no snapshot of the previous version)\n"),
+        None => entry
+            .push_str("\n**Diff of idea.md:** unavailable (no snapshot of the previous version)\n"),
     }
     entry
 }
@@ -233,10 +288,14 @@ impl CoordinatorState {
         let mut contradicted = Vec::new();
         let mut evidence = Vec::new();
         for evaluation in &evaluations {
-            let already = recorded_claim_status(&idea, &evaluation.claim.id).as_deref() == Some("contradicted");
+            let already = recorded_claim_status(&idea, &evaluation.claim.id).as_deref()
+                == Some("contradicted");
             let mut payload = evaluation.event_payload(loaded, stage_run, &analysis);
             if let Value::Object(map) = &mut payload {
-                map.insert("already_recorded".into(), (already && evaluation.status == ClaimStatus::Contradicted).into());
+                map.insert(
+                    "already_recorded".into(),
+                    (already && evaluation.status == ClaimStatus::Contradicted).into(),
+                );
             }
             let seq = self.log_event("hypothesis_evaluated", payload)?;
             if evaluation.status != ClaimStatus::Contradicted || already {
@@ -244,12 +303,23 @@ impl CoordinatorState {
             }
             let id = &evaluation.claim.id;
             let statement = evaluation.claim.statement.clone().unwrap_or_else(|| {
-                format!("{} is better than {} on {}.", evaluation.claim.better, evaluation.claim.than, evaluation.claim.metric)
+                format!(
+                    "{} is better than {} on {}.",
+                    evaluation.claim.better, evaluation.claim.than, evaluation.claim.metric
+                )
             });
             let cited = format!("{} (research_log.jsonl event #{seq})", evaluation.summary);
-            new_md = mark_claim(&new_md, id, &statement, &format!("contradicted in v{next_version}"), &cited);
+            new_md = mark_claim(
+                &new_md,
+                id,
+                &statement,
+                &format!("contradicted in v{next_version}"),
+                &cited,
+            );
             update.evidence_events.push(seq);
-            update.what_changed.push(format!("Claim `{id}` marked contradicted in idea.md's Claims section, with its evidence."));
+            update.what_changed.push(format!(
+                "Claim `{id}` marked contradicted in idea.md's Claims section, with its evidence."
+            ));
             update.claim_status.push((
                 id.clone(),
                 json!({"status": "contradicted", "version": next_version, "stage": stage, "stage_run": stage_run, "event": seq}),
@@ -260,7 +330,10 @@ impl CoordinatorState {
         if contradicted.is_empty() {
             return Ok(());
         }
-        update.reason = format!("the {stage} stage contradicted claim(s) {}", contradicted.join(", "));
+        update.reason = format!(
+            "the {stage} stage contradicted claim(s) {}",
+            contradicted.join(", ")
+        );
         update.why = evidence.join(" ");
         update.impact = format!(
             "stages submitted from now on run against version {next_version}; the contradicted claim(s) no longer count as supported — revise the hypothesis, method or claim with `expcluster idea update --reason … --from FILE`."

@@ -47,12 +47,19 @@ pub fn evolution_path(workspace: &Workspace) -> PathBuf {
 /// Where the text of `idea.md` at `version` is kept (private state, not the seed's
 /// layout), so the next update can show what changed.
 pub fn snapshot_path(workspace: &Workspace, version: u32) -> PathBuf {
-    workspace.state_dir().join("idea_history").join(format!("v{version}.md"))
+    workspace
+        .state_dir()
+        .join("idea_history")
+        .join(format!("v{version}.md"))
 }
 
 /// The status of the claim `id` recorded in `idea.json` (`claim_status`), if any.
 pub fn recorded_claim_status(idea: &Map<String, Value>, id: &str) -> Option<String> {
-    idea.get("claim_status")?.get(id)?.get("status")?.as_str().map(str::to_owned)
+    idea.get("claim_status")?
+        .get(id)?
+        .get("status")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// `idea.md` with the claim `id` marked `status_text` and `evidence` added under it.
@@ -60,17 +67,34 @@ pub fn recorded_claim_status(idea: &Map<String, Value>, id: &str) -> Option<Stri
 /// Claims are bullets `- **id** (status): statement` in the `## Claims` section (what
 /// `expcluster init` writes). A claim missing there is added; a missing section is
 /// appended, so the evidence is never lost for want of a heading.
-pub fn mark_claim(idea_md: &str, id: &str, statement: &str, status_text: &str, evidence: &str) -> String {
+pub fn mark_claim(
+    idea_md: &str,
+    id: &str,
+    statement: &str,
+    status_text: &str,
+    evidence: &str,
+) -> String {
     let mut lines: Vec<String> = idea_md.lines().map(str::to_owned).collect();
     let bullet_prefix = format!("- **{id}**");
     let evidence_line = format!("  - Evidence: {evidence}");
-    if let Some(index) = lines.iter().position(|line| line.trim_start().starts_with(&bullet_prefix)) {
+    if let Some(index) = lines
+        .iter()
+        .position(|line| line.trim_start().starts_with(&bullet_prefix))
+    {
         let rest = lines[index].trim_start()[bullet_prefix.len()..].to_owned();
-        let text = match rest.trim_start().strip_prefix('(').and_then(|r| r.split_once(')')) {
+        let text = match rest
+            .trim_start()
+            .strip_prefix('(')
+            .and_then(|r| r.split_once(')'))
+        {
             Some((_, after)) => after.trim_start_matches(':').trim().to_owned(),
             None => rest.trim_start_matches(':').trim().to_owned(),
         };
-        let text = if text.is_empty() { statement.to_owned() } else { text };
+        let text = if text.is_empty() {
+            statement.to_owned()
+        } else {
+            text
+        };
         lines[index] = format!("{bullet_prefix} ({status_text}): {text}");
         // After any earlier evidence lines of this claim.
         let mut insert_at = index + 1;
@@ -79,7 +103,10 @@ pub fn mark_claim(idea_md: &str, id: &str, statement: &str, status_text: &str, e
         }
         lines.insert(insert_at, evidence_line);
     } else {
-        let new_bullet = [format!("{bullet_prefix} ({status_text}): {statement}"), evidence_line];
+        let new_bullet = [
+            format!("{bullet_prefix} ({status_text}): {statement}"),
+            evidence_line,
+        ];
         match lines.iter().position(|line| line.trim() == "## Claims") {
             Some(header) => {
                 let mut end = header + 1;
@@ -115,7 +142,11 @@ pub fn line_diff(old: &str, new: &str) -> String {
     let mut table = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            table[i][j] = if a[i] == b[j] { table[i + 1][j + 1] + 1 } else { table[i + 1][j].max(table[i][j + 1]) };
+            table[i][j] = if a[i] == b[j] {
+                table[i + 1][j + 1] + 1
+            } else {
+                table[i + 1][j].max(table[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, String::new());
@@ -124,12 +155,13 @@ pub fn line_diff(old: &str, new: &str) -> String {
             out.push_str(&format!(" {}\n", a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || table[i][j + 1] >= table[i + 1][j]) {
-            out.push_str(&format!("+{}\n", b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || table[i + 1][j] >= table[i][j + 1]) {
+            // Deletions before insertions, as `diff -u` shows a replaced line.
             out.push_str(&format!("-{}\n", a[i]));
             i += 1;
+        } else {
+            out.push_str(&format!("+{}\n", b[j]));
+            j += 1;
         }
     }
     out
@@ -143,10 +175,19 @@ mod tests {
 
     #[test]
     fn marks_an_existing_claim_and_keeps_its_statement() {
-        let marked = mark_claim(IDEA, "beats-linear", "ignored", "contradicted in v2", "linear wins by 0.2");
+        let marked = mark_claim(
+            IDEA,
+            "beats-linear",
+            "ignored",
+            "contradicted in v2",
+            "linear wins by 0.2",
+        );
         assert!(marked.contains("- **beats-linear** (contradicted in v2): MLP beats linear.\n  - Evidence: linear wins by 0.2\n- **other** (open)"), "{marked}");
         let again = mark_claim(&marked, "beats-linear", "", "contradicted in v3", "again");
-        assert!(again.contains("  - Evidence: linear wins by 0.2\n  - Evidence: again\n"), "{again}");
+        assert!(
+            again.contains("  - Evidence: linear wins by 0.2\n  - Evidence: again\n"),
+            "{again}"
+        );
     }
 
     #[test]
@@ -154,7 +195,10 @@ mod tests {
         let added = mark_claim(IDEA, "new", "New claim.", "contradicted in v2", "e");
         assert!(added.contains("- **other** (open): Other.\n- **new** (contradicted in v2): New claim.\n  - Evidence: e\n"), "{added}");
         let no_section = mark_claim("# x\n", "c", "C.", "contradicted in v2", "e");
-        assert_eq!(no_section, "# x\n\n## Claims\n- **c** (contradicted in v2): C.\n  - Evidence: e\n");
+        assert_eq!(
+            no_section,
+            "# x\n\n## Claims\n- **c** (contradicted in v2): C.\n  - Evidence: e\n"
+        );
     }
 
     #[test]

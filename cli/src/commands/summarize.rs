@@ -25,14 +25,21 @@ pub struct SummarizeArgs {
 }
 
 pub fn run(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
-    let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref())?;
+    let root = workspace_arg::resolve(
+        args.workspace.workspace.as_deref(),
+        args.workspace.idea.as_deref(),
+    )?;
     let stages: Vec<Stage> = if args.stage == "all" {
-        Stage::ALL.into_iter().filter(|stage| stage.summary_file().is_some()).collect()
+        Stage::ALL
+            .into_iter()
+            .filter(|stage| stage.summary_file().is_some())
+            .collect()
     } else {
         vec![Stage::parse(&args.stage).map_err(anyhow::Error::msg)?]
     };
     let _lock = workspace_lock::acquire(&root, "expcluster summarize")?;
-    let workspace = Workspace::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
+    let workspace =
+        Workspace::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
     let loaded = ExperimentConfig::load(&workspace.config_path())?;
     let all = args.stage == "all";
     let mut done = 0;
@@ -40,10 +47,16 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
         let result = match recompute(&workspace, &loaded, stage) {
             Ok(result) => result,
             // With `all`, stages that never ran are skipped, not errors.
-            Err(expcluster_coordinator::summary::stored::StoredError::NeverRan { .. }) if all => continue,
+            Err(expcluster_coordinator::summary::stored::StoredError::NeverRan { .. }) if all => {
+                continue
+            }
             Err(err) => return Err(err.into()),
         };
-        let verdict = if result.unchanged { "identical to the stored file" } else { "written" };
+        let verdict = if result.unchanged {
+            "identical to the stored file"
+        } else {
+            "written"
+        };
         println!(
             "{}: recomputed from {} job(s) ({} failed): {verdict}",
             result.file, result.jobs, result.jobs_failed
@@ -51,7 +64,9 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
         done += 1;
     }
     if done == 0 {
-        anyhow::bail!("no stage with a summary has run yet: run `expcluster submit --stage baselines` first");
+        anyhow::bail!(
+            "no stage with a summary has run yet: run `expcluster submit --stage baselines` first"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -110,7 +110,9 @@ impl Test {
         let diff = self.comparison.mean_diff?;
         match (goal, diff.partial_cmp(&0.0)?) {
             (_, std::cmp::Ordering::Equal) => None,
-            (Goal::Max, std::cmp::Ordering::Greater) | (Goal::Min, std::cmp::Ordering::Less) => Some(self.a),
+            (Goal::Max, std::cmp::Ordering::Greater) | (Goal::Min, std::cmp::Ordering::Less) => {
+                Some(self.a)
+            }
             _ => Some(self.b),
         }
     }
@@ -140,13 +142,16 @@ impl StageAnalysis {
 
     /// The groups of `variant`, in sweep-point order.
     pub fn groups_of(&self, variant: &str) -> Vec<usize> {
-        (0..self.groups.len()).filter(|&i| self.groups[i].variant == variant).collect()
+        (0..self.groups.len())
+            .filter(|&i| self.groups[i].variant == variant)
+            .collect()
     }
 
     /// The group of `variant` at the sweep point of group `like`.
     pub fn partner(&self, variant: &str, like: usize) -> Option<usize> {
         let point = self.groups[like].point_index;
-        (0..self.groups.len()).find(|&i| self.groups[i].variant == variant && self.groups[i].point_index == point)
+        (0..self.groups.len())
+            .find(|&i| self.groups[i].variant == variant && self.groups[i].point_index == point)
     }
 
     /// The comparison of groups `x` and `y` (either order) on `metric`.
@@ -169,14 +174,23 @@ pub fn analyse(loaded: &LoadedConfig, stage: Stage, outcomes: &[JobOutcome]) -> 
                 sweep_point: first.map(|def| def.sweep_point.clone()).unwrap_or_default(),
                 seeds: group.jobs.iter().map(|job| job.def.seed).collect(),
                 resolved: first.map(|def| def.resolved.clone()).unwrap_or_default(),
-                finals: metrics.iter().map(|m| (m.clone(), group.finals(m))).collect(),
+                finals: metrics
+                    .iter()
+                    .map(|m| (m.clone(), group.finals(m)))
+                    .collect(),
                 curves: metrics
                     .iter()
                     .map(|m| {
                         let curves = group
                             .jobs
                             .iter()
-                            .map(|job| if job.succeeded { job.series.get(m).cloned().unwrap_or_default() } else { Vec::new() })
+                            .map(|job| {
+                                if job.succeeded {
+                                    job.series.get(m).cloned().unwrap_or_default()
+                                } else {
+                                    Vec::new()
+                                }
+                            })
                             .collect();
                         (m.clone(), curves)
                     })
@@ -201,7 +215,11 @@ pub fn analyse(loaded: &LoadedConfig, stage: Stage, outcomes: &[JobOutcome]) -> 
         let test = run_test(&analysis, stage, metric, a, b, purpose);
         analysis.tests.push(test);
     }
-    let raw: Vec<f64> = analysis.tests.iter().map(|t| t.p_value.unwrap_or(f64::NAN)).collect();
+    let raw: Vec<f64> = analysis
+        .tests
+        .iter()
+        .map(|t| t.p_value.unwrap_or(f64::NAN))
+        .collect();
     let adjusted = holm_bonferroni(&raw);
     for (test, p_holm) in analysis.tests.iter_mut().zip(adjusted) {
         test.p_holm = (!p_holm.is_nan()).then_some(p_holm);
@@ -211,7 +229,10 @@ pub fn analyse(loaded: &LoadedConfig, stage: Stage, outcomes: &[JobOutcome]) -> 
 }
 
 /// (metric, a, b, purpose) of every comparison, in a stable order.
-fn comparison_pairs(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<(String, usize, usize, Purpose)> {
+fn comparison_pairs(
+    loaded: &LoadedConfig,
+    analysis: &StageAnalysis,
+) -> Vec<(String, usize, usize, Purpose)> {
     let mut pairs = Vec::new();
     for metric in &analysis.metrics {
         for (index, group) in analysis.groups.iter().enumerate() {
@@ -236,24 +257,48 @@ fn comparison_pairs(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<(Str
             let Some(than) = analysis.partner(&claim.than, better) else {
                 continue;
             };
-            let covered = pairs
-                .iter()
-                .any(|(m, a, b, _)| *m == claim.metric && ((*a == better && *b == than) || (*a == than && *b == better)));
+            let covered = pairs.iter().any(|(m, a, b, _)| {
+                *m == claim.metric && ((*a == better && *b == than) || (*a == than && *b == better))
+            });
             if !covered && better != than {
-                pairs.push((claim.metric.clone(), better, than, Purpose::Claim(claim.id.clone())));
+                pairs.push((
+                    claim.metric.clone(),
+                    better,
+                    than,
+                    Purpose::Claim(claim.id.clone()),
+                ));
             }
         }
     }
     pairs
 }
 
-fn run_test(analysis: &StageAnalysis, stage: Stage, metric: String, a: usize, b: usize, purpose: Purpose) -> Test {
+fn run_test(
+    analysis: &StageAnalysis,
+    stage: Stage,
+    metric: String,
+    a: usize,
+    b: usize,
+    purpose: Purpose,
+) -> Test {
     let (group_a, group_b) = (&analysis.groups[a], &analysis.groups[b]);
     let paired = group_a.seeds == group_b.seeds;
     let bootstrap_seed = fnv1a(&[stage.as_str(), &metric, &group_a.stem, &group_b.stem]);
     // Lengths match whenever `paired` is set, the only error `compare` has.
-    let comparison = compare(group_a.values(&metric), group_b.values(&metric), paired, bootstrap_seed)
-        .or_else(|_| compare(group_a.values(&metric), group_b.values(&metric), false, bootstrap_seed));
+    let comparison = compare(
+        group_a.values(&metric),
+        group_b.values(&metric),
+        paired,
+        bootstrap_seed,
+    )
+    .or_else(|_| {
+        compare(
+            group_a.values(&metric),
+            group_b.values(&metric),
+            false,
+            bootstrap_seed,
+        )
+    });
     let comparison = match comparison {
         Ok(comparison) => comparison,
         Err(_) => unreachable_comparison(group_a, group_b, &metric),

@@ -39,7 +39,8 @@ pub fn write_summary(
 
 /// The exact bytes of a summary file.
 pub fn summary_bytes(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Vec<u8> {
-    let mut text = serde_json::to_string_pretty(&summary_json(analysis, loaded)).unwrap_or_else(|_| "{}".to_owned());
+    let mut text = serde_json::to_string_pretty(&summary_json(analysis, loaded))
+        .unwrap_or_else(|_| "{}".to_owned());
     text.push('\n');
     text.into_bytes()
 }
@@ -62,15 +63,30 @@ pub fn summary_json(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Value {
     };
     match analysis.stage {
         Stage::Implementation | Stage::Baselines => {
-            map.insert("best_method".into(), best.map(|i| analysis.groups[i].variant.clone()).into());
-            map.insert("statistical_tests".into(), statistical_tests(analysis, loaded));
+            map.insert(
+                "best_method".into(),
+                best.map(|i| analysis.groups[i].variant.clone()).into(),
+            );
+            map.insert(
+                "statistical_tests".into(),
+                statistical_tests(analysis, loaded),
+            );
             map.insert("analysis".into(), findings.join(" ").into());
         }
         Stage::Full => {
-            map.insert("best_method".into(), best.map(|i| analysis.groups[i].variant.clone()).into());
-            map.insert("best_configuration".into(), render::best_configuration(analysis, loaded));
+            map.insert(
+                "best_method".into(),
+                best.map(|i| analysis.groups[i].variant.clone()).into(),
+            );
+            map.insert(
+                "best_configuration".into(),
+                render::best_configuration(analysis, loaded),
+            );
             map.insert("key_findings".into(), json!(findings));
-            map.insert("statistical_tests".into(), statistical_tests(analysis, loaded));
+            map.insert(
+                "statistical_tests".into(),
+                statistical_tests(analysis, loaded),
+            );
             map.insert("learning_curves".into(), render::learning_curves(analysis));
             map.insert("analysis".into(), findings.join(" ").into());
         }
@@ -79,9 +95,15 @@ pub fn summary_json(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Value {
                 .filter(|&i| analysis.groups[i].kind == VariantKind::Ablation)
                 .map(|i| render::ablation_entry(analysis, loaded, i))
                 .collect();
-            map.insert("analysis".into(), ablation_analysis(analysis, loaded, &ablations).into());
+            map.insert(
+                "analysis".into(),
+                ablation_analysis(analysis, loaded, &ablations).into(),
+            );
             map.insert("ablations".into(), Value::Array(ablations));
-            map.insert("statistical_tests".into(), statistical_tests(analysis, loaded));
+            map.insert(
+                "statistical_tests".into(),
+                statistical_tests(analysis, loaded),
+            );
         }
     }
     summary
@@ -129,7 +151,11 @@ fn ablation_analysis(analysis: &StageAnalysis, loaded: &LoadedConfig, entries: &
         .partner(&analysis.proposed, 0)
         .map(|r| analysis.groups[r].describe(primary));
     if let Some(stats) = reference_stats {
-        sentences.push(format!("Reference {}: {primary} {}.", analysis.proposed, text::describe_short(&stats)));
+        sentences.push(format!(
+            "Reference {}: {primary} {}.",
+            analysis.proposed,
+            text::describe_short(&stats)
+        ));
     }
     sentences.join(" ")
 }

@@ -36,16 +36,23 @@ fn goal_name(goal: Goal) -> &'static str {
 
 /// `experiment_results/<prefix>_<stem>_<metric>.npy` (written by `results.rs`).
 pub fn values_file(analysis: &StageAnalysis, group: &Group, metric: &str) -> String {
-    format!("experiment_results/{}_{}_{metric}.npy", analysis.stage.results_prefix(), group.stem)
+    format!(
+        "experiment_results/{}_{}_{metric}.npy",
+        analysis.stage.results_prefix(),
+        group.stem
+    )
 }
 
 /// The curves file, when `results.rs` wrote one (some seed has more than one step).
 pub fn curves_file(analysis: &StageAnalysis, group: &Group, metric: &str) -> Option<String> {
     let curves = group.curves.get(metric)?;
-    curves
-        .iter()
-        .any(|curve| curve.len() > 1)
-        .then(|| format!("experiment_results/{}_{}_{metric}_curves.npy", analysis.stage.results_prefix(), group.stem))
+    curves.iter().any(|curve| curve.len() > 1).then(|| {
+        format!(
+            "experiment_results/{}_{}_{metric}_curves.npy",
+            analysis.stage.results_prefix(),
+            group.stem
+        )
+    })
 }
 
 /// `methods`: group stem → metric → descriptive statistics.
@@ -68,7 +75,9 @@ pub fn methods_table(analysis: &StageAnalysis) -> Value {
                 "failed_seeds": group.failed_seeds(metric),
                 "values_file": values_file(analysis, group, metric),
             });
-            if let (Some(file), Value::Object(map)) = (curves_file(analysis, group, metric), &mut entry) {
+            if let (Some(file), Value::Object(map)) =
+                (curves_file(analysis, group, metric), &mut entry)
+            {
                 map.insert("curves_file".into(), file.into());
             }
             per_metric.insert(metric.clone(), entry);
@@ -179,11 +188,19 @@ pub fn learning_curves(analysis: &StageAnalysis) -> Value {
             let steps = curves.iter().map(Vec::len).max().unwrap_or(0);
             let mean: Vec<Value> = (0..steps)
                 .map(|step| {
-                    let values: Vec<f64> = curves.iter().filter_map(|c| c.get(step).copied()).filter(|v| v.is_finite()).collect();
-                    num((!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64))
+                    let values: Vec<f64> = curves
+                        .iter()
+                        .filter_map(|c| c.get(step).copied())
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    num((!values.is_empty())
+                        .then(|| values.iter().sum::<f64>() / values.len() as f64))
                 })
                 .collect();
-            per_metric.insert(metric.clone(), json!({"file": file, "shape": [curves.len(), steps], "mean": mean}));
+            per_metric.insert(
+                metric.clone(),
+                json!({"file": file, "shape": [curves.len(), steps], "mean": mean}),
+            );
         }
         if !per_metric.is_empty() {
             out.insert(group.stem.clone(), Value::Object(per_metric));
@@ -201,8 +218,13 @@ pub fn ablation_change(loaded: &LoadedConfig, reference: &Group, ablation: &Grou
     let parts: Vec<String> = overrides
         .keys()
         .map(|path| {
-            let show = |job: &Value| lookup(job, path).map_or("(unset)".to_owned(), |v| v.to_string());
-            format!("{path}: {} → {}", show(&reference.resolved), show(&ablation.resolved))
+            let show =
+                |job: &Value| lookup(job, path).map_or("(unset)".to_owned(), |v| v.to_string());
+            format!(
+                "{path}: {} → {}",
+                show(&reference.resolved),
+                show(&ablation.resolved)
+            )
         })
         .collect();
     if parts.is_empty() {
@@ -220,10 +242,19 @@ fn lookup<'v>(job: &'v Value, path: &str) -> Option<&'v Value> {
 pub fn ablation_entry(analysis: &StageAnalysis, loaded: &LoadedConfig, index: usize) -> Value {
     let group = &analysis.groups[index];
     let reference = analysis.partner(&analysis.proposed, index);
-    let change = reference.map_or("no reference run".to_owned(), |r| ablation_change(loaded, &analysis.groups[r], group));
+    let change = reference.map_or("no reference run".to_owned(), |r| {
+        ablation_change(loaded, &analysis.groups[r], group)
+    });
     let mut impact = Map::new();
-    let mut conclusion = format!("The reference ({}) did not run, so the impact is unknown.", analysis.proposed);
-    for test in analysis.tests.iter().filter(|t| t.a == index && Some(t.b) == reference) {
+    let mut conclusion = format!(
+        "The reference ({}) did not run, so the impact is unknown.",
+        analysis.proposed
+    );
+    for test in analysis
+        .tests
+        .iter()
+        .filter(|t| t.a == index && Some(t.b) == reference)
+    {
         let goal = loaded.config.goal_of(&test.metric);
         let c = &test.comparison;
         let direction = match (test.significant(SUMMARY_ALPHA), test.better_side(goal)) {
@@ -266,12 +297,18 @@ pub fn ablation_entry(analysis: &StageAnalysis, loaded: &LoadedConfig, index: us
 fn ablation_conclusion(group: &Group, test: &Test, direction: &str) -> String {
     let c = &test.comparison;
     let numbers = match (c.mean_diff, test.p_holm) {
-        (Some(diff), Some(p)) => format!("{} {} (Holm p = {})", test.metric, fmt_diff(diff), fmt_p(p)),
+        (Some(diff), Some(p)) => {
+            format!("{} {} (Holm p = {})", test.metric, fmt_diff(diff), fmt_p(p))
+        }
         (Some(diff), None) => format!("{} {} (no test possible)", test.metric, fmt_diff(diff)),
         _ => format!("{} not comparable", test.metric),
     };
     let failed = c.a.n_nan + c.b.n_nan;
-    let failed = if failed > 0 { format!(" {failed} failed seed(s) were excluded.") } else { String::new() };
+    let failed = if failed > 0 {
+        format!(" {failed} failed seed(s) were excluded.")
+    } else {
+        String::new()
+    };
     match direction {
         "worse" => format!("Ablating {} makes the method worse: {numbers}; the component matters.{failed}", group.variant),
         "better" => format!("Ablating {} makes the method better: {numbers}; the component hurts.{failed}", group.variant),

@@ -28,7 +28,11 @@ pub enum StoredError {
 
 /// The outcomes of the latest finished run of `stage`, in the order the coordinator
 /// saw them.
-pub fn stage_outcomes(workspace: &Workspace, loaded: &LoadedConfig, stage: Stage) -> Result<Vec<JobOutcome>, StoredError> {
+pub fn stage_outcomes(
+    workspace: &Workspace,
+    loaded: &LoadedConfig,
+    stage: Stage,
+) -> Result<Vec<JobOutcome>, StoredError> {
     let events = read_events(workspace)?;
     let started = events
         .iter()
@@ -37,22 +41,29 @@ pub fn stage_outcomes(workspace: &Workspace, loaded: &LoadedConfig, stage: Stage
         .ok_or(StoredError::NeverRan { stage })?;
     let run = started["stage_run"].as_u64().unwrap_or(0);
     let finished = events.iter().any(|e| {
-        e["type"] == "experiment_completed" && e["stage"] == stage.as_str() && e["stage_run"].as_u64() == Some(run)
+        e["type"] == "experiment_completed"
+            && e["stage"] == stage.as_str()
+            && e["stage_run"].as_u64() == Some(run)
     });
     if !finished {
         return Err(StoredError::Unfinished { stage, run });
     }
     let code_digest = started["code_digest"].as_str().unwrap_or_default();
-    let definitions = expand_stage(loaded, StageRequest { stage, code_digest }).map_err(|err| StoredError::Config(err.to_string()))?;
+    let definitions = expand_stage(loaded, StageRequest { stage, code_digest })
+        .map_err(|err| StoredError::Config(err.to_string()))?;
     let mut outcomes = Vec::with_capacity(definitions.len());
     for def in definitions {
         let last = events.iter().rev().find(|e| {
-            (e["type"] == "job_completed" || e["type"] == "job_cancelled") && e["job_id"] == def.id.as_str()
+            (e["type"] == "job_completed" || e["type"] == "job_cancelled")
+                && e["job_id"] == def.id.as_str()
         });
         let succeeded = match last {
             Some(event) if event["type"] == "job_completed" && event["status"] == "succeeded" => {
                 if event["fingerprint"] != def.fingerprint.as_str() {
-                    return Err(StoredError::Changed { stage, job: def.id.to_string() });
+                    return Err(StoredError::Changed {
+                        stage,
+                        job: def.id.to_string(),
+                    });
                 }
                 true
             }
@@ -71,7 +82,10 @@ fn read_events(workspace: &Workspace) -> Result<Vec<Value>, StoredError> {
         path: path.display().to_string(),
         reason: err.to_string(),
     })?;
-    Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
 }
 
 /// What [`recompute`] did.
@@ -87,7 +101,11 @@ pub struct Recomputed {
 
 /// Recomputes and rewrites `stage`'s summary from the stored per-job results. The
 /// caller must hold the workspace lock (no coordinator may be writing).
-pub fn recompute(workspace: &Workspace, loaded: &LoadedConfig, stage: Stage) -> Result<Recomputed, StoredError> {
+pub fn recompute(
+    workspace: &Workspace,
+    loaded: &LoadedConfig,
+    stage: Stage,
+) -> Result<Recomputed, StoredError> {
     let Some(file) = stage.summary_file() else {
         return Err(StoredError::Config(format!(
             "the {stage} stage has no summary file (only baselines, full and ablations do)"

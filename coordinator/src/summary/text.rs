@@ -46,8 +46,15 @@ pub fn describe_short(stats: &Descriptive) -> String {
     let Some(mean) = stats.mean else {
         return format!("no successful seed ({} failed)", stats.n_nan);
     };
-    let spread = stats.std.map_or(String::new(), |sd| format!(" ± {} sd", fmt_num(sd)));
-    format!("{}{spread} (n = {}, {} failed)", fmt_num(mean), stats.n, stats.n_nan)
+    let spread = stats
+        .std
+        .map_or(String::new(), |sd| format!(" ± {} sd", fmt_num(sd)));
+    format!(
+        "{}{spread} (n = {}, {} failed)",
+        fmt_num(mean),
+        stats.n,
+        stats.n_nan
+    )
 }
 
 /// What one comparison shows, e.g. `proposed vs baseline on acc: difference +0.07
@@ -57,14 +64,22 @@ pub fn test_sentence(analysis: &StageAnalysis, loaded: &LoadedConfig, test: &Tes
     let (a, b) = (&analysis.groups[test.a].stem, &analysis.groups[test.b].stem);
     let c = &test.comparison;
     let Some(diff) = c.mean_diff else {
-        return format!("{a} vs {b} on {}: not comparable ({})", test.metric, c.notes.join("; "));
+        return format!(
+            "{a} vs {b} on {}: not comparable ({})",
+            test.metric,
+            c.notes.join("; ")
+        );
     };
     let interval = match (c.mean_diff_ci_low, c.mean_diff_ci_high) {
         (Some(low), Some(high)) => format!(" [95% CI {}, {}]", fmt_diff(low), fmt_diff(high)),
         _ => String::new(),
     };
     let failed = c.a.n_nan + c.b.n_nan;
-    let failed = if failed > 0 { format!(", {failed} failed seed(s) excluded") } else { String::new() };
+    let failed = if failed > 0 {
+        format!(", {failed} failed seed(s) excluded")
+    } else {
+        String::new()
+    };
     let (Some(name), Some(p), Some(p_holm)) = (test.test, test.p_value, test.p_holm) else {
         return format!(
             "{a} vs {b} on {}: difference {}{interval}{failed}; no test was possible ({})",
@@ -73,7 +88,10 @@ pub fn test_sentence(analysis: &StageAnalysis, loaded: &LoadedConfig, test: &Tes
             c.notes.join("; ")
         );
     };
-    let verdict = match (test.significant(SUMMARY_ALPHA), test.better_side(loaded.config.goal_of(&test.metric))) {
+    let verdict = match (
+        test.significant(SUMMARY_ALPHA),
+        test.better_side(loaded.config.goal_of(&test.metric)),
+    ) {
         (true, Some(side)) => format!("{} is significantly better", analysis.groups[side].stem),
         _ => format!("no significant difference at α = {SUMMARY_ALPHA}"),
     };
@@ -123,12 +141,18 @@ pub fn findings(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Vec<String> 
                 describe_short(&group.describe(primary))
             ));
         }
-        None => out.push(format!("No run produced a finite {primary}: nothing to rank.")),
+        None => out.push(format!(
+            "No run produced a finite {primary}: nothing to rank."
+        )),
     }
     for test in analysis.tests.iter().filter(|t| &t.metric == primary) {
         out.push(format!("{}.", test_sentence(analysis, loaded, test)));
     }
-    let failed: usize = analysis.groups.iter().map(|g| g.failed_seeds(primary).len()).sum();
+    let failed: usize = analysis
+        .groups
+        .iter()
+        .map(|g| g.failed_seeds(primary).len())
+        .sum();
     let total: usize = analysis.groups.iter().map(|g| g.seeds.len()).sum();
     if failed > 0 {
         out.push(format!(
@@ -146,6 +170,10 @@ fn point_text(group: &Group) -> String {
     if group.sweep_point.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = group.sweep_point.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let parts: Vec<String> = group
+        .sweep_point
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
     format!(" ({})", parts.join(", "))
 }

@@ -6,3 +6,4 @@ mod faults;
 mod first_slice;
 mod hostile_input;
 mod security;
+mod summaries;
