@@ -309,3 +309,25 @@ fn repeated_coordinator_kills_under_load_lose_no_acknowledged_record() {
         assert_eq!(completed_series(&ws, event), (0..steps).map(f64::from).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_pause_shorter_than_the_lease_causes_no_requeue_and_no_duplicate() {
+    let steps = 30;
+    let ws = TestWorkspace::new("blip", &config(steps, 0.05, 1, 3), &[("runfile.py", RUNFILE)]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &["--lease-timeout", "4s", "--heartbeat-interval", "300ms"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let worker = start_worker(&address, 1, scratch.path());
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 2.0));
+    // Like a network cut shorter than the lease: the job keeps printing meanwhile,
+    // and its points go out (once) when the worker resumes.
+    worker.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1200));
+    worker.signal(Signal::SIGCONT);
+    finished_ok(submit);
+    assert!(ws.events_of("job_requeued").is_empty(), "no requeue for a short pause");
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["attempt"], 1);
+    assert_eq!(completed_series(&ws, &completed[0]), (0..steps).map(f64::from).collect::<Vec<_>>());
+}
