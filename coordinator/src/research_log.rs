@@ -4,8 +4,13 @@
 //! before it is acknowledged. At start-up a torn last line (no `\n`) is copied aside to
 //! `research_log.jsonl.torn-<time>` and truncated away with a warning, because
 //! appending after it would glue a new record onto half of an old one. A line that
-//! does not parse inside the committed prefix is corruption: opening fails and names
-//! its byte offset, unless a repair is asked for (which keeps a backup).
+//! does not parse, or whose `seq` is not the next one, inside the committed prefix is
+//! corruption: opening fails and names its byte offset, unless a repair is asked for,
+//! which copies the whole log to a backup and keeps the events before the damage.
+//!
+//! No group commit: every append is its own write and fsync, under the coordinator's
+//! one lock. Events come at the pace of jobs finishing, not of metric points (those
+//! go to per-attempt spools), so the simple form is fast enough.
 
 use serde_json::{Map, Value};
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +24,8 @@ pub struct Recovery {
     pub torn_tail_saved_to: Option<PathBuf>,
     /// The number of complete events in the log.
     pub events: u64,
+    /// With `--repair`: where the whole damaged log was copied before truncation.
+    pub repair_backup: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +66,9 @@ impl ResearchLog {
         let mut recovery = Recovery::default();
         let committed_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         if committed_len < bytes.len() {
+            // Durable before the truncation, so a crash in between loses nothing.
             let saved = aside_path(path, "torn");
-            fs::write(&saved, &bytes[committed_len..]).map_err(io_error)?;
+            crate::workspace::write_atomic(&saved, &bytes[committed_len..]).map_err(io_error)?;
             tracing::warn!(saved = %saved.display(), bytes = bytes.len() - committed_len,
                 "research log ends with a torn line; saved it aside and truncated");
             truncate(path, committed_len as u64).map_err(io_error)?;
@@ -71,10 +79,11 @@ impl ResearchLog {
             Ok(events) => events,
             Err(ResearchLogError::Corrupt { offset, .. }) if repair => {
                 let backup = aside_path(path, "backup");
-                fs::write(&backup, &bytes).map_err(io_error)?;
+                crate::workspace::write_atomic(&backup, &bytes).map_err(io_error)?;
                 tracing::warn!(backup = %backup.display(), offset, "repairing the research log: keeping the events before the damage");
                 truncate(path, offset).map_err(io_error)?;
                 bytes.truncate(offset as usize);
+                recovery.repair_backup = Some(backup);
                 parse_lines(path, &bytes)?
             }
             Err(err) => return Err(err),
@@ -126,7 +135,9 @@ impl ResearchLog {
             path: self.path.clone(),
             source,
         };
-        self.guard.append(&mut self.file, line.as_bytes()).map_err(io_error)?;
+        self.guard
+            .append(&mut self.file, line.as_bytes())
+            .map_err(io_error)?;
         self.next_seq += 1;
         self.events.push(event);
         Ok(seq)
@@ -138,18 +149,40 @@ impl ResearchLog {
     }
 }
 
+/// Parses the committed lines. Each must be a JSON object with a `type` and the next
+/// `seq` (0, 1, 2, ...): a line that is not, or a sequence that jumps, is damage inside
+/// the committed prefix (a flipped byte can leave valid JSON with a wrong number).
 fn parse_lines(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, ResearchLogError> {
     let mut events = Vec::new();
     let mut offset = 0u64;
     for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
+        let corrupt = |reason: String| ResearchLogError::Corrupt {
+            path: path.to_owned(),
+            line: index as u64 + 1,
+            offset,
+            reason,
+        };
         if !trimmed.iter().all(u8::is_ascii_whitespace) {
-            let event: Value = serde_json::from_slice(trimmed).map_err(|err| ResearchLogError::Corrupt {
-                path: path.to_owned(),
-                line: index as u64 + 1,
-                offset,
-                reason: err.to_string(),
-            })?;
+            let event: Value =
+                serde_json::from_slice(trimmed).map_err(|err| corrupt(err.to_string()))?;
+            let expected = events.len() as u64;
+            match (
+                event.get("seq").and_then(Value::as_u64),
+                event.get("type").and_then(Value::as_str),
+            ) {
+                (Some(seq), Some(_)) if seq == expected => {}
+                (Some(seq), Some(_)) => {
+                    return Err(corrupt(format!(
+                        "sequence number {seq} where {expected} was expected"
+                    )))
+                }
+                _ => {
+                    return Err(corrupt(
+                        "an event needs a numeric `seq` and a string `type`".to_owned(),
+                    ))
+                }
+            }
             events.push(event);
         }
         offset += line.len() as u64;
@@ -185,8 +218,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("research_log.jsonl");
         let (mut log, _) = ResearchLog::open(&path, false).expect("open");
-        assert_eq!(log.append("stage_started", 1, payload("n", 1)).expect("append"), 0);
-        assert_eq!(log.append("job_completed", 1, payload("n", 2)).expect("append"), 1);
+        assert_eq!(
+            log.append("stage_started", 1, payload("n", 1))
+                .expect("append"),
+            0
+        );
+        assert_eq!(
+            log.append("job_completed", 1, payload("n", 2))
+                .expect("append"),
+            1
+        );
         drop(log);
         let (mut log, recovery) = ResearchLog::open(&path, false).expect("reopen");
         assert_eq!(recovery.events, 2);
@@ -203,17 +244,46 @@ mod tests {
         assert_eq!(log.events().len(), 1);
         let saved = recovery.torn_tail_saved_to.expect("torn tail saved");
         assert_eq!(fs::read(saved).expect("read"), b"{\"seq\":1,\"ty");
-        assert_eq!(fs::read(&path).expect("read"), b"{\"seq\":0,\"type\":\"a\"}\n");
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            b"{\"seq\":0,\"type\":\"a\"}\n"
+        );
     }
 
     #[test]
     fn corruption_inside_the_prefix_refuses_to_open_unless_repaired() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("research_log.jsonl");
-        fs::write(&path, b"{\"seq\":0}\n{\"seq\":1]\n{\"seq\":2}\n").expect("write");
+        fs::write(
+            &path,
+            b"{\"seq\":0,\"type\":\"a\"}\n{\"seq\":1]\n{\"seq\":2,\"type\":\"a\"}\n",
+        )
+        .expect("write");
         let err = ResearchLog::open(&path, false).expect_err("corrupt");
-        assert!(err.to_string().contains("byte 10"), "{err}");
-        let (log, _) = ResearchLog::open(&path, true).expect("repair");
+        assert!(err.to_string().contains("byte 21"), "{err}");
+        let (mut log, recovery) = ResearchLog::open(&path, true).expect("repair");
         assert_eq!(log.events().len(), 1);
+        let backup = recovery.repair_backup.expect("a backup is kept");
+        assert!(fs::read(backup)
+            .expect("backup")
+            .ends_with(b"{\"seq\":2,\"type\":\"a\"}\n"));
+        assert_eq!(log.append("next", 1, Map::new()).expect("append"), 1);
+    }
+
+    #[test]
+    fn a_jump_in_the_sequence_is_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("research_log.jsonl");
+        // Valid JSON, but a flipped digit: seq 7 where 1 belongs.
+        fs::write(
+            &path,
+            b"{\"seq\":0,\"type\":\"a\"}\n{\"seq\":7,\"type\":\"a\"}\n",
+        )
+        .expect("write");
+        let err = ResearchLog::open(&path, false).expect_err("corrupt");
+        assert!(
+            err.to_string().contains("byte 21") && err.to_string().contains("sequence number 7"),
+            "{err}"
+        );
     }
 }
