@@ -1,0 +1,201 @@
+//! Benchmark 1, dispatch: no-op command jobs through the real coordinator to
+//! simulated workers (lease, then complete at once: the command is never run), beside
+//! the reference of spawning the same no-op process (`true`) directly.
+//!
+//! Submit-to-start is measured from just before the SubmitStage call to the moment
+//! a worker's Lease call returns the job: once on an idle cluster (one job at a time,
+//! every worker long-polling), and for every job of a 10,000-job stage (where it is
+//! mostly time spent queued behind the others).
+
+use crate::cluster::{complete, register, submit, wait_finished, Cluster};
+use crate::report::{ms, quantile, rate, table};
+use expcluster_proto::v1;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const METHODS: usize = 10;
+const IDLE_ROUNDS: usize = 200;
+
+/// Seeds per method: `EXPCLUSTER_BENCH_JOBS` / 10 (default 10,000 jobs in all).
+fn seeds_per_method() -> usize {
+    std::env::var("EXPCLUSTER_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(1000, |jobs| (jobs / METHODS).clamp(1, 1000))
+}
+
+fn config() -> String {
+    let seeds = seeds_per_method();
+    let methods: String = (0..METHODS).map(|m| format!("  m{m}: {{}}\n")).collect();
+    format!(
+        "name: bench\nprimary_metric: {{name: score, goal: max}}\nmetrics: [score]\n\
+         job:\n  command: [\"true\"]\nmethods:\n{methods}\
+         stages:\n  baselines: {{seeds: 1, methods: [m0]}}\n  full: {{seeds: {seeds}}}\n"
+    )
+}
+
+pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
+    let jobs = METHODS * seeds_per_method();
+    let mut rows = Vec::new();
+    for &workers in worker_counts {
+        eprintln!("dispatch: spawning `true` {jobs} times from {workers} threads");
+        let reference = spawn_reference(jobs, workers)?;
+        eprintln!("dispatch: the coordinator with {workers} simulated workers");
+        rows.push(vec![
+            format!("`true` spawned directly, {workers} threads"),
+            jobs.to_string(),
+            format!("{:.0}", reference.0),
+            ms(reference.1),
+            ms(reference.2),
+            "-".to_owned(),
+        ]);
+        let measured = coordinator_dispatch(workers).await?;
+        rows.push(vec![
+            format!("coordinator, {workers} simulated workers"),
+            jobs.to_string(),
+            format!("{:.0}", measured.jobs_per_s),
+            ms(measured.idle_p50),
+            ms(measured.idle_p99),
+            format!("{} / {}", ms(measured.batch_p50), ms(measured.batch_p99)),
+        ]);
+    }
+    table(
+        &format!("Dispatch: {jobs} no-op jobs (1 slot per worker; lease + complete per job)"),
+        &[
+            "system",
+            "jobs",
+            "jobs/s",
+            "submit-to-start p50 (idle)",
+            "p99 (idle)",
+            "p50 / p99 in the batch",
+        ],
+        &rows,
+    );
+    println!(
+        "\nReference latency is the time `Command::spawn` takes to return (fork + exec of `true`)."
+    );
+    Ok(())
+}
+
+/// Spawns `true` `jobs` times from `threads` threads; returns (processes/s, spawn p50, p99).
+fn spawn_reference(jobs: usize, threads: usize) -> anyhow::Result<(f64, Duration, Duration)> {
+    let started = Instant::now();
+    let per_thread = jobs.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let count = per_thread.min(jobs.saturating_sub(t * per_thread));
+            std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+                let mut latencies = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let before = Instant::now();
+                    let mut child = std::process::Command::new("true").spawn()?;
+                    latencies.push(before.elapsed());
+                    child.wait()?;
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(jobs);
+    for handle in handles {
+        let part = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a spawning thread panicked"))??;
+        latencies.extend(part);
+    }
+    let elapsed = started.elapsed();
+    Ok((
+        rate(jobs as u64, elapsed),
+        quantile(&mut latencies, 0.5),
+        quantile(&mut latencies, 0.99),
+    ))
+}
+
+struct Dispatch {
+    jobs_per_s: f64,
+    idle_p50: Duration,
+    idle_p99: Duration,
+    batch_p50: Duration,
+    batch_p99: Duration,
+}
+
+async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
+    let cluster = Cluster::start(&config(), &[]).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (started_tx, mut started) = mpsc::unbounded_channel::<Instant>();
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let mut client = cluster.worker()?;
+        let worker_id = register(&mut client, 1).await?;
+        let stop = stop.clone();
+        let started_tx = started_tx.clone();
+        handles.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let request = v1::LeaseRequest {
+                    worker_id: worker_id.clone(),
+                    free_slots: 1,
+                    wait_ms: 300,
+                };
+                let jobs = client.lease(request).await?.into_inner().jobs;
+                let now = Instant::now();
+                for job in jobs {
+                    let _ = started_tx.send(now);
+                    complete(&mut client, &worker_id, &job, 0).await?;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut client = cluster.client()?;
+    // Idle: one job at a time, every worker already waiting in a lease call.
+    let mut idle = Vec::with_capacity(IDLE_ROUNDS);
+    for _ in 0..IDLE_ROUNDS {
+        let before = Instant::now();
+        submit(&mut client, "baselines", true).await?;
+        let at = started
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the simulated workers stopped"))?;
+        idle.push(at.duration_since(before));
+        wait_finished(&mut client, "baselines").await?;
+    }
+    eprintln!("dispatch: idle latency done");
+    // Throughput: one stage of METHODS x SEEDS no-op jobs.
+    let before = Instant::now();
+    let queued = submit(&mut client, "full", false).await? as usize;
+    eprintln!(
+        "dispatch: {queued} jobs queued after {:.2?}",
+        before.elapsed()
+    );
+    let mut batch = Vec::with_capacity(queued);
+    while batch.len() < queued {
+        let at = started
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the simulated workers stopped"))?;
+        batch.push(at.duration_since(before));
+        if batch.len() % 1000 == 0 {
+            eprintln!(
+                "dispatch: {} jobs started after {:.2?}",
+                batch.len(),
+                before.elapsed()
+            );
+        }
+    }
+    wait_finished(&mut client, "full").await?;
+    let elapsed = before.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.await??;
+    }
+    cluster.shutdown().await;
+    Ok(Dispatch {
+        jobs_per_s: rate(queued as u64, elapsed),
+        idle_p50: quantile(&mut idle, 0.5),
+        idle_p99: quantile(&mut idle, 0.99),
+        batch_p50: quantile(&mut batch, 0.5),
+        batch_p99: quantile(&mut batch, 0.99),
+    })
+}
