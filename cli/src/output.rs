@@ -7,7 +7,11 @@ pub fn format_value(value: f64) -> String {
     if value.is_nan() {
         "nan".to_owned()
     } else if value.is_infinite() {
-        if value > 0.0 { "inf".to_owned() } else { "-inf".to_owned() }
+        if value > 0.0 {
+            "inf".to_owned()
+        } else {
+            "-inf".to_owned()
+        }
     } else if value != 0.0 && (value.abs() < 1e-3 || value.abs() >= 1e6) {
         format!("{value:.4e}")
     } else {
@@ -28,7 +32,11 @@ pub fn state_name(state: i32) -> &'static str {
 
 /// A table of a stage's jobs with the last value of each metric.
 pub fn jobs_table(status: &v1::StageStatusResponse) -> String {
-    let mut metrics: Vec<&String> = status.jobs.iter().flat_map(|job| job.final_metrics.keys()).collect();
+    let mut metrics: Vec<&String> = status
+        .jobs
+        .iter()
+        .flat_map(|job| job.final_metrics.keys())
+        .collect();
     metrics.sort();
     metrics.dedup();
     let mut rows: Vec<Vec<String>> = vec![["job", "method", "seed", "state", "attempt"]
@@ -44,7 +52,11 @@ pub fn jobs_table(status: &v1::StageStatusResponse) -> String {
             state_name(job.state).to_owned(),
             job.attempt.to_string(),
         ];
-        row.extend(metrics.iter().map(|m| job.final_metrics.get(*m).map_or("-".to_owned(), |v| format_value(*v))));
+        row.extend(metrics.iter().map(|m| {
+            job.final_metrics
+                .get(*m)
+                .map_or("-".to_owned(), |v| format_value(*v))
+        }));
         rows.push(row);
     }
     render(&rows)
@@ -53,11 +65,21 @@ pub fn jobs_table(status: &v1::StageStatusResponse) -> String {
 pub fn render(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().enumerate().map(|(c, cell)| format!("{cell:<width$}", width = widths[c])).collect();
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -108,10 +130,20 @@ pub fn json_number(value: f64) -> serde_json::Value {
 
 /// The stages table of `status`.
 pub fn stages_table(stages: &[v1::StageOverview]) -> String {
-    let mut rows = vec![["stage", "state", "jobs", "queued", "running", "done", "failed", "cancelled", "completed runs"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect::<Vec<_>>()];
+    let mut rows = vec![[
+        "stage",
+        "state",
+        "jobs",
+        "queued",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "completed runs",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect::<Vec<_>>()];
     for stage in stages {
         let state = match (stage.defined, stage.submitted, stage.finished) {
             (false, false, _) => "not in config",
@@ -137,9 +169,21 @@ pub fn stages_table(stages: &[v1::StageOverview]) -> String {
 
 /// The workers table of `status` and `workers`.
 pub fn workers_table(workers: &[v1::WorkerInfo]) -> String {
-    let mut rows = vec![vec!["worker".to_owned(), "host".into(), "slots".into(), "busy".into(), "last seen".into()]];
+    let mut rows = vec![vec![
+        "worker".to_owned(),
+        "host".into(),
+        "slots".into(),
+        "busy".into(),
+        "last seen".into(),
+    ]];
     for w in workers {
-        rows.push(vec![w.worker_id.clone(), w.hostname.clone(), w.slots.to_string(), w.busy.to_string(), format!("{:.1}s ago", w.last_seen_s)]);
+        rows.push(vec![
+            w.worker_id.clone(),
+            w.hostname.clone(),
+            w.slots.to_string(),
+            w.busy.to_string(),
+            format!("{:.1}s ago", w.last_seen_s),
+        ]);
     }
     render(&rows)
 }

@@ -1,14 +1,19 @@
 //! The subcommands. Each module turns its flags into a library call.
 
 mod cancel;
+mod completions;
 mod coordinator;
 mod idea;
 mod init;
+mod logs;
+mod plot;
+mod report;
 mod slurm;
 mod status;
 mod submit;
 mod summarize;
 mod validate;
+mod watch;
 mod worker;
 
 use clap::{Args, Subcommand};
@@ -44,8 +49,8 @@ pub enum Command {
     /// Run a stage (implementation, baselines, full, ablations) or `all` of them.
     #[command(after_help = "Examples:\n  expcluster submit --stage implementation          # embedded coordinator, local workers\n  expcluster submit --stage all --slots 2\n  expcluster submit --stage full --coordinator 10.0.0.5:50051")]
     Submit(submit::SubmitArgs),
-    /// Show a stage's jobs and their latest metrics.
-    #[command(after_help = "Example:\n  expcluster status --stage baselines --coordinator 127.0.0.1:50051 --json")]
+    /// Show every stage and worker (slots), or one stage's jobs and their latest metrics.
+    #[command(after_help = "Examples:\n  expcluster status --coordinator 127.0.0.1:50051\n  expcluster status --stage baselines --coordinator 127.0.0.1:50051 --json")]
     Status(status::StatusArgs),
     /// List the workers registered with a coordinator.
     #[command(after_help = "Example:\n  expcluster workers --coordinator 127.0.0.1:50051")]
@@ -53,6 +58,21 @@ pub enum Command {
     /// Cancel a stage's jobs, or one job.
     #[command(after_help = "Example:\n  expcluster cancel --stage full --coordinator 127.0.0.1:50051")]
     Cancel(cancel::CancelArgs),
+    /// Follow a stage's progress live (or every stage, redrawn until Ctrl-C).
+    #[command(after_help = "Examples:\n  expcluster watch --stage full --coordinator 127.0.0.1:50051\n  expcluster watch --coordinator 127.0.0.1:50051 --json     # one JSON line per change")]
+    Watch(watch::WatchArgs),
+    /// Print a job's stdout, stderr or worker log; --follow waits for its attempts.
+    #[command(after_help = "Examples:\n  expcluster logs full-proposed-s3 --stream stderr --coordinator 127.0.0.1:50051\n  expcluster logs full-proposed-s3 --follow --coordinator 127.0.0.1:50051\n  expcluster logs full-proposed-s3 --idea label-smoothing   # from the workspace's logs/")]
+    Logs(logs::LogsArgs),
+    /// Draw figures/ (learning curves, final-metric bars with 95% CIs, ablation impact).
+    #[command(after_help = "Examples:\n  expcluster plot --idea label-smoothing\n  expcluster plot --idea label-smoothing --stage ablations --json")]
+    Plot(plot::PlotArgs),
+    /// Write report.md: the idea, every summary, the claims' verdicts, the figures, the idea's evolution.
+    #[command(after_help = "Example:\n  expcluster report --idea label-smoothing --plot")]
+    Report(report::ReportArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  expcluster completions bash > ~/.local/share/bash-completion/completions/expcluster\n  expcluster completions zsh > ~/.zfunc/_expcluster")]
+    Completions(completions::CompletionsArgs),
     /// Serve an experiment workspace to workers and clients over gRPC.
     #[command(after_help = "Example:\n  expcluster coordinator --workspace experiments/label-smoothing --listen 127.0.0.1:50051")]
     Coordinator(coordinator::CoordinatorCmd),
@@ -78,6 +98,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args).await,
         Command::Workers(args) => status::run_workers(args).await,
         Command::Cancel(args) => cancel::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::Plot(args) => plot::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Completions(args) => completions::run(args),
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Idea(args) => idea::run(args),

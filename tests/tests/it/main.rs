@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
+mod cli;
 mod first_slice;
 mod hostile_input;
 mod security;
