@@ -28,7 +28,10 @@ pub fn validate_npy(bytes: &[u8]) -> Result<NpyInfo, String> {
                 return Err("truncated header length".to_owned());
             }
             let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-            (usize::try_from(len).map_err(|_| "header too long".to_owned())?, 12)
+            (
+                usize::try_from(len).map_err(|_| "header too long".to_owned())?,
+                12,
+            )
         }
         other => return Err(format!("unsupported .npy version {other}")),
     };
@@ -82,7 +85,10 @@ fn parse_header(header: &str) -> Result<NpyInfo, String> {
         .split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| part.parse::<usize>().map_err(|_| format!("bad dimension {part:?}")))
+        .map(|part| {
+            part.parse::<usize>()
+                .map_err(|_| format!("bad dimension {part:?}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(NpyInfo {
         descr,
@@ -146,25 +152,49 @@ mod tests {
 
     #[test]
     fn accepts_well_formed_arrays() {
-        let file = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", &[0; 48]);
+        let file = npy(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+            &[0; 48],
+        );
         let info = validate_npy(&file).expect("valid");
         assert_eq!(info.shape, vec![2, 3]);
-        let scalar = npy("{'descr': '<i8', 'fortran_order': False, 'shape': (), }", &[0; 8]);
-        assert_eq!(validate_npy(&scalar).expect("valid").shape, Vec::<usize>::new());
+        let scalar = npy(
+            "{'descr': '<i8', 'fortran_order': False, 'shape': (), }",
+            &[0; 8],
+        );
+        assert_eq!(
+            validate_npy(&scalar).expect("valid").shape,
+            Vec::<usize>::new()
+        );
     }
 
     #[test]
     fn refuses_bad_magic_truncation_and_wrong_shape() {
         assert!(validate_npy(b"not numpy at all").is_err());
-        let truncated = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }", &[0; 31]);
+        let truncated = npy(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }",
+            &[0; 31],
+        );
         assert!(validate_npy(&truncated).is_err());
-        let object = npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", &[0; 8]);
+        let object = npy(
+            "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
+            &[0; 8],
+        );
         assert!(validate_npy(&object).is_err());
-        let not_a_word = npy("{'descr': '<f8', 'fortran_order': Falsey, 'shape': (1,), }", &[0; 8]);
+        let not_a_word = npy(
+            "{'descr': '<f8', 'fortran_order': Falsey, 'shape': (1,), }",
+            &[0; 8],
+        );
         assert!(validate_npy(&not_a_word).is_err());
-        let not_a_dict = npy("'descr': '<f8', 'fortran_order': False, 'shape': (1,)", &[0; 8]);
+        let not_a_dict = npy(
+            "'descr': '<f8', 'fortran_order': False, 'shape': (1,)",
+            &[0; 8],
+        );
         assert!(validate_npy(&not_a_dict).is_err());
-        let huge = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999, 99999999999), }", &[]);
+        let huge = npy(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999, 99999999999), }",
+            &[],
+        );
         assert!(validate_npy(&huge).is_err());
     }
 }
