@@ -62,7 +62,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  expcluster watch --stage full --coordinator 127.0.0.1:50051\n  expcluster watch --coordinator 127.0.0.1:50051 --json     # one JSON line per change")]
     Watch(watch::WatchArgs),
     /// Print a job's stdout, stderr or worker log; --follow waits for its attempts.
-    #[command(after_help = "Examples:\n  expcluster logs full-proposed-s3 --stream stderr --coordinator 127.0.0.1:50051\n  expcluster logs full-proposed-s3 --follow --coordinator 127.0.0.1:50051\n  expcluster logs full-proposed-s3 --idea label-smoothing   # from the workspace's logs/")]
+    #[command(after_help = "Examples:\n  expcluster logs full.proposed.s3 --stream stderr --coordinator 127.0.0.1:50051\n  expcluster logs full.proposed.s3 --follow --coordinator 127.0.0.1:50051\n  expcluster logs full.proposed.s3 --idea label-smoothing   # from the workspace's logs/")]
     Logs(logs::LogsArgs),
     /// Draw figures/ (learning curves, final-metric bars with 95% CIs, ablation impact).
     #[command(after_help = "Examples:\n  expcluster plot --idea label-smoothing\n  expcluster plot --idea label-smoothing --stage ablations --json")]
