@@ -5,6 +5,7 @@
 
 mod cluster;
 mod dispatch;
+mod ingest;
 mod report;
 
 #[tokio::main]
@@ -22,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
     for name in &which {
         match name.as_str() {
             "dispatch" => dispatch::run(&[16, 64]).await?,
+            "ingest" => ingest::run(&[1, 8, 64]).await?,
             other => anyhow::bail!(
                 "unknown benchmark {other:?}: choose dispatch, ingest, scale, grid or all"
             ),

@@ -1,0 +1,138 @@
+//! Benchmark 2, metric ingestion: simulated workers each lease one job and stream
+//! batches of metric points as fast as the coordinator acknowledges them
+//! (ReportMetrics returns only once the points are stored). Reference in the same
+//! run: the floor of durable storage, one thread appending the same batches as JSON
+//! lines to a file with an fdatasync per batch.
+
+use crate::cluster::{complete, register, submit, wait_finished, Cluster};
+use crate::report::{ms, quantile, rate, table};
+use expcluster_proto::v1;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const BATCH: u64 = 1000;
+const RUN_FOR: Duration = Duration::from_secs(3);
+
+fn config(workers: usize) -> String {
+    format!(
+        "name: bench\nprimary_metric: {{name: score, goal: max}}\nmetrics: [score, loss]\n\
+         job:\n  command: [\"true\"]\nmethods:\n  m0: {{}}\nstages:\n  baselines: {{seeds: {workers}, methods: [m0]}}\n"
+    )
+}
+
+fn batch_points(first_seq: u64) -> Vec<v1::MetricPoint> {
+    (first_seq..first_seq + BATCH)
+        .map(|seq| v1::MetricPoint {
+            seq,
+            name: "loss".to_owned(),
+            step: seq,
+            value: 1.0 / (seq as f64 + 1.0),
+            time_ms: 0,
+        })
+        .collect()
+}
+
+pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let (points, elapsed, mut delays) = file_reference()?;
+    rows.push(vec![
+        "JSON lines + fdatasync per batch, 1 thread".to_owned(),
+        format!("{:.0}", rate(points, elapsed)),
+        ms(quantile(&mut delays, 0.5)),
+        ms(quantile(&mut delays, 0.99)),
+    ]);
+    for &workers in worker_counts {
+        eprintln!("ingest: {workers} simulated workers");
+        let cluster = Cluster::start(&config(workers), &[]).await?;
+        let mut client = cluster.client()?;
+        submit(&mut client, "baselines", false).await?;
+        let mut handles = Vec::new();
+        let started = Instant::now();
+        for _ in 0..workers {
+            let mut worker = cluster.worker()?;
+            handles.push(tokio::spawn(async move {
+                let worker_id = register(&mut worker, 1).await?;
+                let request = v1::LeaseRequest {
+                    worker_id: worker_id.clone(),
+                    free_slots: 1,
+                    wait_ms: 5000,
+                };
+                let job = worker
+                    .lease(request)
+                    .await?
+                    .into_inner()
+                    .jobs
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("no job leased"))?;
+                let mut delays = Vec::new();
+                let mut seq = 0;
+                while started.elapsed() < RUN_FOR {
+                    let batch = v1::MetricBatch {
+                        worker_id: worker_id.clone(),
+                        job_id: job.job_id.clone(),
+                        attempt: job.attempt,
+                        points: batch_points(seq),
+                    };
+                    let before = Instant::now();
+                    let acked = worker
+                        .report_metrics(batch)
+                        .await?
+                        .into_inner()
+                        .acked_through;
+                    delays.push(before.elapsed());
+                    seq = acked;
+                }
+                let elapsed = started.elapsed();
+                complete(&mut worker, &worker_id, &job, seq).await?;
+                anyhow::Ok((seq, elapsed, delays))
+            }));
+        }
+        let (mut total, mut longest, mut delays) = (0, Duration::ZERO, Vec::new());
+        for handle in handles {
+            let (points, elapsed, part) = handle.await??;
+            total += points;
+            longest = longest.max(elapsed);
+            delays.extend(part);
+        }
+        wait_finished(&mut client, "baselines").await?;
+        cluster.shutdown().await;
+        rows.push(vec![
+            format!("coordinator, {workers} workers"),
+            format!("{:.0}", rate(total, longest)),
+            ms(quantile(&mut delays, 0.5)),
+            ms(quantile(&mut delays, 0.99)),
+        ]);
+    }
+    table(
+        &format!(
+            "Metric ingestion: batches of {BATCH} points, acknowledged once stored, {}s per row",
+            RUN_FOR.as_secs()
+        ),
+        &["system", "points/s", "batch ack delay p50", "p99"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn file_reference() -> anyhow::Result<(u64, Duration, Vec<Duration>)> {
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("points.jsonl"))?;
+    let started = Instant::now();
+    let (mut seq, mut delays) = (0, Vec::new());
+    while started.elapsed() < RUN_FOR {
+        let before = Instant::now();
+        let mut buffer = Vec::new();
+        for point in batch_points(seq) {
+            serde_json::to_writer(
+                &mut buffer,
+                &serde_json::json!({"seq": point.seq, "name": point.name, "step": point.step, "value": point.value}),
+            )?;
+            buffer.push(b'\n');
+        }
+        file.write_all(&buffer)?;
+        file.sync_data()?;
+        delays.push(before.elapsed());
+        seq += BATCH;
+    }
+    Ok((seq, started.elapsed(), delays))
+}
