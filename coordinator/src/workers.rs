@@ -20,7 +20,11 @@ pub struct Lease {
 
 impl CoordinatorState {
     pub fn register_worker(&mut self, hostname: &str, slots: u32, now: Instant) -> Result<WorkerId, CoordinatorError> {
-        let id = WorkerId(format!("w{}-{}", self.next_worker, sanitize_host(hostname)));
+        // The random part makes ids unguessable: every report is fenced by (worker id,
+        // job, attempt), so holding the shared worker token is not enough to act as
+        // another worker.
+        let secret: u64 = rand::random();
+        let id = WorkerId(format!("w{}-{}-{secret:016x}", self.next_worker, sanitize_host(hostname)));
         // Journaled so that after a coordinator restart the worker's id still works.
         self.journal_record("worker", json!({"worker_id": id.0, "hostname": hostname, "slots": slots}))?;
         self.next_worker += 1;

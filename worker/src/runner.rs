@@ -153,11 +153,14 @@ fn completion(
 
 async fn upload_results(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir) -> Result<(), String> {
     let files = dir.result_files().map_err(|err| err.to_string())?;
+    let limit = expcluster_proto::MAX_MESSAGE_BYTES - 4096;
     for (name, path) in files {
-        let content = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
-        if content.len() > expcluster_proto::MAX_MESSAGE_BYTES - 4096 {
-            return Err(format!("{name} is {} bytes, more than the upload limit", content.len()));
+        // Checked before reading, so a huge file is refused without loading it.
+        let size = std::fs::metadata(&path).map_err(|err| format!("{name}: {err}"))?.len();
+        if size > limit as u64 {
+            return Err(format!("{name} is {size} bytes, more than the upload limit of {limit}: save smaller arrays"));
         }
+        let content = std::fs::read(&path).map_err(|err| format!("{name}: {err}"))?;
         let upload = v1::ArtifactUpload {
             worker_id: context.worker_id.clone(),
             job_id: spec.job_id.clone(),
