@@ -11,14 +11,11 @@ use expcluster_proto::v1;
 use expcluster_worker::client::{
     channel, client_client, worker_client, ClientClient, ClientSecurity, WorkerClient,
 };
-use std::path::{Path, PathBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub struct Cluster {
     pub address: String,
-    #[allow(dead_code)]
-    pub root: PathBuf,
     pub worker_security: ClientSecurity,
     pub client_security: ClientSecurity,
     stop: watch::Sender<bool>,
@@ -74,7 +71,6 @@ impl Cluster {
         });
         Ok(Self {
             address,
-            root,
             worker_security: ClientSecurity::none().with_token(tokens.worker.expose())?,
             client_security: ClientSecurity::none().with_token(tokens.client.expose())?,
             stop,
@@ -96,10 +92,6 @@ impl Cluster {
             channel(&self.address, &self.client_security)?,
             &self.client_security,
         ))
-    }
-
-    pub fn workspace(&self) -> &Path {
-        &self.root
     }
 
     pub async fn shutdown(self) {

@@ -7,6 +7,7 @@ mod cluster;
 mod dispatch;
 mod ingest;
 mod report;
+mod scale;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
         match name.as_str() {
             "dispatch" => dispatch::run(&[16, 64]).await?,
             "ingest" => ingest::run(&[1, 8, 64]).await?,
+            "scale" => scale::run().await?,
             other => anyhow::bail!(
                 "unknown benchmark {other:?}: choose dispatch, ingest, scale, grid or all"
             ),

@@ -1,0 +1,112 @@
+//! Benchmark 3, scale: 1,000 registered simulated workers and a stage of 100,000
+//! queued jobs (100 sweep points x 1,000 seeds); the process's RSS (VmRSS) before and
+//! after each, and the scheduling rate (lease + complete) with the deep queue.
+//! Client, workers and coordinator share this process, so the RSS growth is an upper
+//! bound for the coordinator's.
+
+use crate::cluster::{complete, register, rss_bytes, submit, Cluster};
+use crate::report::{rate, table};
+use expcluster_proto::v1;
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 1000;
+const LEASING_WORKERS: usize = 64;
+const RUN_FOR: Duration = Duration::from_secs(5);
+
+fn config() -> String {
+    let points: Vec<String> = (0..100).map(|x| x.to_string()).collect();
+    format!(
+        "name: bench\nprimary_metric: {{name: score, goal: max}}\nmetrics: [score]\n\
+         job:\n  command: [\"true\"]\n  params: {{x: 0}}\nmethods:\n  m0: {{}}\n\
+         stages:\n  full: {{seeds: 1000, methods: [m0], sweep: {{params.x: [{}]}}}}\n",
+        points.join(", ")
+    )
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let cluster = Cluster::start(&config(), &[]).await?;
+    let rss_start = rss_bytes();
+    let mut workers = Vec::with_capacity(WORKERS);
+    for _ in 0..WORKERS {
+        let mut client = cluster.worker()?;
+        let id = register(&mut client, 1).await?;
+        workers.push((client, id));
+    }
+    let rss_workers = rss_bytes();
+    let mut client = cluster.client()?;
+    let before = Instant::now();
+    let queued = submit(&mut client, "full", false).await?;
+    let submit_time = before.elapsed();
+    let rss_jobs = rss_bytes();
+    eprintln!("scale: {queued} jobs queued in {submit_time:.2?}");
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (mut worker, id) in workers.drain(..LEASING_WORKERS) {
+        handles.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while started.elapsed() < RUN_FOR {
+                let request = v1::LeaseRequest {
+                    worker_id: id.clone(),
+                    free_slots: 1,
+                    wait_ms: 100,
+                };
+                for job in worker.lease(request).await?.into_inner().jobs {
+                    complete(&mut worker, &id, &job, 0).await?;
+                    done += 1;
+                }
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let mut done = 0;
+    for handle in handles {
+        done += handle.await??;
+    }
+    let elapsed = started.elapsed();
+    cluster.shutdown().await;
+    let kb = |bytes: u64| format!("{:.1} KB", bytes as f64 / 1024.0);
+    let per_worker = rss_workers.saturating_sub(rss_start) / WORKERS as u64;
+    let per_job = rss_jobs.saturating_sub(rss_workers) / u64::from(queued.max(1));
+    table(
+        "Scale: 1,000 workers, 100,000 queued jobs (RSS of the whole bench process)",
+        &["measure", "value", "target"],
+        &[
+            vec!["RSS at start".into(), kb(rss_start), "-".into()],
+            vec![
+                format!("RSS after {WORKERS} workers registered"),
+                kb(rss_workers),
+                "-".into(),
+            ],
+            vec![
+                format!("RSS after {queued} jobs queued"),
+                kb(rss_jobs),
+                "-".into(),
+            ],
+            vec![
+                "memory per worker (client connection included)".into(),
+                kb(per_worker),
+                "<= 100 KB".into(),
+            ],
+            vec![
+                "memory per queued job".into(),
+                kb(per_job),
+                "<= 2 KB".into(),
+            ],
+            vec![
+                "submit of the 100,000-job stage".into(),
+                format!("{:.2?}", submit_time),
+                "-".into(),
+            ],
+            vec![
+                format!("scheduling rate, {LEASING_WORKERS} workers, deep queue"),
+                format!(
+                    "{:.0} jobs/s ({done} in {:.1?})",
+                    rate(done, elapsed),
+                    elapsed
+                ),
+                ">= 20,000 jobs/s".into(),
+            ],
+        ],
+    );
+    Ok(())
+}
