@@ -8,3 +8,4 @@ mod first_slice;
 mod hostile_input;
 mod security;
 mod summaries;
+mod slurm;

@@ -10,7 +10,7 @@
 use expcluster_tests::{expcluster_bin, path_with_venv, python, start_coordinator, wait_until, Proc, TestWorkspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -37,14 +37,17 @@ else:
 fn config(stage: &str, params: &str, max_attempts: u32) -> String {
     format!(
         "name: slurm\nprimary_metric: {{name: score, goal: max}}\nmetrics: [score]\n\
-         job:\n  command: [python, runfile.py]\n  params: {{{params}}}\n\
+         job:\n  command: [python, runfile.py]\n  params: {{sleep: 0.2, {params}}}\n\
          methods:\n  proposed: {{}}\n  baseline: {{params.sleep: 0.3}}\n\
          stages:\n  {stage}\nresources: {{max_attempts: {max_attempts}, timeout: 2m}}\n"
     )
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_path_buf()
 }
 
 fn script(name: &str) -> PathBuf {
@@ -82,8 +85,14 @@ struct SlurmJob {
 impl SlurmJob {
     /// Slurm's state of the job (of every array task), e.g. "RUNNING", "PENDING"; empty once gone.
     fn states(&self) -> Vec<String> {
-        let output = Command::new("squeue").args(["-h", "-j", &self.id, "-o", "%T"]).output().expect("squeue");
-        String::from_utf8_lossy(&output.stdout).lines().map(|l| l.trim().to_owned()).collect()
+        let output = Command::new("squeue")
+            .args(["-h", "-j", &self.id, "-o", "%T"])
+            .output()
+            .expect("squeue");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect()
     }
 }
 
@@ -109,8 +118,17 @@ fn sbatch(script_name: &str, flags: &[&str], env: &[(&str, &Path)], output: &Pat
         command.env(name, value);
     }
     let result = command.output().expect("run sbatch");
-    assert!(result.status.success(), "sbatch failed: {}", String::from_utf8_lossy(&result.stderr));
-    let id = String::from_utf8_lossy(&result.stdout).trim().split(';').next().unwrap_or_default().to_owned();
+    assert!(
+        result.status.success(),
+        "sbatch failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let id = String::from_utf8_lossy(&result.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     assert!(!id.is_empty(), "sbatch printed no job id");
     SlurmJob { id }
 }
@@ -136,12 +154,19 @@ fn client_command(ws: &TestWorkspace) -> Command {
     command
 }
 
-fn finish_submit(submit: Proc, timeout: Duration) -> Output {
-    let mut submit = submit;
+/// Waits for `submit` to exit; returns its exit status and its stdout + stderr.
+fn finish_submit(mut submit: Proc, timeout: Duration) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
     let status = submit.wait_exit(timeout);
-    assert!(status.is_some(), "submit did not finish within {timeout:?}");
-    let child = std::mem::replace(&mut submit.child, Command::new("true").spawn().expect("true"));
-    child.wait_with_output().expect("submit output")
+    let mut text = String::new();
+    if let Some(mut stdout) = submit.child.stdout.take() {
+        let _ = stdout.read_to_string(&mut text);
+    }
+    if let Some(mut stderr) = submit.child.stderr.take() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    let status = status.unwrap_or_else(|| panic!("submit did not finish within {timeout:?}: {text}"));
+    (status, text)
 }
 
 fn log_of(path: &Path) -> String {
@@ -149,14 +174,20 @@ fn log_of(path: &Path) -> String {
 }
 
 fn metric(event: &Value, name: &str) -> f64 {
-    event["metrics"][name].as_f64().unwrap_or_else(|| panic!("no metric {name} in {event}"))
+    event["metrics"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name} in {event}"))
 }
 
 #[test]
 fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
     slurm_up();
     python();
-    let ws = TestWorkspace::new("slurm-stage", &config("baselines: {seeds: 3}", "markers: ., sleep: 0.2", 2), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "slurm-stage",
+        &config("baselines: {seeds: 3}", "markers: .", 2),
+        &[("runfile.py", RUNFILE)],
+    );
     let out = ws.path("slurm-job.out");
     let job = sbatch(
         "expcluster-cluster.sbatch",
@@ -165,14 +196,15 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
         &out,
     );
     let address_file = ws.path(".expcluster/slurm_coordinator");
-    wait_until(Duration::from_secs(40), "the coordinator in the allocation announces its address", || {
-        address_file.exists()
-    });
+    wait_until(
+        Duration::from_secs(40),
+        "the coordinator in the allocation announces its address",
+        || address_file.exists(),
+    );
     let address = std::fs::read_to_string(&address_file).unwrap().trim().to_owned();
 
-    let output = finish_submit(start_submit(&ws, "baselines", &address), Duration::from_secs(50));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "submit failed: {stdout}\n{}\nslurm log:\n{}", String::from_utf8_lossy(&output.stderr), log_of(&out));
+    let (status, text) = finish_submit(start_submit(&ws, "baselines", &address), Duration::from_secs(50));
+    assert!(status.success(), "submit failed: {text}\nslurm log:\n{}", log_of(&out));
 
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 6, "2 methods x 3 seeds: {completed:?}");
@@ -188,7 +220,9 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
 
     // Cancelling the allocation ends it: the workers drain, the coordinator stops.
     assert!(Command::new("scancel").arg(&job.id).status().unwrap().success());
-    wait_until(Duration::from_secs(30), "the allocation is gone after scancel", || job.states().is_empty());
+    wait_until(Duration::from_secs(30), "the allocation is gone after scancel", || {
+        job.states().is_empty()
+    });
     assert!(!address_file.exists(), "the stale coordinator address is removed: {}", log_of(&out));
 }
 
@@ -199,7 +233,11 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
     let markers = tempfile::tempdir().unwrap();
     let params = format!("markers: {}, hold_first: true", markers.path().display());
     // max_attempts 1: a preemption that spent the failure budget would fail the job.
-    let ws = TestWorkspace::new("slurm-preempt", &config("implementation: {methods: [proposed], seeds: 1}", &params, 1), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "slurm-preempt",
+        &config("implementation: {methods: [proposed], seeds: 1}", &params, 1),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     let out = ws.path("slurm-worker.out");
     let job = sbatch(
@@ -214,21 +252,26 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
     assert_eq!(std::fs::read_to_string(&first).unwrap(), job.id, "the job ran inside the Slurm job");
 
     // What `--signal=B:USR2@<grace>` delivers before the time limit.
-    let signalled = Command::new("scancel").args(["--batch", "--signal=USR2", &job.id]).status().unwrap();
+    let signalled = Command::new("scancel")
+        .args(["--batch", "--signal=USR2", &job.id])
+        .status()
+        .unwrap();
     assert!(signalled.success());
-    wait_until(Duration::from_secs(20), "a job_preempted event", || !ws.events_of("job_preempted").is_empty());
+    wait_until(Duration::from_secs(20), "a job_preempted event", || {
+        !ws.events_of("job_preempted").is_empty()
+    });
     // The batch script requeued itself; skip Slurm's fixed hold on requeued jobs.
-    wait_until(Duration::from_secs(20), "Slurm requeues the worker job", || job.states() == ["PENDING"]);
-    assert!(Command::new("scontrol").args(["update", &format!("jobid={}", job.id), "starttime=now"]).status().unwrap().success());
+    wait_until(Duration::from_secs(20), "Slurm requeues the worker job", || {
+        job.states() == ["PENDING"]
+    });
+    assert!(Command::new("scontrol")
+        .args(["update", &format!("jobid={}", job.id), "starttime=now"])
+        .status()
+        .unwrap()
+        .success());
 
-    let output = finish_submit(submit, Duration::from_secs(40));
-    assert!(
-        output.status.success(),
-        "submit failed: {}\n{}\nslurm log:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        log_of(&out)
-    );
+    let (status, text) = finish_submit(submit, Duration::from_secs(40));
+    assert!(status.success(), "submit failed: {text}\nslurm log:\n{}", log_of(&out));
     let preempted = ws.events_of("job_preempted");
     assert_eq!(preempted.len(), 1, "{preempted:?}");
     assert_eq!(preempted[0]["attempt"], 1);
@@ -252,17 +295,39 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     python();
     let markers = tempfile::tempdir().unwrap();
     let params = format!("markers: {}, hold_first: true", markers.path().display());
-    let ws = TestWorkspace::new("slurm-lost", &config("implementation: {methods: [proposed], seeds: 1}", &params, 3), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "slurm-lost",
+        &config("implementation: {methods: [proposed], seeds: 1}", &params, 3),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     // Two workers as an array, the way a user adds them: `expcluster slurm launch`.
     let launched = client_command(&ws)
-        .args(["slurm", "launch", "--nodes", "2", "--time", "5", "--coordinator", &address, "--workspace"])
+        .args([
+            "slurm",
+            "launch",
+            "--nodes",
+            "2",
+            "--time",
+            "5",
+            "--coordinator",
+            &address,
+            "--workspace",
+        ])
         .arg(&ws.root)
         .output()
         .unwrap();
-    assert!(launched.status.success(), "slurm launch failed: {}", String::from_utf8_lossy(&launched.stderr));
-    let array = SlurmJob { id: String::from_utf8_lossy(&launched.stdout).trim().to_owned() };
-    wait_until(Duration::from_secs(30), "both array tasks run", || array.states() == ["RUNNING", "RUNNING"]);
+    assert!(
+        launched.status.success(),
+        "slurm launch failed: {}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let array = SlurmJob {
+        id: String::from_utf8_lossy(&launched.stdout).trim().to_owned(),
+    };
+    wait_until(Duration::from_secs(30), "both array tasks run", || {
+        array.states() == ["RUNNING", "RUNNING"]
+    });
 
     let submit = start_submit(&ws, "implementation", &address);
     let first = markers.path().join("implementation.proposed.s0.first");
@@ -271,8 +336,8 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     assert!(!holder.is_empty(), "the job ran inside a Slurm job");
     assert!(Command::new("scancel").arg(&holder).status().unwrap().success());
 
-    let output = finish_submit(submit, Duration::from_secs(40));
-    assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stderr));
+    let (status, text) = finish_submit(submit, Duration::from_secs(40));
+    assert!(status.success(), "submit failed: {text}");
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["status"], "succeeded");
@@ -281,8 +346,18 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     assert!(completed[0]["attempt"].as_u64().unwrap() >= 2);
 
     // `slurm stop` cancels what `slurm launch` started.
-    let stopped = client_command(&ws).args(["slurm", "stop", "--workspace"]).arg(&ws.root).output().unwrap();
-    assert!(stopped.status.success(), "slurm stop failed: {}", String::from_utf8_lossy(&stopped.stderr));
-    wait_until(Duration::from_secs(30), "the worker array is gone after slurm stop", || array.states().is_empty());
+    let stopped = client_command(&ws)
+        .args(["slurm", "stop", "--workspace"])
+        .arg(&ws.root)
+        .output()
+        .unwrap();
+    assert!(
+        stopped.status.success(),
+        "slurm stop failed: {}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    wait_until(Duration::from_secs(30), "the worker array is gone after slurm stop", || {
+        array.states().is_empty()
+    });
     assert!(!ws.path(".expcluster/slurm_jobs").exists());
 }
