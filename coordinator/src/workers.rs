@@ -91,17 +91,23 @@ impl CoordinatorState {
                 _ => None,
             }
         });
+        // `pick_jobs` is lazy: it scans the queue only until it has found enough
+        // ready jobs, so a lease costs what it hands out (plus jobs in backoff ahead
+        // of them), not the length of a 100,000-job queue.
         let picked = pick_jobs(queued, free_slots, now);
         let picked_ids: Vec<JobId> = picked.iter().filter_map(|i| self.queue.get(*i).cloned()).collect();
-        // Remove picked entries and any entries that are no longer queued.
-        let picked_set: HashSet<&JobId> = picked_ids.iter().collect();
-        let jobs = &self.jobs;
-        self.queue.retain(|id| {
-            !picked_set.contains(id)
-                && jobs
-                    .get(id)
-                    .is_some_and(|job| matches!(job.state, JobState::Queued { .. }))
-        });
+        for index in picked.iter().rev() {
+            self.queue.remove(*index);
+        }
+        // Entries ahead of the picked ones that are no longer queued (cancelled jobs)
+        // are dropped as they are met.
+        while self
+            .queue
+            .front()
+            .is_some_and(|id| !self.jobs.get(id).is_some_and(|job| matches!(job.state, JobState::Queued { .. })))
+        {
+            self.queue.pop_front();
+        }
         let deadline = now + self.settings.lease_timeout;
         if !picked_ids.is_empty() {
             // Durable before the worker hears of it, so a restarted coordinator knows
