@@ -21,13 +21,16 @@ params = json.loads(os.environ["EXP_CONFIG"])["params"]
 marker_dir = params["markers"]
 restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 slurm_job = os.environ.get("SLURM_JOB_ID", "")
+# What scancel needs to hit this task alone (an array task's own id may equal the array's).
+array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+slurm_task = f"{array_job}_{array_task}" if array_job else slurm_job
 first = os.path.join(marker_dir, f"{os.environ['EXP_JOB_ID']}.first")
 print(f"score: {int(os.environ['EXP_SEED']) / 10}")
 print(f"restart_count: {restart}")
 print(f"slurm_job: {slurm_job or -1}")
 if params.get("hold_first") and not os.path.exists(first):
     with open(first + ".tmp", "w") as f:
-        f.write(slurm_job)
+        f.write(slurm_task)
     os.rename(first + ".tmp", first)
     time.sleep(50)
 else:
@@ -157,7 +160,9 @@ fn client_command(ws: &TestWorkspace) -> Command {
 /// Waits for `submit` to exit; returns its exit status and its stdout + stderr.
 fn finish_submit(mut submit: Proc, timeout: Duration) -> (std::process::ExitStatus, String) {
     use std::io::Read;
-    let status = submit.wait_exit(timeout);
+    let Some(status) = submit.wait_exit(timeout) else {
+        panic!("submit did not finish within {timeout:?}");
+    };
     let mut text = String::new();
     if let Some(mut stdout) = submit.child.stdout.take() {
         let _ = stdout.read_to_string(&mut text);
@@ -165,8 +170,17 @@ fn finish_submit(mut submit: Proc, timeout: Duration) -> (std::process::ExitStat
     if let Some(mut stderr) = submit.child.stderr.take() {
         let _ = stderr.read_to_string(&mut text);
     }
-    let status = status.unwrap_or_else(|| panic!("submit did not finish within {timeout:?}: {text}"));
     (status, text)
+}
+
+/// The numeric job id of an array task (`<array>_<task>`), as the runfile's metric has it.
+fn job_id_of(task: &str) -> f64 {
+    let output = Command::new("scontrol").args(["show", "job", task]).output().expect("scontrol");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix("JobId="))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("scontrol knows no job {task}: {text}"))
 }
 
 fn log_of(path: &Path) -> String {
@@ -334,6 +348,8 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     wait_until(Duration::from_secs(40), "the job starts on one of the workers", || first.exists());
     let holder = std::fs::read_to_string(&first).unwrap();
     assert!(!holder.is_empty(), "the job ran inside a Slurm job");
+    let holder_job = job_id_of(&holder);
+    // A plain scancel of that one array task: the worker is gone mid-job.
     assert!(Command::new("scancel").arg(&holder).status().unwrap().success());
 
     let (status, text) = finish_submit(submit, Duration::from_secs(40));
@@ -342,7 +358,7 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["status"], "succeeded");
     let elsewhere = metric(&completed[0], "slurm_job");
-    assert_ne!(elsewhere, holder.parse::<f64>().unwrap(), "the job completed on the other worker");
+    assert_ne!(elsewhere, holder_job, "the job completed on the other worker");
     assert!(completed[0]["attempt"].as_u64().unwrap() >= 2);
 
     // `slurm stop` cancels what `slurm launch` started.
