@@ -92,7 +92,8 @@ pub fn job_json(job: &v1::JobStatus) -> serde_json::Value {
         "job_id": job.job_id, "method": job.method, "seed": job.seed,
         "sweep_point": serde_json::from_str::<serde_json::Value>(&job.sweep_point_json).unwrap_or_default(),
         "state": state_name(job.state), "attempt": job.attempt, "worker_id": job.worker_id,
-        "metrics": job.final_metrics.iter().map(|(k, v)| (k.clone(), json_number(*v))).collect::<serde_json::Map<_, _>>(),
+        // Sorted: the wire map has no order, and scripts diff this output.
+        "metrics": job.final_metrics.iter().collect::<std::collections::BTreeMap<_, _>>().into_iter().map(|(k, v)| (k.clone(), json_number(*v))).collect::<serde_json::Map<_, _>>(),
         "error": job.error, "duration_s": job.duration_s,
     })
 }

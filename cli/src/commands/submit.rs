@@ -1,9 +1,9 @@
 //! `expcluster submit`: run stages and follow them with a live progress view.
 //!
-//! Stage order is a rule, not a habit: a stage may only start once every earlier
-//! stage the config defines has completed in this workspace (implementation →
-//! baselines → full → ablations), because each stage reads the idea as the previous
-//! one left it. `--force` overrides the rule. Ctrl-C never cancels a stage on a
+//! Stage order is a rule, not a habit (implementation → baselines → full →
+//! ablations; each stage reads the idea as the previous one left it): a stage with
+//! no completed earlier stage is refused unless `--force`d, and one that skips an
+//! earlier stage runs with a warning naming it (see [`check_order`]). Ctrl-C never cancels a stage on a
 //! remote coordinator: it detaches and says how to follow or cancel it.
 
 use super::{CoordinatorArgs, WorkspaceArgs};
@@ -161,28 +161,38 @@ fn stages_to_run(stage: &str, root: Option<&Path>) -> anyhow::Result<Vec<Stage>>
         .collect())
 }
 
-/// Refuses a stage whose earlier stages (those the config defines) have not
-/// completed, unless forced. A coordinator too old for ListStages is not checked.
+/// The stage-order rule: a stage after the first one the config defines needs
+/// results from an earlier stage. With none of the earlier stages completed it is
+/// refused (unless forced); with some completed but others skipped, it runs with a
+/// warning that names them (iterating on ablations after the baselines is common).
+/// A coordinator too old for ListStages is not checked.
 async fn check_order(client: &mut ClientClient, stage: Stage, plan: &Plan) -> anyhow::Result<()> {
     let overview = match client.list_stages(v1::ListStagesRequest {}).await {
         Ok(overview) => overview.into_inner(),
         Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(()),
         Err(status) => return Err(crate::commands::status::explain(status, &plan.address)),
     };
-    let missing: Vec<&str> = overview
+    let earlier: Vec<&v1::StageOverview> = overview
         .stages
         .iter()
         .take_while(|s| s.stage != stage.as_str())
-        .filter(|s| s.defined && s.completed_runs == 0 && !s.finished)
+        .filter(|s| s.defined)
+        .collect();
+    let done = |s: &v1::StageOverview| s.completed_runs > 0 || s.finished;
+    let missing: Vec<&str> = earlier
+        .iter()
+        .filter(|s| !done(s))
         .map(|s| s.stage.as_str())
         .collect();
     let Some(first) = missing.first() else {
         return Ok(());
     };
-    if plan.force {
+    let none_done = earlier.iter().all(|s| !done(s));
+    if !none_done || plan.force {
         eprintln!(
-            "warning: running {stage} before {} completed (--force)",
-            missing.join(", ")
+            "warning: running {stage} before {} completed{}",
+            missing.join(", "),
+            if plan.force { " (--force)" } else { "" }
         );
         return Ok(());
     }
