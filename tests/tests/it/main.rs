@@ -4,8 +4,10 @@
 
 mod faults;
 mod cli;
+mod definition;
 mod first_slice;
 mod hostile_input;
+mod journal;
 mod security;
 mod summaries;
 mod slurm;
