@@ -98,7 +98,10 @@ pub async fn run_command(
             let status = status?;
             match status.code() {
                 Some(code) => RunEnd::Exited { code },
-                None => RunEnd::Signalled { signal: std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0) },
+                None => {
+                    let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
+                    preemption_or(signal, &mut stop).await
+                }
             }
         }
         () = tokio::time::sleep(timeout) => {
@@ -115,6 +118,21 @@ pub async fn run_command(
     let _ = stdout_task.await;
     let tail = stderr_task.await.unwrap_or_default();
     Ok((end, tail))
+}
+
+/// Under Slurm the preemption signal reaches the job's processes as well as the
+/// worker, and the job may die of it before the worker has begun draining. A job
+/// killed by such a signal is therefore given a moment for the drain to show up: if it
+/// does, the attempt was preempted (no failure budget spent), not failed.
+async fn preemption_or(signal: i32, stop: &mut watch::Receiver<Option<StopReason>>) -> RunEnd {
+    const DRAIN_SIGNALS: [Signal; 4] = [Signal::SIGTERM, Signal::SIGUSR2, Signal::SIGINT, Signal::SIGHUP];
+    let is_drain_signal = DRAIN_SIGNALS.iter().any(|s| *s as i32 == signal);
+    if is_drain_signal {
+        if let Ok(StopReason::Preempted) = tokio::time::timeout(Duration::from_secs(2), wait_for_stop(stop)).await {
+            return RunEnd::Stopped(StopReason::Preempted);
+        }
+    }
+    RunEnd::Signalled { signal }
 }
 
 async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) -> StopReason {
