@@ -247,25 +247,22 @@ fn validate_stage(
             "use a smaller seed_base",
         ));
     }
-    let (listed, other, kind, known): (
-        &Option<Vec<String>>,
-        &Option<Vec<String>>,
-        &str,
-        Vec<&String>,
-    ) = if stage == Stage::Ablations {
-        (
-            &spec.ablations,
-            &spec.methods,
-            "ablation",
-            config.ablations.keys().collect(),
-        )
+    // The ablations stage selects ablations; the others select methods.
+    let selects_ablations = stage == Stage::Ablations;
+    let (listed, other) = if selects_ablations {
+        (&spec.ablations, &spec.methods)
     } else {
-        (
-            &spec.methods,
-            &spec.ablations,
-            "method",
-            config.methods.keys().collect(),
-        )
+        (&spec.methods, &spec.ablations)
+    };
+    let kind = if selects_ablations {
+        "ablation"
+    } else {
+        "method"
+    };
+    let known: Vec<&String> = if selects_ablations {
+        config.ablations.keys().collect()
+    } else {
+        config.methods.keys().collect()
     };
     if other.is_some() {
         let (field, why) = if stage == Stage::Ablations {
