@@ -1,1 +1,3 @@
-fn main() { expcluster_build_support::link_libtorch(); }
+fn main() {
+    expcluster_build_support::link_libtorch();
+}

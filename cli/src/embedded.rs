@@ -5,8 +5,8 @@ use anyhow::Context;
 use expcluster_coordinator::auth::{served_before, Authenticator, TokenPolicy, Tokens};
 use expcluster_coordinator::server::ServerSecurity;
 use expcluster_coordinator::state::Settings;
-use expcluster_worker::client::ClientSecurity;
 use expcluster_coordinator::Coordinator;
+use expcluster_worker::client::ClientSecurity;
 use expcluster_worker::{run_worker, WorkerConfig};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,15 +28,23 @@ impl EmbeddedCluster {
     pub async fn start(root: &Path, workers: u32, slots: u32) -> anyhow::Result<Self> {
         let tokens = embedded_tokens(root)?;
         let coordinator = Coordinator::open(root, Settings::default(), false)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind a loopback port")?;
         let address = listener.local_addr()?.to_string();
         let (stop, stopped) = watch::channel(false);
-        let security = ServerSecurity { auth: Authenticator::new(&tokens), tls: None };
+        let security = ServerSecurity {
+            auth: Authenticator::new(&tokens),
+            tls: None,
+        };
         let worker_security = ClientSecurity::none().with_token(tokens.worker.expose())?;
         let client_security = ClientSecurity::none().with_token(tokens.client.expose())?;
         let server_stop = wait_for(stopped.clone());
         let server = tokio::spawn(async move {
-            if let Err(err) = expcluster_coordinator::server::serve(listener, coordinator, security, server_stop).await {
+            if let Err(err) =
+                expcluster_coordinator::server::serve(listener, coordinator, security, server_stop)
+                    .await
+            {
                 tracing::error!(%err, "embedded coordinator stopped");
             }
         });
@@ -54,12 +62,24 @@ impl EmbeddedCluster {
             };
             let worker_stop = wait_for(stopped.clone());
             handles.push(tokio::spawn(async move {
-                if let Err(err) = run_worker(config, Arc::new(expcluster_trainer::TchTrainer), worker_stop).await {
+                if let Err(err) = run_worker(
+                    config,
+                    Arc::new(expcluster_trainer::TchTrainer),
+                    worker_stop,
+                )
+                .await
+                {
                     tracing::error!(%err, "local worker stopped");
                 }
             }));
         }
-        Ok(Self { address, client_security, stop, server, workers: handles })
+        Ok(Self {
+            address,
+            client_security,
+            stop,
+            server,
+            workers: handles,
+        })
     }
 
     /// Drains the workers, then stops the coordinator.

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "expcluster", version, about = "Run the four stages of an ML research experiment on a GPU cluster, and keep the record.")]
+#[command(
+    name = "expcluster",
+    version,
+    about = "Run the four stages of an ML research experiment on a GPU cluster, and keep the record."
+)]
 struct Cli {
     #[command(subcommand)]
     command: commands::Command,
@@ -24,7 +28,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -41,5 +41,6 @@ fn check(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         );
     }
-    dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))
+    dir.canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))
 }

@@ -28,7 +28,12 @@ pub fn read_code_files(root: &Path) -> Result<CodeFiles, CoordinatorError> {
             .and_then(|ext| ext.to_str())
             .is_some_and(|ext| CODE_EXTENSIONS.contains(&ext));
         // Symlinks are not followed: the code must live in the workspace.
-        if !is_code || !entry.file_type().map_err(CoordinatorError::storage)?.is_file() {
+        if !is_code
+            || !entry
+                .file_type()
+                .map_err(CoordinatorError::storage)?
+                .is_file()
+        {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();

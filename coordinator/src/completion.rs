@@ -66,14 +66,20 @@ impl CoordinatorState {
             .get_mut(job_id)
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
         match &job.state {
-            JobState::Running { worker: w, attempt: a, .. } if *a == attempt && w == worker => Ok(job),
-            JobState::Running { worker: w, attempt: a, .. } if *a == attempt && w != worker => {
-                Err(CoordinatorError::NotYourJob {
-                    job: job_id.to_string(),
-                    attempt,
-                    worker: worker.to_string(),
-                })
-            }
+            JobState::Running {
+                worker: w,
+                attempt: a,
+                ..
+            } if *a == attempt && w == worker => Ok(job),
+            JobState::Running {
+                worker: w,
+                attempt: a,
+                ..
+            } if *a == attempt && w != worker => Err(CoordinatorError::NotYourJob {
+                job: job_id.to_string(),
+                attempt,
+                worker: worker.to_string(),
+            }),
             _ => Err(CoordinatorError::StaleAttempt {
                 job: job_id.to_string(),
                 attempt,
@@ -127,11 +133,15 @@ impl CoordinatorState {
         }
         let mut lines = String::new();
         for point in &accepted {
-            lines.push_str(&json!([point.seq, point.name, point.step, point.value.to_string()]).to_string());
+            lines.push_str(
+                &json!([point.seq, point.name, point.step, point.value.to_string()]).to_string(),
+            );
             lines.push('\n');
         }
         if let Some(spool) = job.spool.as_mut() {
-            job.spool_guard.append(spool, lines.as_bytes()).map_err(CoordinatorError::storage)?;
+            job.spool_guard
+                .append(spool, lines.as_bytes())
+                .map_err(CoordinatorError::storage)?;
         }
         for point in accepted {
             let series = job.series.entry(point.name.clone()).or_default();
@@ -161,7 +171,9 @@ impl CoordinatorState {
         let job = self.current_attempt(worker, job_id, attempt)?;
         if is_log {
             if !matches!(name, "stdout" | "stderr" | "worker") {
-                return Err(CoordinatorError::InvalidRequest(format!("log name {name:?} must be stdout, stderr or worker")));
+                return Err(CoordinatorError::InvalidRequest(format!(
+                    "log name {name:?} must be stdout, stderr or worker"
+                )));
             }
             let stored = format!("{job_id}.a{attempt}.{name}.log");
             write_atomic(&logs_dir.join(&stored), content).map_err(CoordinatorError::storage)?;
@@ -172,14 +184,21 @@ impl CoordinatorState {
                 "artifact name {name:?} is not allowed: use a plain file name ending in .npy"
             )));
         }
-        validate_npy(content)
-            .map_err(|reason| CoordinatorError::InvalidRequest(format!("artifact {name}: {reason}")))?;
-        let dir = results_root.join("jobs").join(job_id.as_str()).join(&job.def.fingerprint);
+        validate_npy(content).map_err(|reason| {
+            CoordinatorError::InvalidRequest(format!("artifact {name}: {reason}"))
+        })?;
+        let dir = results_root
+            .join("jobs")
+            .join(job_id.as_str())
+            .join(&job.def.fingerprint);
         write_atomic(&dir.join(name), content).map_err(CoordinatorError::storage)?;
         if !job.artifacts.iter().any(|stored| stored == name) {
             job.artifacts.push(name.to_owned());
         }
-        Ok(format!("experiment_results/jobs/{job_id}/{}/{name}", job.def.fingerprint))
+        Ok(format!(
+            "experiment_results/jobs/{job_id}/{}/{name}",
+            job.def.fingerprint
+        ))
     }
 
     /// Ends an attempt. Returns whether the job will run again.
@@ -259,10 +278,17 @@ impl CoordinatorState {
         Ok(requeued)
     }
 
-    fn finish_success(&mut self, job_id: &JobId, attempt: AttemptNumber, worker: &WorkerId) -> Result<(), CoordinatorError> {
+    fn finish_success(
+        &mut self,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        worker: &WorkerId,
+    ) -> Result<(), CoordinatorError> {
         let job = self.job(job_id)?;
         let final_metrics = job.final_metrics();
-        let dir = self.workspace.job_results_dir(job_id.as_str(), &job.def.fingerprint);
+        let dir = self
+            .workspace
+            .job_results_dir(job_id.as_str(), &job.def.fingerprint);
         let record = json!({
             "job_id": job_id,
             "stage_run": job.stage_run,

@@ -48,7 +48,11 @@ mod tests {
     fn appends_and_reads_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
         let mut guard = AppendGuard::default();
         guard.append(&mut file, b"one\n").expect("append");
         guard.append(&mut file, b"two\n").expect("append");

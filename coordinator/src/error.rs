@@ -11,7 +11,11 @@ pub enum CoordinatorError {
     #[error("job {job} attempt {attempt} is not current (superseded or finished): stop it")]
     StaleAttempt { job: String, attempt: u32 },
     #[error("job {job} attempt {attempt} is not leased to worker {worker}")]
-    NotYourJob { job: String, attempt: u32, worker: String },
+    NotYourJob {
+        job: String,
+        attempt: u32,
+        worker: String,
+    },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -34,7 +38,9 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::UnknownWorker(_) | CoordinatorError::UnknownJob(_) => Code::NotFound,
             CoordinatorError::StaleAttempt { .. } => Code::FailedPrecondition,
             CoordinatorError::NotYourJob { .. } => Code::PermissionDenied,
-            CoordinatorError::InvalidRequest(_) | CoordinatorError::Config(_) => Code::InvalidArgument,
+            CoordinatorError::InvalidRequest(_) | CoordinatorError::Config(_) => {
+                Code::InvalidArgument
+            }
             CoordinatorError::Conflict(_) => Code::AlreadyExists,
             CoordinatorError::Storage(_) => Code::Unavailable,
         };

@@ -51,12 +51,16 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Opens the workspace (recovering the research log) and builds the state.
-    pub fn open(root: &Path, settings: Settings, repair: bool) -> Result<Arc<Self>, CoordinatorError> {
+    pub fn open(
+        root: &Path,
+        settings: Settings,
+        repair: bool,
+    ) -> Result<Arc<Self>, CoordinatorError> {
         let workspace = Workspace::open(root).map_err(CoordinatorError::storage)?;
         let lock = workspace_lock::acquire(workspace.root(), "a coordinator")
             .map_err(|err| CoordinatorError::Conflict(err.to_string()))?;
-        let (log, recovery) =
-            ResearchLog::open(&workspace.research_log_path(), repair).map_err(CoordinatorError::storage)?;
+        let (log, recovery) = ResearchLog::open(&workspace.research_log_path(), repair)
+            .map_err(CoordinatorError::storage)?;
         if let Some(saved) = &recovery.torn_tail_saved_to {
             tracing::warn!(saved = %saved.display(), "the research log had a torn last line; it was saved aside");
         }
@@ -77,7 +81,9 @@ impl Coordinator {
     /// Locks the state. A poisoned lock (a panic mid-update) is taken over: every
     /// update is durable before it is applied in memory, so the state stays usable.
     pub fn lock(&self) -> MutexGuard<'_, CoordinatorState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Requeues the jobs of workers whose leases ran out, every `period`, forever.

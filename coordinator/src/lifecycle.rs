@@ -86,32 +86,65 @@ impl JobState {
             event: event.name(),
         };
         match (self, event) {
-            (JobState::Queued { .. }, JobEvent::Leased { worker, attempt, lease_deadline }) => {
-                Ok(JobState::Running { worker, attempt, lease_deadline })
-            }
-            (JobState::Running { worker, attempt, .. }, JobEvent::Renewed { lease_deadline }) => {
-                Ok(JobState::Running {
-                    worker: worker.clone(),
-                    attempt: *attempt,
+            (
+                JobState::Queued { .. },
+                JobEvent::Leased {
+                    worker,
+                    attempt,
                     lease_deadline,
-                })
-            }
+                },
+            ) => Ok(JobState::Running {
+                worker,
+                attempt,
+                lease_deadline,
+            }),
+            (
+                JobState::Running {
+                    worker, attempt, ..
+                },
+                JobEvent::Renewed { lease_deadline },
+            ) => Ok(JobState::Running {
+                worker: worker.clone(),
+                attempt: *attempt,
+                lease_deadline,
+            }),
             (JobState::Running { attempt, .. }, JobEvent::Succeeded) => {
                 Ok(JobState::Succeeded { attempt: *attempt })
             }
-            (JobState::Running { .. }, JobEvent::AttemptFailed { retry_at: Some(at), .. }) => {
-                Ok(JobState::Queued { not_before: Some(at) })
+            (
+                JobState::Running { .. },
+                JobEvent::AttemptFailed {
+                    retry_at: Some(at), ..
+                },
+            ) => Ok(JobState::Queued {
+                not_before: Some(at),
+            }),
+            (
+                JobState::Running { .. },
+                JobEvent::AttemptFailed {
+                    reason,
+                    retry_at: None,
+                },
+            ) => Ok(JobState::Failed { reason }),
+            (JobState::Running { .. }, JobEvent::Interrupted) => {
+                Ok(JobState::Queued { not_before: None })
             }
-            (JobState::Running { .. }, JobEvent::AttemptFailed { reason, retry_at: None }) => {
-                Ok(JobState::Failed { reason })
+            (JobState::Queued { .. } | JobState::Running { .. }, JobEvent::Cancel) => {
+                Ok(JobState::Cancelled)
             }
-            (JobState::Running { .. }, JobEvent::Interrupted) => Ok(JobState::Queued { not_before: None }),
-            (JobState::Queued { .. } | JobState::Running { .. }, JobEvent::Cancel) => Ok(JobState::Cancelled),
-            (state @ JobState::Queued { .. }, event @ (JobEvent::Renewed { .. } | JobEvent::Succeeded | JobEvent::AttemptFailed { .. } | JobEvent::Interrupted))
+            (
+                state @ JobState::Queued { .. },
+                event @ (JobEvent::Renewed { .. }
+                | JobEvent::Succeeded
+                | JobEvent::AttemptFailed { .. }
+                | JobEvent::Interrupted),
+            )
             | (state @ JobState::Running { .. }, event @ JobEvent::Leased { .. })
-            | (state @ (JobState::Succeeded { .. } | JobState::Failed { .. } | JobState::Cancelled), event) => {
-                Err(refuse(state, &event))
-            }
+            | (
+                state
+                @ (JobState::Succeeded { .. } | JobState::Failed { .. } | JobState::Cancelled),
+                event,
+            ) => Err(refuse(state, &event)),
         }
     }
 }
@@ -142,7 +175,11 @@ mod tests {
     fn states(now: Instant) -> Vec<JobState> {
         vec![
             JobState::Queued { not_before: None },
-            JobState::Running { worker: WorkerId("w".into()), attempt: 1, lease_deadline: now },
+            JobState::Running {
+                worker: WorkerId("w".into()),
+                attempt: 1,
+                lease_deadline: now,
+            },
             JobState::Succeeded { attempt: 1 },
             JobState::Failed { reason: "x".into() },
             JobState::Cancelled,
@@ -151,11 +188,23 @@ mod tests {
 
     fn events(now: Instant) -> Vec<JobEvent> {
         vec![
-            JobEvent::Leased { worker: WorkerId("w".into()), attempt: 2, lease_deadline: now },
-            JobEvent::Renewed { lease_deadline: now },
+            JobEvent::Leased {
+                worker: WorkerId("w".into()),
+                attempt: 2,
+                lease_deadline: now,
+            },
+            JobEvent::Renewed {
+                lease_deadline: now,
+            },
             JobEvent::Succeeded,
-            JobEvent::AttemptFailed { reason: "r".into(), retry_at: Some(now) },
-            JobEvent::AttemptFailed { reason: "r".into(), retry_at: None },
+            JobEvent::AttemptFailed {
+                reason: "r".into(),
+                retry_at: Some(now),
+            },
+            JobEvent::AttemptFailed {
+                reason: "r".into(),
+                retry_at: None,
+            },
             JobEvent::Interrupted,
             JobEvent::Cancel,
         ]
@@ -167,8 +216,24 @@ mod tests {
         let now = Instant::now();
         let expected: [[Option<&str>; 7]; 5] = [
             // leased, renewed, succeeded, failed+retry, failed final, interrupted, cancel
-            [Some("running"), None, None, None, None, None, Some("cancelled")],
-            [None, Some("running"), Some("succeeded"), Some("queued"), Some("failed"), Some("queued"), Some("cancelled")],
+            [
+                Some("running"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("cancelled"),
+            ],
+            [
+                None,
+                Some("running"),
+                Some("succeeded"),
+                Some("queued"),
+                Some("failed"),
+                Some("queued"),
+                Some("cancelled"),
+            ],
             [None, None, None, None, None, None, None],
             [None, None, None, None, None, None, None],
             [None, None, None, None, None, None, None],

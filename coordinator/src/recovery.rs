@@ -50,7 +50,12 @@ fn load_code(workspace: &Workspace, digest: &str) -> CodeFiles {
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).ok()?)))
+                .filter_map(|e| {
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).ok()?,
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -83,12 +88,15 @@ impl CoordinatorState {
                 }
                 Some("worker") => self.restore_worker(record, now),
                 Some("lease") => {
-                    let worker = WorkerId(record["worker_id"].as_str().unwrap_or_default().to_owned());
+                    let worker =
+                        WorkerId(record["worker_id"].as_str().unwrap_or_default().to_owned());
                     for lease in record["leases"].as_array().into_iter().flatten() {
                         let (Some(run), Some(attempt), Some(job)) = (
                             u64_of(lease, "stage_run"),
                             u64_of(lease, "attempt"),
-                            lease["job_id"].as_str().and_then(|id| JobId::parse(id).ok()),
+                            lease["job_id"]
+                                .as_str()
+                                .and_then(|id| JobId::parse(id).ok()),
                         ) else {
                             continue;
                         };
@@ -105,7 +113,9 @@ impl CoordinatorState {
         for event in &log {
             let kind = event["type"].as_str().unwrap_or_default();
             if kind == "stage_started" {
-                let Some(run) = u64_of(event, "stage_run") else { continue };
+                let Some(run) = u64_of(event, "stage_run") else {
+                    continue;
+                };
                 if let Some(record) = stage_records.get(&run) {
                     self.restore_stage(run, record)?;
                     recovered.stage_runs += 1;
@@ -113,23 +123,38 @@ impl CoordinatorState {
                 continue;
             }
             if kind == "experiment_completed" {
-                if let Some(run) = u64_of(event, "stage_run").and_then(|run| self.stage_runs.iter_mut().find(|r| r.id == run)) {
+                if let Some(run) = u64_of(event, "stage_run")
+                    .and_then(|run| self.stage_runs.iter_mut().find(|r| r.id == run))
+                {
                     run.finished = true;
-                    run.outputs = serde_json::from_value(event["outputs"].clone()).unwrap_or_default();
+                    run.outputs =
+                        serde_json::from_value(event["outputs"].clone()).unwrap_or_default();
                 }
                 continue;
             }
-            let (Some(run), Some(job_id)) = (u64_of(event, "stage_run"), event["job_id"].as_str().and_then(|id| JobId::parse(id).ok())) else {
+            let (Some(run), Some(job_id)) = (
+                u64_of(event, "stage_run"),
+                event["job_id"]
+                    .as_str()
+                    .and_then(|id| JobId::parse(id).ok()),
+            ) else {
                 continue;
             };
             let attempt = u64_of(event, "attempt").unwrap_or(0) as u32;
-            let Some(job) = self.jobs.get_mut(&job_id).filter(|job| job.stage_run == run) else {
+            let Some(job) = self
+                .jobs
+                .get_mut(&job_id)
+                .filter(|job| job.stage_run == run)
+            else {
                 continue;
             };
             job.attempts = job.attempts.max(attempt);
             outcome_attempts.insert((run, job_id.clone(), attempt));
             // The answer a replayed completion of this attempt must get again.
-            let exit_code = event["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or(0);
+            let exit_code = event["exit_code"]
+                .as_i64()
+                .and_then(|c| i32::try_from(c).ok())
+                .unwrap_or(0);
             let answer = match (kind, event["status"].as_str(), event["outcome"].as_str()) {
                 ("job_completed", Some("succeeded"), _) => Some((Outcome::Succeeded, false)),
                 ("job_completed", _, _) => Some((Outcome::Failed, false)),
@@ -139,7 +164,8 @@ impl CoordinatorState {
                 _ => None,
             };
             if let Some((outcome, requeued)) = answer {
-                job.completions.insert(attempt, (CompletionKey { outcome, exit_code }, requeued));
+                job.completions
+                    .insert(attempt, (CompletionKey { outcome, exit_code }, requeued));
             }
             job.state = match (kind, event["status"].as_str()) {
                 ("job_completed", Some("succeeded")) => JobState::Succeeded { attempt },
@@ -162,7 +188,11 @@ impl CoordinatorState {
             if outcome_attempts.contains(&(run, job_id.clone(), attempt)) {
                 continue;
             }
-            let Some(job) = self.jobs.get_mut(&job_id).filter(|job| job.stage_run == run) else {
+            let Some(job) = self
+                .jobs
+                .get_mut(&job_id)
+                .filter(|job| job.stage_run == run)
+            else {
                 continue;
             };
             if job.state.is_terminal() || attempt < job.attempts {
@@ -185,7 +215,9 @@ impl CoordinatorState {
             order.extend(run.jobs.iter().cloned());
         }
         for id in order {
-            let Some(job) = self.jobs.get_mut(&id) else { continue };
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
             match &job.state {
                 JobState::Running { attempt, .. } => {
                     let attempt = *attempt;
@@ -204,8 +236,14 @@ impl CoordinatorState {
     }
 
     fn restore_worker(&mut self, record: &Value, now: Instant) {
-        let Some(id) = record["worker_id"].as_str() else { return };
-        if let Some(number) = id.strip_prefix('w').and_then(|rest| rest.split('-').next()).and_then(|n| n.parse::<u64>().ok()) {
+        let Some(id) = record["worker_id"].as_str() else {
+            return;
+        };
+        if let Some(number) = id
+            .strip_prefix('w')
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             self.next_worker = self.next_worker.max(number + 1);
         }
         self.workers.insert(
@@ -222,10 +260,14 @@ impl CoordinatorState {
 
     fn restore_stage(&mut self, run: u64, record: &Value) -> Result<(), CoordinatorError> {
         let definitions: Vec<JobDefinition> = serde_json::from_value(record["jobs"].clone())
-            .map_err(|err| CoordinatorError::Storage(format!("journal stage record {run}: {err}")))?;
-        let reused: HashSet<JobId> = serde_json::from_value(record["reused"].clone()).unwrap_or_default();
-        let stage: Stage = serde_json::from_value(record["stage"].clone())
-            .map_err(|err| CoordinatorError::Storage(format!("journal stage record {run}: {err}")))?;
+            .map_err(|err| {
+                CoordinatorError::Storage(format!("journal stage record {run}: {err}"))
+            })?;
+        let reused: HashSet<JobId> =
+            serde_json::from_value(record["reused"].clone()).unwrap_or_default();
+        let stage: Stage = serde_json::from_value(record["stage"].clone()).map_err(|err| {
+            CoordinatorError::Storage(format!("journal stage record {run}: {err}"))
+        })?;
         let max_attempts = u64_of(record, "max_attempts").unwrap_or(3) as u32;
         let timeout = Duration::from_millis(u64_of(record, "timeout_ms").unwrap_or(3_600_000));
         let mut ids = Vec::new();
@@ -247,7 +289,10 @@ impl CoordinatorState {
             idea_version: u64_of(record, "idea_version").unwrap_or(1) as u32,
             finished: false,
             outputs: Vec::new(),
-            primary_metric: record["primary_metric"].as_str().unwrap_or_default().to_owned(),
+            primary_metric: record["primary_metric"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             code: load_code(&self.workspace, digest),
         });
         Ok(())
@@ -257,20 +302,30 @@ impl CoordinatorState {
 /// Reloads an attempt's acknowledged metric points; a torn last line (a crash while
 /// appending, never acknowledged) is ignored and truncated away.
 fn reload_spool(job: &mut JobRecord, path: &std::path::Path) {
-    let Ok(bytes) = std::fs::read(path) else { return };
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
     let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     if complete < bytes.len() {
         if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
             let _ = file.set_len(complete as u64);
         }
     }
-    for line in bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
-        let Ok(Value::Array(fields)) = serde_json::from_slice::<Value>(line) else { continue };
+    for line in bytes[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        let Ok(Value::Array(fields)) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
         let (Some(seq), Some(name), Some(step), Some(value)) = (
             fields.first().and_then(Value::as_u64),
             fields.get(1).and_then(Value::as_str),
             fields.get(2).and_then(Value::as_u64),
-            fields.get(3).and_then(Value::as_str).and_then(|v| v.parse::<f64>().ok()),
+            fields
+                .get(3)
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse::<f64>().ok()),
         ) else {
             continue;
         };

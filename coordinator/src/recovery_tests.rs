@@ -31,7 +31,12 @@ fn succeeded(metric_count: u64) -> Completion {
 }
 
 fn point(seq: u64, value: f64) -> MetricPoint {
-    MetricPoint { seq, name: "acc".into(), step: seq, value }
+    MetricPoint {
+        seq,
+        name: "acc".into(),
+        step: seq,
+        value,
+    }
 }
 
 #[test]
@@ -41,36 +46,69 @@ fn a_restart_keeps_running_attempts_metrics_and_completion_answers() {
     let (worker, done, running) = {
         let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("open");
         let mut state = coordinator.lock();
-        state.submit_stage(Stage::Implementation, false).expect("submit");
+        state
+            .submit_stage(Stage::Implementation, false)
+            .expect("submit");
         let worker = state.register_worker("host", 2, now).expect("register");
         let leases = state.lease(&worker, 2, now).expect("lease");
         assert_eq!(leases.len(), 2);
         let (done, running) = (leases[0].job.clone(), leases[1].job.clone());
-        state.report_metrics(&worker, &done, 1, &[point(0, 0.5)]).expect("metrics");
-        assert!(!state.complete(&worker, &done, 1, succeeded(1), now).expect("complete"));
-        state.report_metrics(&worker, &running, 1, &[point(0, 0.25), point(1, 0.75)]).expect("metrics");
+        state
+            .report_metrics(&worker, &done, 1, &[point(0, 0.5)])
+            .expect("metrics");
+        assert!(!state
+            .complete(&worker, &done, 1, succeeded(1), now)
+            .expect("complete"));
+        state
+            .report_metrics(&worker, &running, 1, &[point(0, 0.25), point(1, 0.75)])
+            .expect("metrics");
         (worker, done, running)
     };
     // Opened again, as after a crash.
     let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("reopen");
     let mut state = coordinator.lock();
-    assert!(matches!(state.job(&done).expect("job").state, JobState::Succeeded { attempt: 1 }));
+    assert!(matches!(
+        state.job(&done).expect("job").state,
+        JobState::Succeeded { attempt: 1 }
+    ));
     let job = state.job(&running).expect("job");
     assert!(matches!(&job.state, JobState::Running { worker: w, attempt: 1, .. } if *w == worker));
     assert_eq!(job.next_seq, 2, "acknowledged points survive");
     assert_eq!(job.series["acc"], vec![0.25, 0.75]);
     // The same worker id still works, and a resend is stored once.
-    assert!(state.heartbeat(&worker, &[(running.clone(), 1)], Instant::now()).expect("heartbeat").is_empty());
-    assert_eq!(state.report_metrics(&worker, &running, 1, &[point(1, 0.75), point(2, 1.0)]).expect("resend"), 3);
+    assert!(state
+        .heartbeat(&worker, &[(running.clone(), 1)], Instant::now())
+        .expect("heartbeat")
+        .is_empty());
+    assert_eq!(
+        state
+            .report_metrics(&worker, &running, 1, &[point(1, 0.75), point(2, 1.0)])
+            .expect("resend"),
+        3
+    );
     // A replayed completion gets the original answer; a different one is refused.
-    assert!(!state.complete(&worker, &done, 1, succeeded(1), Instant::now()).expect("replay"));
+    assert!(!state
+        .complete(&worker, &done, 1, succeeded(1), Instant::now())
+        .expect("replay"));
     let mut failed = succeeded(1);
     failed.outcome = Outcome::Failed;
     failed.exit_code = 1;
-    assert!(state.complete(&worker, &done, 1, failed, Instant::now()).is_err());
-    assert!(!state.complete(&worker, &running, 1, succeeded(3), Instant::now()).expect("complete"));
+    assert!(state
+        .complete(&worker, &done, 1, failed, Instant::now())
+        .is_err());
+    assert!(!state
+        .complete(&worker, &running, 1, succeeded(3), Instant::now())
+        .expect("complete"));
     let run = state.latest_run(Stage::Implementation).expect("run");
     assert!(run.finished, "the stage finishes after the restart");
-    let completions = state.log.events().iter().filter(|e| e["type"] == "job_completed").count();
-    assert_eq!(completions, 2, "one completion per job, none replayed into the log");
+    let completions = state
+        .log
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "job_completed")
+        .count();
+    assert_eq!(
+        completions, 2,
+        "one completion per job, none replayed into the log"
+    );
 }

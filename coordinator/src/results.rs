@@ -44,13 +44,18 @@ impl JobOutcome {
         if !succeeded {
             return outcome;
         }
-        let path = workspace.job_results_dir(def.id.as_str(), &def.fingerprint).join("metrics.json");
-        let stored: Option<Value> = std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let path = workspace
+            .job_results_dir(def.id.as_str(), &def.fingerprint)
+            .join("metrics.json");
+        let stored: Option<Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         match stored {
             Some(stored) => {
                 outcome.series = series_from_json(&stored["series"]);
                 outcome.final_metrics = map_from_json(&stored["final_metrics"]);
-                outcome.artifacts = serde_json::from_value(stored["artifacts"].clone()).unwrap_or_default();
+                outcome.artifacts =
+                    serde_json::from_value(stored["artifacts"].clone()).unwrap_or_default();
             }
             None => {
                 tracing::warn!(path = %path.display(), "a completed job's metrics.json is missing: counting it as failed");
@@ -83,7 +88,13 @@ impl SeedGroup<'_> {
     pub fn finals(&self, metric: &str) -> Vec<f64> {
         self.jobs
             .iter()
-            .map(|job| if job.succeeded { job.final_metrics.get(metric).copied().unwrap_or(f64::NAN) } else { f64::NAN })
+            .map(|job| {
+                if job.succeeded {
+                    job.final_metrics.get(metric).copied().unwrap_or(f64::NAN)
+                } else {
+                    f64::NAN
+                }
+            })
             .collect()
     }
 }
@@ -100,7 +111,10 @@ pub fn group_by_variant(outcomes: &[JobOutcome]) -> Vec<SeedGroup<'_>> {
     let mut groups: IndexMap<(String, String), Vec<&JobOutcome>> = IndexMap::new();
     for outcome in outcomes {
         groups
-            .entry((outcome.def.variant.clone(), sweep_label(&outcome.def.sweep_point)))
+            .entry((
+                outcome.def.variant.clone(),
+                sweep_label(&outcome.def.sweep_point),
+            ))
             .or_default()
             .push(outcome);
     }
@@ -108,7 +122,8 @@ pub fn group_by_variant(outcomes: &[JobOutcome]) -> Vec<SeedGroup<'_>> {
         .into_iter()
         .map(|((variant, label), jobs)| SeedGroup {
             variant,
-            point_index: (points.len() > 1).then(|| points.iter().position(|p| *p == label).unwrap_or(0)),
+            point_index: (points.len() > 1)
+                .then(|| points.iter().position(|p| *p == label).unwrap_or(0)),
             point_label: label,
             jobs,
         })
@@ -117,7 +132,10 @@ pub fn group_by_variant(outcomes: &[JobOutcome]) -> Vec<SeedGroup<'_>> {
 
 /// Every metric name any job of the stage produced, sorted.
 pub fn metric_names(outcomes: &[JobOutcome]) -> Vec<String> {
-    let mut names: Vec<String> = outcomes.iter().flat_map(|o| o.series.keys().cloned()).collect();
+    let mut names: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.series.keys().cloned())
+        .collect();
     names.sort();
     names.dedup();
     names
@@ -146,7 +164,13 @@ pub fn write_stage_results(
             let curves: Vec<Vec<f64>> = group
                 .jobs
                 .iter()
-                .map(|job| if job.succeeded { job.series.get(metric).cloned().unwrap_or_default() } else { Vec::new() })
+                .map(|job| {
+                    if job.succeeded {
+                        job.series.get(metric).cloned().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    }
+                })
                 .collect();
             if curves.iter().any(|curve| curve.len() > 1) {
                 let name = format!("{prefix}_{}_{metric}_curves.npy", group.file_stem());
@@ -157,7 +181,11 @@ pub fn write_stage_results(
         }
     }
     if stage == Stage::Implementation {
-        outputs.extend(write_seed_named_arrays(workspace, outcomes, &mut index_entries)?);
+        outputs.extend(write_seed_named_arrays(
+            workspace,
+            outcomes,
+            &mut index_entries,
+        )?);
     }
     update_index(workspace, stage, index_entries)?;
     outputs.push("experiment_results/index.json".to_owned());
@@ -189,7 +217,10 @@ fn write_seed_named_arrays(
     for artifact in &first.artifacts {
         let bytes = std::fs::read(job_dir.join(artifact))?;
         write_atomic(&results.join(artifact), &bytes)?;
-        index.insert(artifact.clone(), json!({"stage": "implementation", "kind": "job_file", "jobs": [first.def.id]}));
+        index.insert(
+            artifact.clone(),
+            json!({"stage": "implementation", "kind": "job_file", "jobs": [first.def.id]}),
+        );
         let entry = format!("experiment_results/{artifact}");
         if !outputs.contains(&entry) {
             outputs.push(entry);
@@ -211,7 +242,11 @@ pub fn plural(metric: &str) -> String {
     format!("{metric}s")
 }
 
-fn update_index(workspace: &Workspace, stage: Stage, entries: serde_json::Map<String, Value>) -> io::Result<()> {
+fn update_index(
+    workspace: &Workspace,
+    stage: Stage,
+    entries: serde_json::Map<String, Value>,
+) -> io::Result<()> {
     let path = workspace.results_dir().join("index.json");
     let mut index: serde_json::Map<String, Value> = std::fs::read(&path)
         .ok()

@@ -13,7 +13,11 @@ pub struct QueuedJob<K> {
 }
 
 /// Picks up to `free_slots` jobs that may start at `now`, in queue order.
-pub fn pick_jobs<K: Copy>(queue: impl IntoIterator<Item = QueuedJob<K>>, free_slots: usize, now: Instant) -> Vec<K> {
+pub fn pick_jobs<K: Copy>(
+    queue: impl IntoIterator<Item = QueuedJob<K>>,
+    free_slots: usize,
+    now: Instant,
+) -> Vec<K> {
     queue
         .into_iter()
         .filter(|job| job.not_before.is_none_or(|at| at <= now))

@@ -24,15 +24,24 @@ pub struct Submitted {
 
 impl CoordinatorState {
     pub fn load_config(&self) -> Result<LoadedConfig, CoordinatorError> {
-        ExperimentConfig::load(&self.workspace.config_path()).map_err(|err| CoordinatorError::Config(err.to_string()))
+        ExperimentConfig::load(&self.workspace.config_path())
+            .map_err(|err| CoordinatorError::Config(err.to_string()))
     }
 
     /// Expands and queues a stage. Jobs whose last success has the same fingerprint
     /// are reused unless `rerun` is set.
-    pub fn submit_stage(&mut self, stage: Stage, rerun: bool) -> Result<Submitted, CoordinatorError> {
+    pub fn submit_stage(
+        &mut self,
+        stage: Stage,
+        rerun: bool,
+    ) -> Result<Submitted, CoordinatorError> {
         // A stage still running (for example one a restarted coordinator resumed) is
         // attached to, not submitted twice.
-        if let Some(active) = self.stage_runs.iter().find(|run| run.stage == stage && !run.finished) {
+        if let Some(active) = self
+            .stage_runs
+            .iter()
+            .find(|run| run.stage == stage && !run.finished)
+        {
             return Ok(Submitted {
                 stage_run: active.id,
                 jobs_total: active.jobs.len(),
@@ -43,11 +52,18 @@ impl CoordinatorState {
         let loaded = self.load_config()?;
         let code = read_code_files(self.workspace.root())?;
         self.idea_version = crate::idea::read_version(&self.workspace);
-        let definitions = expand_stage(&loaded, StageRequest { stage, code_digest: &code.digest })
-            .map_err(|err| CoordinatorError::Config(err.to_string()))?;
+        let definitions = expand_stage(
+            &loaded,
+            StageRequest {
+                stage,
+                code_digest: &code.digest,
+            },
+        )
+        .map_err(|err| CoordinatorError::Config(err.to_string()))?;
         let run_id = self.stage_runs.iter().map(|run| run.id).max().unwrap_or(0) + 1;
         let resources = &loaded.config.resources;
-        crate::recovery::snapshot_code(&self.workspace, &code).map_err(CoordinatorError::storage)?;
+        crate::recovery::snapshot_code(&self.workspace, &code)
+            .map_err(CoordinatorError::storage)?;
         let reused_ids: Vec<&JobId> = definitions
             .iter()
             .filter(|def| !rerun && self.completed.get(&def.id) == Some(&def.fingerprint))
@@ -74,17 +90,23 @@ impl CoordinatorState {
             let already_done = self.completed.get(&id) == Some(&def.fingerprint);
             if already_done && !rerun {
                 reused.insert(id.clone());
-                let mut record = JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id);
+                let mut record =
+                    JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id);
                 record.state = JobState::Succeeded { attempt: 0 };
                 self.jobs.insert(id, record);
                 continue;
             }
             if let Some(existing) = self.jobs.get(&id) {
                 if matches!(existing.state, JobState::Running { .. }) {
-                    return Err(CoordinatorError::Conflict(format!("job {id} is still running")));
+                    return Err(CoordinatorError::Conflict(format!(
+                        "job {id} is still running"
+                    )));
                 }
             }
-            self.jobs.insert(id.clone(), JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id));
+            self.jobs.insert(
+                id.clone(),
+                JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id),
+            );
             self.queue.push_back(id);
         }
         let total = job_ids.len();
@@ -148,7 +170,12 @@ impl CoordinatorState {
         for id in &run.jobs {
             let job = self.job(id)?;
             let succeeded = matches!(job.state, JobState::Succeeded { .. });
-            outcomes.push(JobOutcome::load(&self.workspace, &job.def, succeeded, &job.error));
+            outcomes.push(JobOutcome::load(
+                &self.workspace,
+                &job.def,
+                succeeded,
+                &job.error,
+            ));
         }
         let outputs = write_stage_results(&self.workspace, &loaded, stage, &outcomes)
             .map_err(CoordinatorError::storage)?;
@@ -168,7 +195,14 @@ impl CoordinatorState {
         let run = &mut self.stage_runs[index];
         run.finished = true;
         run.outputs = outputs;
-        run.outputs.extend(expcluster_figures::write_stage_figures(self.workspace.root(), stage).unwrap_or_else(|err| { tracing::warn!(%err, "cannot draw the stage's figures"); Vec::new() }));
+        run.outputs.extend(
+            expcluster_figures::write_stage_figures(self.workspace.root(), stage).unwrap_or_else(
+                |err| {
+                    tracing::warn!(%err, "cannot draw the stage's figures");
+                    Vec::new()
+                },
+            ),
+        );
         let run_id = run.id;
         tracing::info!(%stage, succeeded, failed, "stage finished");
         // Claims, then the idea feedback protocol (may bump the idea version).
@@ -181,11 +215,22 @@ impl CoordinatorState {
     }
 
     /// Cancels the queued and running jobs of a stage, or one job.
-    pub fn cancel(&mut self, stage: Option<Stage>, job: Option<&JobId>) -> Result<usize, CoordinatorError> {
+    pub fn cancel(
+        &mut self,
+        stage: Option<Stage>,
+        job: Option<&JobId>,
+    ) -> Result<usize, CoordinatorError> {
         let targets: Vec<JobId> = match (stage, job) {
             (_, Some(id)) => vec![id.clone()],
-            (Some(stage), None) => self.latest_run(stage).map(|run| run.jobs.clone()).unwrap_or_default(),
-            (None, None) => return Err(CoordinatorError::InvalidRequest("name a stage or a job to cancel".into())),
+            (Some(stage), None) => self
+                .latest_run(stage)
+                .map(|run| run.jobs.clone())
+                .unwrap_or_default(),
+            (None, None) => {
+                return Err(CoordinatorError::InvalidRequest(
+                    "name a stage or a job to cancel".into(),
+                ))
+            }
         };
         let mut cancelled = 0;
         for id in targets {
@@ -195,7 +240,10 @@ impl CoordinatorState {
             }
             let stage_run = record.stage_run;
             // Durable first: the cancel is recorded before anything acts on it.
-            self.log_event("job_cancelled", json!({"job_id": id, "stage_run": stage_run}))?;
+            self.log_event(
+                "job_cancelled",
+                json!({"job_id": id, "stage_run": stage_run}),
+            )?;
             let Some(record) = self.jobs.get_mut(&id) else {
                 return Err(CoordinatorError::UnknownJob(id.to_string()));
             };
@@ -210,7 +258,11 @@ impl CoordinatorState {
                 .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
             cancelled += 1;
         }
-        self.queue.retain(|id| self.jobs.get(id).is_some_and(|job| !job.state.is_terminal()));
+        self.queue.retain(|id| {
+            self.jobs
+                .get(id)
+                .is_some_and(|job| !job.state.is_terminal())
+        });
         self.finish_stages_if_done()?;
         Ok(cancelled)
     }

@@ -137,14 +137,21 @@ pub struct CoordinatorState {
 }
 
 impl CoordinatorState {
-    pub fn new(workspace: Workspace, log: ResearchLog, journal: ResearchLog, settings: Settings) -> Self {
+    pub fn new(
+        workspace: Workspace,
+        log: ResearchLog,
+        journal: ResearchLog,
+        settings: Settings,
+    ) -> Self {
         let idea_version = crate::idea::read_version(&workspace);
         let mut completed = HashMap::new();
         for event in log.events() {
             let is_success = event["type"] == "job_completed" && event["status"] == "succeeded";
-            if let (true, Some(id), Some(fingerprint)) =
-                (is_success, event["job_id"].as_str(), event["fingerprint"].as_str())
-            {
+            if let (true, Some(id), Some(fingerprint)) = (
+                is_success,
+                event["job_id"].as_str(),
+                event["fingerprint"].as_str(),
+            ) {
                 if let Ok(id) = JobId::parse(id) {
                     completed.insert(id, fingerprint.to_owned());
                 }
@@ -199,7 +206,11 @@ impl CoordinatorState {
     }
 
     /// Appends a record to the coordinator's journal (durable when it returns).
-    pub fn journal_record(&mut self, record_type: &str, payload: serde_json::Value) -> Result<(), crate::error::CoordinatorError> {
+    pub fn journal_record(
+        &mut self,
+        record_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<(), crate::error::CoordinatorError> {
         let payload = match payload {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),

@@ -19,14 +19,26 @@ pub struct Lease {
 }
 
 impl CoordinatorState {
-    pub fn register_worker(&mut self, hostname: &str, slots: u32, now: Instant) -> Result<WorkerId, CoordinatorError> {
+    pub fn register_worker(
+        &mut self,
+        hostname: &str,
+        slots: u32,
+        now: Instant,
+    ) -> Result<WorkerId, CoordinatorError> {
         // The random part makes ids unguessable: every report is fenced by (worker id,
         // job, attempt), so holding the shared worker token is not enough to act as
         // another worker.
         let secret: u64 = rand::random();
-        let id = WorkerId(format!("w{}-{}-{secret:016x}", self.next_worker, sanitize_host(hostname)));
+        let id = WorkerId(format!(
+            "w{}-{}-{secret:016x}",
+            self.next_worker,
+            sanitize_host(hostname)
+        ));
         // Journaled so that after a coordinator restart the worker's id still works.
-        self.journal_record("worker", json!({"worker_id": id.0, "hostname": hostname, "slots": slots}))?;
+        self.journal_record(
+            "worker",
+            json!({"worker_id": id.0, "hostname": hostname, "slots": slots}),
+        )?;
         self.next_worker += 1;
         self.workers.insert(
             id.clone(),
@@ -63,7 +75,9 @@ impl CoordinatorState {
                 Some(job) => {
                     job.state = job
                         .state
-                        .apply(JobEvent::Renewed { lease_deadline: deadline })
+                        .apply(JobEvent::Renewed {
+                            lease_deadline: deadline,
+                        })
                         .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
                 }
                 None => stop.push((job_id.clone(), *attempt)),
@@ -95,17 +109,21 @@ impl CoordinatorState {
         // ready jobs, so a lease costs what it hands out (plus jobs in backoff ahead
         // of them), not the length of a 100,000-job queue.
         let picked = pick_jobs(queued, free_slots, now);
-        let picked_ids: Vec<JobId> = picked.iter().filter_map(|i| self.queue.get(*i).cloned()).collect();
+        let picked_ids: Vec<JobId> = picked
+            .iter()
+            .filter_map(|i| self.queue.get(*i).cloned())
+            .collect();
         for index in picked.iter().rev() {
             self.queue.remove(*index);
         }
         // Entries ahead of the picked ones that are no longer queued (cancelled jobs)
         // are dropped as they are met.
-        while self
-            .queue
-            .front()
-            .is_some_and(|id| !self.jobs.get(id).is_some_and(|job| matches!(job.state, JobState::Queued { .. })))
-        {
+        while self.queue.front().is_some_and(|id| {
+            !self
+                .jobs
+                .get(id)
+                .is_some_and(|job| matches!(job.state, JobState::Queued { .. }))
+        }) {
             self.queue.pop_front();
         }
         let deadline = now + self.settings.lease_timeout;
@@ -116,7 +134,9 @@ impl CoordinatorState {
                 .iter()
                 .filter_map(|id| self.jobs.get(id).map(|job| json!({"job_id": id, "attempt": job.attempts + 1, "stage_run": job.stage_run})))
                 .collect();
-            if let Err(err) = self.journal_record("lease", json!({"worker_id": worker.0, "leases": records})) {
+            if let Err(err) =
+                self.journal_record("lease", json!({"worker_id": worker.0, "leases": records}))
+            {
                 for id in picked_ids.iter().rev() {
                     self.queue.push_front(id.clone());
                 }
@@ -125,7 +145,9 @@ impl CoordinatorState {
         }
         let mut leases = Vec::new();
         for id in picked_ids {
-            let Some(job) = self.jobs.get_mut(&id) else { continue };
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
             let attempt = job.attempts + 1;
             job.state = job
                 .state
@@ -155,9 +177,11 @@ impl CoordinatorState {
             .jobs
             .iter()
             .filter_map(|(id, job)| match &job.state {
-                JobState::Running { worker, attempt, lease_deadline } if *lease_deadline <= now => {
-                    Some((id.clone(), worker.clone(), *attempt))
-                }
+                JobState::Running {
+                    worker,
+                    attempt,
+                    lease_deadline,
+                } if *lease_deadline <= now => Some((id.clone(), worker.clone(), *attempt)),
                 _ => None,
             })
             .collect();
@@ -171,7 +195,8 @@ impl CoordinatorState {
         }
         // Forget workers silent for many leases (their jobs are already requeued).
         let forget_after = self.settings.lease_timeout * 6;
-        self.workers.retain(|_, record| now.duration_since(record.last_seen) < forget_after);
+        self.workers
+            .retain(|_, record| now.duration_since(record.last_seen) < forget_after);
         Ok(expired.len())
     }
 

@@ -74,7 +74,10 @@ impl Workspace {
     }
     /// Raw results of one job under one fingerprint.
     pub fn job_results_dir(&self, job_id: &str, fingerprint: &str) -> PathBuf {
-        self.results_dir().join("jobs").join(job_id).join(fingerprint)
+        self.results_dir()
+            .join("jobs")
+            .join(job_id)
+            .join(fingerprint)
     }
 }
 

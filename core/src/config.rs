@@ -204,7 +204,12 @@ impl ExperimentConfig {
                 file: path.to_owned(),
                 line,
                 column,
-                message: err.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
+                message: err
+                    .to_string()
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
                 hint: hint_for_serde_error(&err.to_string()),
             }
         })?;
@@ -225,7 +230,10 @@ impl ExperimentConfig {
         if self.methods.contains_key("proposed") {
             return "proposed";
         }
-        self.methods.keys().next().map_or("proposed", String::as_str)
+        self.methods
+            .keys()
+            .next()
+            .map_or("proposed", String::as_str)
     }
 
     /// The goal of a metric: the primary metric's goal, or inferred from its name.
@@ -304,7 +312,8 @@ fn hint_for_serde_error(message: &str) -> String {
         "remove or rename the key; `expcluster init` writes a config.yaml that shows every option"
             .to_owned()
     } else if message.contains("missing field") {
-        "add the missing key; see the commented config.yaml that `expcluster init` writes".to_owned()
+        "add the missing key; see the commented config.yaml that `expcluster init` writes"
+            .to_owned()
     } else if message.contains("invalid type") || message.contains("unknown variant") {
         "check the value's type against the commented config.yaml from `expcluster init`".to_owned()
     } else {

@@ -43,7 +43,8 @@ mod tests {
 
     #[test]
     fn locates_nested_block_and_flow_keys() {
-        let text = "name: x\nstages:\n  full: {seeds: 3, sweep: {lr: [1]}}\n  baselines:\n    seeds: 2\n";
+        let text =
+            "name: x\nstages:\n  full: {seeds: 3, sweep: {lr: [1]}}\n  baselines:\n    seeds: 2\n";
         assert_eq!(locate_key(text, &["stages"]), (2, 1));
         assert_eq!(locate_key(text, &["stages", "full", "sweep"]), (3, 20));
         assert_eq!(locate_key(text, &["stages", "baselines", "seeds"]), (5, 5));

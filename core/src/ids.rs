@@ -132,10 +132,17 @@ mod tests {
 
     #[test]
     fn safe_names_reject_traversal_and_separators() {
-        for bad in ["", "..", "../x", "a/b", "-x", ".hidden", "a..b", "x\0y", "a b"] {
+        for bad in [
+            "", "..", "../x", "a/b", "-x", ".hidden", "a..b", "x\0y", "a b",
+        ] {
             assert!(!is_safe_name(bad), "{bad:?} should be rejected");
         }
-        for good in ["proposed", "baseline_linear", "full.proposed.s3", "no-dropout"] {
+        for good in [
+            "proposed",
+            "baseline_linear",
+            "full.proposed.s3",
+            "no-dropout",
+        ] {
             assert!(is_safe_name(good), "{good:?} should be accepted");
         }
     }

@@ -33,7 +33,12 @@ pub fn from_json(value: &Value) -> Option<f64> {
 
 /// A map of metric → value.
 pub fn map_to_json(values: &BTreeMap<String, f64>) -> Value {
-    Value::Object(values.iter().map(|(k, v)| (k.clone(), to_json(*v))).collect())
+    Value::Object(
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), to_json(*v)))
+            .collect(),
+    )
 }
 
 /// A map of metric → series.
@@ -41,7 +46,12 @@ pub fn series_to_json(series: &BTreeMap<String, Vec<f64>>) -> Value {
     Value::Object(
         series
             .iter()
-            .map(|(k, values)| (k.clone(), Value::Array(values.iter().map(|v| to_json(*v)).collect())))
+            .map(|(k, values)| {
+                (
+                    k.clone(),
+                    Value::Array(values.iter().map(|v| to_json(*v)).collect()),
+                )
+            })
             .collect(),
     )
 }
@@ -49,7 +59,11 @@ pub fn series_to_json(series: &BTreeMap<String, Vec<f64>>) -> Value {
 pub fn map_from_json(value: &Value) -> BTreeMap<String, f64> {
     value
         .as_object()
-        .map(|map| map.iter().filter_map(|(k, v)| from_json(v).map(|v| (k.clone(), v))).collect())
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| from_json(v).map(|v| (k.clone(), v)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -59,7 +73,10 @@ pub fn series_from_json(value: &Value) -> BTreeMap<String, Vec<f64>> {
         .map(|map| {
             map.iter()
                 .map(|(k, v)| {
-                    let values = v.as_array().map(|a| a.iter().map(|x| from_json(x).unwrap_or(f64::NAN)).collect()).unwrap_or_default();
+                    let values = v
+                        .as_array()
+                        .map(|a| a.iter().map(|x| from_json(x).unwrap_or(f64::NAN)).collect())
+                        .unwrap_or_default();
                     (k.clone(), values)
                 })
                 .collect()

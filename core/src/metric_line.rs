@@ -47,17 +47,29 @@ mod tests {
     fn parses_seed_format() {
         assert_eq!(
             parse_metric_line("train_loss: 0.342"),
-            Some(MetricLine { name: "train_loss", value: 0.342 })
+            Some(MetricLine {
+                name: "train_loss",
+                value: 0.342
+            })
         );
-        assert_eq!(parse_metric_line("val_f1:0.756\n").map(|m| m.value), Some(0.756));
-        assert_eq!(parse_metric_line("  acc :  1e-3  ").map(|m| m.name), Some("acc"));
+        assert_eq!(
+            parse_metric_line("val_f1:0.756\n").map(|m| m.value),
+            Some(0.756)
+        );
+        assert_eq!(
+            parse_metric_line("  acc :  1e-3  ").map(|m| m.name),
+            Some("acc")
+        );
     }
 
     #[test]
     fn keeps_non_finite_values() {
         assert!(parse_metric_line("loss: nan").is_some_and(|m| m.value.is_nan()));
         assert!(parse_metric_line("loss: NaN").is_some_and(|m| m.value.is_nan()));
-        assert_eq!(parse_metric_line("loss: inf").map(|m| m.value), Some(f64::INFINITY));
+        assert_eq!(
+            parse_metric_line("loss: inf").map(|m| m.value),
+            Some(f64::INFINITY)
+        );
         assert_eq!(
             parse_metric_line("loss: -inf").map(|m| m.value),
             Some(f64::NEG_INFINITY)

@@ -28,7 +28,11 @@ pub fn token_file(workspace: &Path, role: &str) -> PathBuf {
 /// The workspace of the coordinator started at `address`, if this process started it.
 pub fn workspace_of(address: &str) -> Option<PathBuf> {
     let known = WORKSPACES.lock().unwrap_or_else(|p| p.into_inner());
-    known.iter().rev().find(|(a, _)| a == address).map(|(_, w)| w.clone())
+    known
+        .iter()
+        .rev()
+        .find(|(a, _)| a == address)
+        .map(|(_, w)| w.clone())
 }
 
 fn remember_workspace(address: &str, workspace: &Path) {
@@ -39,7 +43,9 @@ fn remember_workspace(address: &str, workspace: &Path) {
 
 /// Sets EXPCLUSTER_TOKEN_FILE to the `role` token of the coordinator at `address`.
 fn with_token(command: &mut Command, address: Option<&str>, role: &str) {
-    command.env_remove("EXPCLUSTER_TOKEN").env_remove("EXPCLUSTER_TOKEN_FILE");
+    command
+        .env_remove("EXPCLUSTER_TOKEN")
+        .env_remove("EXPCLUSTER_TOKEN_FILE");
     if let Some(workspace) = address.and_then(workspace_of) {
         command.env("EXPCLUSTER_TOKEN_FILE", token_file(&workspace, role));
     }
@@ -49,26 +55,45 @@ fn with_token(command: &mut Command, address: Option<&str>, role: &str) {
 pub fn expcluster_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/it-<hash> → target/<profile>/expcluster
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let bin = profile_dir.join("expcluster");
-    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace` (it builds the CLI)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds the CLI)",
+        bin.display()
+    );
     bin
 }
 
 /// The venv python with numpy, scipy and scikit-learn.
 pub fn python() -> PathBuf {
-    let path = std::env::var_os("EXPCLUSTER_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/expcluster/venv/bin/python")
-    });
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh (it installs numpy, scipy and scikit-learn)", path.display());
+    let path = std::env::var_os("EXPCLUSTER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/expcluster/venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh (it installs numpy, scipy and scikit-learn)",
+        path.display()
+    );
     path
 }
 
 /// PATH with the venv first, so `python` in job commands is the venv's.
 pub fn path_with_venv() -> String {
     let venv_bin = python().parent().expect("venv bin").to_path_buf();
-    format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Polls `predicate` every 50 ms until it holds or `timeout` passes (then panics
@@ -76,7 +101,10 @@ pub fn path_with_venv() -> String {
 pub fn wait_until(timeout: Duration, what: &str, mut predicate: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !predicate() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -107,15 +135,21 @@ impl TestWorkspace {
     /// Every event of research_log.jsonl.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.path("research_log.jsonl")).unwrap_or_default();
-        text.lines().map(|line| serde_json::from_str(line).expect("log line parses")).collect()
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("log line parses"))
+            .collect()
     }
 
     pub fn events_of(&self, event_type: &str) -> Vec<Value> {
-        self.events().into_iter().filter(|e| e["type"] == event_type).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e["type"] == event_type)
+            .collect()
     }
 
     pub fn read_json(&self, relative: &str) -> Value {
-        let bytes = std::fs::read(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
+        let bytes =
+            std::fs::read(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
         serde_json::from_slice(&bytes).expect("json")
     }
 }
@@ -175,7 +209,9 @@ pub fn start_coordinator_at(workspace: &Path, listen: &str, extra: &[&str]) -> (
         .expect("start coordinator");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read announce line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read announce line");
     let address = line
         .split_whitespace()
         .find(|word| word.starts_with("127.0.0.1:"))
@@ -190,7 +226,14 @@ pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
     let mut command = Command::new(expcluster_bin());
     with_token(&mut command, Some(address), "worker");
     let child = command
-        .args(["worker", "--coordinator", address, "--slots", &slots.to_string(), "--work-dir"])
+        .args([
+            "worker",
+            "--coordinator",
+            address,
+            "--slots",
+            &slots.to_string(),
+            "--work-dir",
+        ])
         .arg(work_dir)
         .env("PATH", path_with_venv())
         .env_remove("CUDA_VISIBLE_DEVICES")
@@ -205,7 +248,10 @@ pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
 /// A call with `--coordinator ADDRESS` carries the client token of the coordinator
 /// started at that address.
 pub fn expcluster(args: &[&str]) -> Output {
-    let address = args.windows(2).find(|pair| pair[0] == "--coordinator").map(|pair| pair[1]);
+    let address = args
+        .windows(2)
+        .find(|pair| pair[0] == "--coordinator")
+        .map(|pair| pair[1]);
     let mut command = Command::new(expcluster_bin());
     with_token(&mut command, address, "client");
     command
@@ -220,7 +266,16 @@ pub fn expcluster(args: &[&str]) -> Output {
 /// flattened; nan and inf as strings).
 pub fn numpy_load(path: &Path) -> Value {
     let script = "import json,sys,numpy as np\na=np.load(sys.argv[1])\nprint(json.dumps({'shape':list(a.shape),'dtype':str(a.dtype),'values':[v if np.isfinite(v) else str(v) for v in a.astype(float).ravel().tolist()]}))";
-    let output = Command::new(python()).args(["-c", script]).arg(path).output().expect("python");
-    assert!(output.status.success(), "numpy could not load {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(python())
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python");
+    assert!(
+        output.status.success(),
+        "numpy could not load {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("json from python")
 }

@@ -32,11 +32,19 @@ fn on_cuda() -> bool {
 }
 
 fn rows() -> usize {
-    if on_cuda() { CUDA_ROWS } else { CPU_ROWS }
+    if on_cuda() {
+        CUDA_ROWS
+    } else {
+        CPU_ROWS
+    }
 }
 
 fn configs() -> Vec<(usize, usize)> {
-    if on_cuda() { CUDA_CONFIGS.to_vec() } else { CPU_CONFIGS.to_vec() }
+    if on_cuda() {
+        CUDA_CONFIGS.to_vec()
+    } else {
+        CPU_CONFIGS.to_vec()
+    }
 }
 
 struct Throughput(Vec<f64>);
@@ -73,7 +81,11 @@ fn tch_steps_per_sec(threads: usize, batch: usize, hidden: usize) -> Result<f64,
     let job = TrainJob {
         spec: &spec,
         seed: 0,
-        device: if on_cuda() { DeviceChoice::Cuda(0) } else { DeviceChoice::Cpu },
+        device: if on_cuda() {
+            DeviceChoice::Cuda(0)
+        } else {
+            DeviceChoice::Cpu
+        },
         data_root: dir.path(),
         output_dir: dir.path(),
         checkpoint_dir: &dir.path().join("ckpt"),

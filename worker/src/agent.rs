@@ -40,8 +40,12 @@ pub async fn run_worker(
     trainer: Arc<dyn Trainer>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    std::fs::create_dir_all(&config.work_dir).map_err(|err| WorkerError::Setup(format!("work dir {}: {err}", config.work_dir.display())))?;
-    let channel = channel(&config.coordinator, &config.security).map_err(|err| WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator)))?;
+    std::fs::create_dir_all(&config.work_dir).map_err(|err| {
+        WorkerError::Setup(format!("work dir {}: {err}", config.work_dir.display()))
+    })?;
+    let channel = channel(&config.coordinator, &config.security).map_err(|err| {
+        WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator))
+    })?;
     let mut client = worker_client(channel, &config.security);
     let registered = register(&mut client, &config).await?;
     let worker_id = registered.worker_id.clone();
@@ -63,7 +67,13 @@ pub async fn run_worker(
     let mut free_slots: Vec<Slot> = if config.gpus.is_empty() {
         (0..config.slots).map(|_| Slot { gpu: None }).collect()
     } else {
-        config.gpus.iter().map(|gpu| Slot { gpu: Some(gpu.clone()) }).collect()
+        config
+            .gpus
+            .iter()
+            .map(|gpu| Slot {
+                gpu: Some(gpu.clone()),
+            })
+            .collect()
     };
     let (slot_tx, mut slot_rx) = tokio::sync::mpsc::unbounded_channel::<Slot>();
     let mut attempts = JoinSet::new();
@@ -104,14 +114,20 @@ pub async fn run_worker(
             };
             let (stop_tx, stop_rx) = watch::channel(None);
             let key = (spec.job_id.clone(), spec.attempt);
-            running.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), stop_tx);
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), stop_tx);
             let context = context.clone();
             let running = running.clone();
             let slot_tx = slot_tx.clone();
             let slot_freed = slot_freed.clone();
             attempts.spawn(async move {
                 run_attempt(context, spec, slot.clone(), stop_rx).await;
-                running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
                 let _ = slot_tx.send(slot);
                 slot_freed.notify_one();
             });
@@ -134,7 +150,10 @@ pub enum WorkerError {
     Refused(String),
 }
 
-async fn register(client: &mut WorkerClient, config: &WorkerConfig) -> Result<v1::RegisterResponse, WorkerError> {
+async fn register(
+    client: &mut WorkerClient,
+    config: &WorkerConfig,
+) -> Result<v1::RegisterResponse, WorkerError> {
     let request = v1::RegisterRequest {
         hostname: config.hostname.clone(),
         slots: config.slots,
@@ -161,7 +180,12 @@ async fn register(client: &mut WorkerClient, config: &WorkerConfig) -> Result<v1
 
 /// Heartbeats on a fixed period, whatever the load, and stops attempts the
 /// coordinator no longer considers current.
-async fn heartbeat_loop(mut client: WorkerClient, worker_id: String, running: Running, period: Duration) {
+async fn heartbeat_loop(
+    mut client: WorkerClient,
+    worker_id: String,
+    running: Running,
+    period: Duration,
+) {
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
@@ -169,9 +193,15 @@ async fn heartbeat_loop(mut client: WorkerClient, worker_id: String, running: Ru
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .map(|(job_id, attempt)| v1::AttemptRef { job_id: job_id.clone(), attempt: *attempt })
+            .map(|(job_id, attempt)| v1::AttemptRef {
+                job_id: job_id.clone(),
+                attempt: *attempt,
+            })
             .collect();
-        let request = v1::HeartbeatRequest { worker_id: worker_id.clone(), running: current };
+        let request = v1::HeartbeatRequest {
+            worker_id: worker_id.clone(),
+            running: current,
+        };
         match client.heartbeat(request).await {
             Ok(response) => {
                 let response = response.into_inner();
@@ -181,7 +211,10 @@ async fn heartbeat_loop(mut client: WorkerClient, worker_id: String, running: Ru
                     tracing::error!(%worker_id, "the coordinator no longer knows this worker; stopping its jobs");
                 }
                 for ((job_id, attempt), stop) in running.iter() {
-                    let told = response.stop.iter().any(|s| &s.job_id == job_id && s.attempt == *attempt);
+                    let told = response
+                        .stop
+                        .iter()
+                        .any(|s| &s.job_id == job_id && s.attempt == *attempt);
                     if told || stop_all {
                         tracing::debug!(%job_id, attempt, "stopping an attempt that is no longer current");
                         let _ = stop.send(Some(StopReason::Cancelled));

@@ -42,7 +42,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const STDERR_TAIL_LINES: usize = 40;
 
 /// The EXP_* environment of a job (torchrun-style variables come with gangs).
-pub fn job_environment(spec: &v1::JobSpec, dir: &JobDir, gpu: Option<&str>) -> Vec<(String, String)> {
+pub fn job_environment(
+    spec: &v1::JobSpec,
+    dir: &JobDir,
+    gpu: Option<&str>,
+) -> Vec<(String, String)> {
     vec![
         ("EXP_SEED".into(), spec.seed.to_string()),
         ("EXP_STAGE".into(), spec.stage.clone()),
@@ -54,7 +58,12 @@ pub fn job_environment(spec: &v1::JobSpec, dir: &JobDir, gpu: Option<&str>) -> V
         ("EXP_ATTEMPT".into(), spec.attempt.to_string()),
         ("EXP_WORKSPACE".into(), spec.workspace_dir.clone()),
         ("EXP_IDEA_VERSION".into(), spec.idea_version.to_string()),
-        ("EXP_CHECKPOINT_DIR".into(), crate::runner::checkpoint_dir(&dir.work_dir, spec).display().to_string()),
+        (
+            "EXP_CHECKPOINT_DIR".into(),
+            crate::runner::checkpoint_dir(&dir.work_dir, spec)
+                .display()
+                .to_string(),
+        ),
         ("CUDA_VISIBLE_DEVICES".into(), gpu.unwrap_or("").to_owned()),
         // Python buffers a piped stdout; metrics must stream as they are printed.
         ("PYTHONUNBUFFERED".into(), "1".into()),
@@ -86,11 +95,27 @@ pub async fn run_command(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot start {program:?}: {err}")))?;
-    let pid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
-    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
-    let stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
-    let stdout_task = tokio::spawn(pump_stdout(stdout, dir.root.join("stdout.log"), dir.root.join("worker.log"), metrics));
+        .map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot start {program:?}: {err}"))
+        })?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
+    let stdout_task = tokio::spawn(pump_stdout(
+        stdout,
+        dir.root.join("stdout.log"),
+        dir.root.join("worker.log"),
+        metrics,
+    ));
     let stderr_task = tokio::spawn(pump_stderr(stderr, dir.root.join("stderr.log")));
 
     let end = tokio::select! {
@@ -125,10 +150,17 @@ pub async fn run_command(
 /// killed by such a signal is therefore given a moment for the drain to show up: if it
 /// does, the attempt was preempted (no failure budget spent), not failed.
 async fn preemption_or(signal: i32, stop: &mut watch::Receiver<Option<StopReason>>) -> RunEnd {
-    const DRAIN_SIGNALS: [Signal; 4] = [Signal::SIGTERM, Signal::SIGUSR2, Signal::SIGINT, Signal::SIGHUP];
+    const DRAIN_SIGNALS: [Signal; 4] = [
+        Signal::SIGTERM,
+        Signal::SIGUSR2,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ];
     let is_drain_signal = DRAIN_SIGNALS.iter().any(|s| *s as i32 == signal);
     if is_drain_signal {
-        if let Ok(StopReason::Preempted) = tokio::time::timeout(Duration::from_secs(2), wait_for_stop(stop)).await {
+        if let Ok(StopReason::Preempted) =
+            tokio::time::timeout(Duration::from_secs(2), wait_for_stop(stop)).await
+        {
             return RunEnd::Stopped(StopReason::Preempted);
         }
     }
@@ -151,7 +183,10 @@ async fn wait_for_stop(stop: &mut watch::Receiver<Option<StopReason>>) -> StopRe
 async fn stop_group(pid: Option<Pid>, child: &mut tokio::process::Child) {
     if let Some(pid) = pid {
         let _ = killpg(pid, Signal::SIGTERM);
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             let _ = killpg(pid, Signal::SIGKILL);
         } else {
             // The leader exited; children it left behind still get killed.
@@ -181,7 +216,10 @@ async fn pump_stdout(
             None if line.trim().is_empty() => {}
             None => {
                 if let Some(file) = notes.as_mut() {
-                    let _ = writeln!(file, "warning: stdout line {number} is not `NAME: VALUE`, ignored: {line}");
+                    let _ = writeln!(
+                        file,
+                        "warning: stdout line {number} is not `NAME: VALUE`, ignored: {line}"
+                    );
                 }
             }
         }

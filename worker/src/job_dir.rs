@@ -18,9 +18,15 @@ impl JobDir {
     pub fn create(work_dir: &Path, spec: &v1::JobSpec) -> io::Result<Self> {
         let fingerprint_ok = spec.fingerprint.is_empty() || is_safe_name(&spec.fingerprint);
         if !is_safe_name(&spec.job_id) || !fingerprint_ok {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe job id or fingerprint"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unsafe job id or fingerprint",
+            ));
         }
-        let root = work_dir.join("jobs").join(&spec.job_id).join(format!("a{}", spec.attempt));
+        let root = work_dir
+            .join("jobs")
+            .join(&spec.job_id)
+            .join(format!("a{}", spec.attempt));
         if root.exists() {
             std::fs::remove_dir_all(&root)?;
         }

@@ -100,7 +100,12 @@ async fn run(
     }
 }
 
-fn push(pending: &mut VecDeque<v1::MetricPoint>, steps: &mut HashMap<String, u64>, next_seq: &mut u64, (name, value): (String, f64)) {
+fn push(
+    pending: &mut VecDeque<v1::MetricPoint>,
+    steps: &mut HashMap<String, u64>,
+    next_seq: &mut u64,
+    (name, value): (String, f64),
+) {
     let step = steps.entry(name.clone()).or_insert(0);
     pending.push_back(v1::MetricPoint {
         seq: *next_seq,

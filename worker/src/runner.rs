@@ -33,22 +33,42 @@ pub struct Slot {
 }
 
 /// Runs one leased attempt to its reported end.
-pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: Slot, stop: watch::Receiver<Option<StopReason>>) {
+pub async fn run_attempt(
+    context: Arc<WorkerContext>,
+    spec: v1::JobSpec,
+    slot: Slot,
+    stop: watch::Receiver<Option<StopReason>>,
+) {
     let started = Instant::now();
     let job_id = spec.job_id.clone();
     let attempt = spec.attempt;
-    let span = tracing::info_span!("attempt", job_id = %job_id, attempt, worker_id = %context.worker_id);
+    let span =
+        tracing::info_span!("attempt", job_id = %job_id, attempt, worker_id = %context.worker_id);
     let _entered = span.enter();
     drop(_entered);
     let dir = match JobDir::create(&context.work_dir, &spec) {
         Ok(dir) => dir,
         Err(err) => {
-            let request = completion(&context, &spec, v1::Outcome::Failed, -1, format!("cannot prepare the job directory: {err}"), String::new(), 0, started);
+            let request = completion(
+                &context,
+                &spec,
+                v1::Outcome::Failed,
+                -1,
+                format!("cannot prepare the job directory: {err}"),
+                String::new(),
+                0,
+                started,
+            );
             send_completion(&context, request).await;
             return;
         }
     };
-    let (metrics, reporter) = reporter::start(context.client.clone(), context.worker_id.clone(), job_id.clone(), attempt);
+    let (metrics, reporter) = reporter::start(
+        context.client.clone(),
+        context.worker_id.clone(),
+        job_id.clone(),
+        attempt,
+    );
     let timeout = Duration::from_millis(spec.timeout_ms.max(1));
     let (end, error, stderr_tail) = match &spec.kind {
         Some(v1::job_spec::Kind::Command(command)) => {
@@ -59,7 +79,11 @@ pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: S
             }
         }
         Some(v1::job_spec::Kind::Trainer(trainer)) => {
-            let device = match slot.gpu.as_deref().and_then(|gpu| gpu.parse::<usize>().ok()) {
+            let device = match slot
+                .gpu
+                .as_deref()
+                .and_then(|gpu| gpu.parse::<usize>().ok())
+            {
                 Some(index) => DeviceChoice::Cuda(index),
                 None => DeviceChoice::Cpu,
             };
@@ -70,10 +94,22 @@ pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: S
                 checkpoint_dir: checkpoint_dir(&context.work_dir, &spec),
                 timeout,
             };
-            let (end, error) = run_trainer(context.trainer.clone(), &trainer.spec_json, run, &dir, metrics, stop).await;
+            let (end, error) = run_trainer(
+                context.trainer.clone(),
+                &trainer.spec_json,
+                run,
+                &dir,
+                metrics,
+                stop,
+            )
+            .await;
             (end, error.clone(), error)
         }
-        None => (RunEnd::Exited { code: 2 }, "the job spec names no command and no trainer".to_owned(), String::new()),
+        None => (
+            RunEnd::Exited { code: 2 },
+            "the job spec names no command and no trainer".to_owned(),
+            String::new(),
+        ),
     };
     let metric_count = match reporter.await {
         Ok(ReportEnd::AllAcked(count)) => count,
@@ -89,13 +125,31 @@ pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: S
     let (outcome, exit_code, error) = classify(&end, error, timeout);
     if outcome == v1::Outcome::Succeeded {
         if let Err(err) = upload_results(&context, &spec, &dir).await {
-            let request = completion(&context, &spec, v1::Outcome::Failed, exit_code, format!("uploading results failed: {err}"), stderr_tail, metric_count, started);
+            let request = completion(
+                &context,
+                &spec,
+                v1::Outcome::Failed,
+                exit_code,
+                format!("uploading results failed: {err}"),
+                stderr_tail,
+                metric_count,
+                started,
+            );
             send_completion(&context, request).await;
             return;
         }
     }
     upload_logs(&context, &spec, &dir).await;
-    let request = completion(&context, &spec, outcome, exit_code, error, stderr_tail, metric_count, started);
+    let request = completion(
+        &context,
+        &spec,
+        outcome,
+        exit_code,
+        error,
+        stderr_tail,
+        metric_count,
+        started,
+    );
     send_completion(&context, request).await;
 }
 
@@ -105,21 +159,45 @@ pub async fn run_attempt(context: Arc<WorkerContext>, spec: v1::JobSpec, slot: S
 /// record); a worker that cannot see the workspace keeps them in its scratch folder.
 pub fn checkpoint_dir(work_dir: &std::path::Path, spec: &v1::JobSpec) -> PathBuf {
     let shared = std::path::Path::new(&spec.workspace_dir).join(".expcluster");
-    let base = if shared.is_dir() { shared } else { work_dir.to_path_buf() };
-    base.join("checkpoints").join(&spec.job_id).join(&spec.fingerprint)
+    let base = if shared.is_dir() {
+        shared
+    } else {
+        work_dir.to_path_buf()
+    };
+    base.join("checkpoints")
+        .join(&spec.job_id)
+        .join(&spec.fingerprint)
 }
 
 fn classify(end: &RunEnd, error: String, timeout: Duration) -> (v1::Outcome, i32, String) {
     match end {
         RunEnd::Exited { code: 0 } if error.is_empty() => (v1::Outcome::Succeeded, 0, error),
         RunEnd::Exited { code } => {
-            let error = if error.is_empty() { format!("exited with status {code}") } else { error };
+            let error = if error.is_empty() {
+                format!("exited with status {code}")
+            } else {
+                error
+            };
             (v1::Outcome::Failed, *code, error)
         }
-        RunEnd::Signalled { signal } => (v1::Outcome::Failed, -1, format!("killed by signal {signal}")),
-        RunEnd::TimedOut => (v1::Outcome::Failed, -1, format!("timed out after {}", humanize(timeout))),
-        RunEnd::Stopped(StopReason::Preempted) => (v1::Outcome::Preempted, -1, "preempted: the worker is draining".to_owned()),
-        RunEnd::Stopped(StopReason::Cancelled) => (v1::Outcome::Cancelled, -1, "cancelled".to_owned()),
+        RunEnd::Signalled { signal } => (
+            v1::Outcome::Failed,
+            -1,
+            format!("killed by signal {signal}"),
+        ),
+        RunEnd::TimedOut => (
+            v1::Outcome::Failed,
+            -1,
+            format!("timed out after {}", humanize(timeout)),
+        ),
+        RunEnd::Stopped(StopReason::Preempted) => (
+            v1::Outcome::Preempted,
+            -1,
+            "preempted: the worker is draining".to_owned(),
+        ),
+        RunEnd::Stopped(StopReason::Cancelled) => {
+            (v1::Outcome::Cancelled, -1, "cancelled".to_owned())
+        }
     }
 }
 
@@ -151,12 +229,18 @@ fn completion(
     }
 }
 
-async fn upload_results(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir) -> Result<(), String> {
+async fn upload_results(
+    context: &WorkerContext,
+    spec: &v1::JobSpec,
+    dir: &JobDir,
+) -> Result<(), String> {
     let files = dir.result_files().map_err(|err| err.to_string())?;
     let limit = expcluster_proto::MAX_MESSAGE_BYTES - 4096;
     for (name, path) in files {
         // Checked before reading, so a huge file is refused without loading it.
-        let size = std::fs::metadata(&path).map_err(|err| format!("{name}: {err}"))?.len();
+        let size = std::fs::metadata(&path)
+            .map_err(|err| format!("{name}: {err}"))?
+            .len();
         if size > limit as u64 {
             return Err(format!("{name} is {size} bytes, more than the upload limit of {limit}: save smaller arrays"));
         }

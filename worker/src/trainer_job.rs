@@ -43,7 +43,12 @@ pub async fn run_trainer(
         .and_then(|value| TrainerSpec::from_json(&value))
     {
         Ok(spec) => spec,
-        Err(reason) => return (RunEnd::Exited { code: 2 }, format!("invalid trainer spec: {reason}")),
+        Err(reason) => {
+            return (
+                RunEnd::Exited { code: 2 },
+                format!("invalid trainer spec: {reason}"),
+            )
+        }
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let output = dir.output.clone();
@@ -88,8 +93,14 @@ pub async fn run_trainer(
             tracing::info!(epochs = report.epochs_run, device = %report.device, "training finished");
             (RunEnd::Exited { code: 0 }, String::new())
         }
-        Ok(Err(TrainError::Cancelled)) => (stopped.unwrap_or(RunEnd::Stopped(StopReason::Cancelled)), String::new()),
+        Ok(Err(TrainError::Cancelled)) => (
+            stopped.unwrap_or(RunEnd::Stopped(StopReason::Cancelled)),
+            String::new(),
+        ),
         Ok(Err(err)) => (RunEnd::Exited { code: 1 }, err.to_string()),
-        Err(join_error) => (RunEnd::Exited { code: 1 }, format!("the trainer thread failed: {join_error}")),
+        Err(join_error) => (
+            RunEnd::Exited { code: 1 },
+            format!("the trainer thread failed: {join_error}"),
+        ),
     }
 }

@@ -26,10 +26,16 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     if args.stage.is_none() && args.job.is_none() {
         anyhow::bail!("say what to cancel: --stage <stage> or --job <job id>");
     }
-    let security = args.connect.security(expcluster_coordinator::auth::Role::Client, crate::workspace_arg::resolve(None, None).ok().as_deref())?;
+    let security = args.connect.security(
+        expcluster_coordinator::auth::Role::Client,
+        crate::workspace_arg::resolve(None, None).ok().as_deref(),
+    )?;
     let mut client = client_client(channel(&address, &security)?, &security);
     let response = client
-        .cancel(v1::CancelRequest { stage: args.stage.unwrap_or_default(), job_id: args.job.unwrap_or_default() })
+        .cancel(v1::CancelRequest {
+            stage: args.stage.unwrap_or_default(),
+            job_id: args.job.unwrap_or_default(),
+        })
         .await
         .map_err(|status| explain(status, &address))?
         .into_inner();

@@ -32,7 +32,10 @@ pub struct CoordinatorCmd {
 }
 
 pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
-    let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref())?;
+    let root = workspace_arg::resolve(
+        args.workspace.workspace.as_deref(),
+        args.workspace.idea.as_deref(),
+    )?;
     // Before anything else: a coordinator that cannot read its tokens does not start.
     let security = args.security.server_security(&root, &args.listen)?;
     let coordinator = Coordinator::open(
@@ -50,8 +53,17 @@ pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
     let address = listener.local_addr()?;
     expcluster_coordinator::server::check_listen_address(address, &security.auth)?;
     // The one line scripts and tests read to learn the port.
-    println!("expcluster coordinator listening on {address} for {}", root.display());
-    expcluster_coordinator::server::serve(listener, coordinator, security, crate::embedded::shutdown_signal()).await?;
+    println!(
+        "expcluster coordinator listening on {address} for {}",
+        root.display()
+    );
+    expcluster_coordinator::server::serve(
+        listener,
+        coordinator,
+        security,
+        crate::embedded::shutdown_signal(),
+    )
+    .await?;
     eprintln!("coordinator stopped");
     Ok(ExitCode::SUCCESS)
 }

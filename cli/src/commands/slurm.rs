@@ -90,17 +90,23 @@ fn launch(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref())?;
-    let root = std::fs::canonicalize(&root).with_context(|| format!("cannot resolve {}", root.display()))?;
+    let root = workspace_arg::resolve(
+        args.workspace.workspace.as_deref(),
+        args.workspace.idea.as_deref(),
+    )?;
+    let root = std::fs::canonicalize(&root)
+        .with_context(|| format!("cannot resolve {}", root.display()))?;
     let slurm_dir = root.join(".expcluster").join("slurm");
-    std::fs::create_dir_all(&slurm_dir).with_context(|| format!("cannot create {}", slurm_dir.display()))?;
+    std::fs::create_dir_all(&slurm_dir)
+        .with_context(|| format!("cannot create {}", slurm_dir.display()))?;
     let (kind, script) = if args.coordinator.is_some() {
         ("workers", WORKERS_SCRIPT)
     } else {
         ("cluster", CLUSTER_SCRIPT)
     };
     let script_path = slurm_dir.join(format!("expcluster-{kind}.sbatch"));
-    std::fs::write(&script_path, script).with_context(|| format!("cannot write {}", script_path.display()))?;
+    std::fs::write(&script_path, script)
+        .with_context(|| format!("cannot write {}", script_path.display()))?;
 
     let binary = std::env::current_exe().context("cannot find this expcluster binary")?;
     let mut sbatch = Command::new("sbatch");
@@ -119,8 +125,13 @@ fn launch(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     }
     match &args.coordinator {
         None => {
-            sbatch.arg(format!("--nodes={}", args.nodes)).arg("--ntasks-per-node=1");
-            sbatch.arg(format!("--output={}", slurm_dir.join("expcluster-%j.out").display()));
+            sbatch
+                .arg(format!("--nodes={}", args.nodes))
+                .arg("--ntasks-per-node=1");
+            sbatch.arg(format!(
+                "--output={}",
+                slurm_dir.join("expcluster-%j.out").display()
+            ));
             sbatch.env("EXPCLUSTER_PORT", args.port.unwrap_or(0).to_string());
             sbatch.env_remove("EXPCLUSTER_COORDINATOR");
         }
@@ -155,7 +166,12 @@ fn launch(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     // --parsable prints "<job id>" or "<job id>;<cluster>".
-    let job_id = stdout.trim().split(';').next().unwrap_or_default().to_owned();
+    let job_id = stdout
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit()) {
         bail!("sbatch answered {stdout:?}, not a job id");
     }
@@ -183,14 +199,18 @@ fn record_job(root: &Path, job_id: &str, kind: &str) -> anyhow::Result<()> {
         .append(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    writeln!(file, "{job_id} {kind}").with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{job_id} {kind}")
+        .with_context(|| format!("cannot write {}", path.display()))?;
     file.sync_data()
         .with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
 }
 
 fn stop(args: StopArgs) -> anyhow::Result<ExitCode> {
-    let root = workspace_arg::resolve(args.workspace.workspace.as_deref(), args.workspace.idea.as_deref())?;
+    let root = workspace_arg::resolve(
+        args.workspace.workspace.as_deref(),
+        args.workspace.idea.as_deref(),
+    )?;
     let path = root.join(JOBS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

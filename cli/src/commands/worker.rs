@@ -26,10 +26,9 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let coordinator = args
-        .coordinator
-        .coordinator
-        .context("no coordinator given: pass --coordinator host:port or set EXPCLUSTER_COORDINATOR")?;
+    let coordinator = args.coordinator.coordinator.context(
+        "no coordinator given: pass --coordinator host:port or set EXPCLUSTER_COORDINATOR",
+    )?;
     // Under Slurm the task's GPUs, scratch folder and incarnation come from SLURM_*.
     let slurm = expcluster_worker::slurm_env::SlurmTask::from_env();
     let gpus = match (args.gpus.is_empty(), &slurm) {
@@ -37,22 +36,55 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         (true, Some(task)) => task.gpus.clone(),
         (true, None) => gpus_from_env(),
     };
-    let slots = args.slots.unwrap_or(if gpus.is_empty() { 1 } else { gpus.len() as u32 });
-    let hostname = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+    let slots = args.slots.unwrap_or(if gpus.is_empty() {
+        1
+    } else {
+        gpus.len() as u32
+    });
+    let hostname = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
     let default_dir = match &slurm {
         Some(task) => task.work_dir_name(),
         None => format!("expcluster-worker-{}", std::process::id()),
     };
-    let work_dir = args.work_dir.unwrap_or_else(|| std::env::temp_dir().join(default_dir));
-    let security = args.connect.security(expcluster_coordinator::auth::Role::Worker, None)?;
-    let incarnation_hint = slurm.as_ref().map(|task| task.incarnation_hint()).unwrap_or_default();
-    let config = WorkerConfig { coordinator, slots, work_dir, hostname, gpus, incarnation_hint, security };
-    run_worker(config, Arc::new(expcluster_trainer::TchTrainer), crate::embedded::shutdown_signal()).await?;
+    let work_dir = args
+        .work_dir
+        .unwrap_or_else(|| std::env::temp_dir().join(default_dir));
+    let security = args
+        .connect
+        .security(expcluster_coordinator::auth::Role::Worker, None)?;
+    let incarnation_hint = slurm
+        .as_ref()
+        .map(|task| task.incarnation_hint())
+        .unwrap_or_default();
+    let config = WorkerConfig {
+        coordinator,
+        slots,
+        work_dir,
+        hostname,
+        gpus,
+        incarnation_hint,
+        security,
+    };
+    run_worker(
+        config,
+        Arc::new(expcluster_trainer::TchTrainer),
+        crate::embedded::shutdown_signal(),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn gpus_from_env() -> Vec<String> {
     std::env::var("CUDA_VISIBLE_DEVICES")
-        .map(|value| value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect())
+        .map(|value| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -14,7 +14,10 @@ pub struct ClientApi {
 
 #[tonic::async_trait]
 impl ClientService for ClientApi {
-    async fn health(&self, _request: Request<v1::HealthRequest>) -> Result<Response<v1::HealthResponse>, Status> {
+    async fn health(
+        &self,
+        _request: Request<v1::HealthRequest>,
+    ) -> Result<Response<v1::HealthResponse>, Status> {
         let state = self.coordinator.lock();
         Ok(Response::new(v1::HealthResponse {
             protocol_version: PROTOCOL_VERSION,
@@ -23,7 +26,10 @@ impl ClientService for ClientApi {
         }))
     }
 
-    async fn submit_stage(&self, request: Request<v1::SubmitStageRequest>) -> Result<Response<v1::SubmitStageResponse>, Status> {
+    async fn submit_stage(
+        &self,
+        request: Request<v1::SubmitStageRequest>,
+    ) -> Result<Response<v1::SubmitStageResponse>, Status> {
         let request = request.into_inner();
         let stage = convert::stage(&request.stage)?;
         let submitted = self.coordinator.lock().submit_stage(stage, request.rerun)?;
@@ -36,12 +42,17 @@ impl ClientService for ClientApi {
         }))
     }
 
-    async fn stage_status(&self, request: Request<v1::StageStatusRequest>) -> Result<Response<v1::StageStatusResponse>, Status> {
+    async fn stage_status(
+        &self,
+        request: Request<v1::StageStatusRequest>,
+    ) -> Result<Response<v1::StageStatusResponse>, Status> {
         let stage = convert::stage(&request.into_inner().stage)?;
         let state = self.coordinator.lock();
-        let run = state
-            .latest_run(stage)
-            .ok_or_else(|| Status::not_found(format!("stage {stage} was never submitted: run `expcluster submit --stage {stage}`")))?;
+        let run = state.latest_run(stage).ok_or_else(|| {
+            Status::not_found(format!(
+                "stage {stage} was never submitted: run `expcluster submit --stage {stage}`"
+            ))
+        })?;
         let jobs = run
             .jobs
             .iter()
@@ -58,15 +69,27 @@ impl ClientService for ClientApi {
         }))
     }
 
-    async fn cancel(&self, request: Request<v1::CancelRequest>) -> Result<Response<v1::CancelResponse>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::CancelResponse>, Status> {
         let request = request.into_inner();
-        let stage = (!request.stage.is_empty()).then(|| convert::stage(&request.stage)).transpose()?;
-        let job = (!request.job_id.is_empty()).then(|| convert::job_id(&request.job_id)).transpose()?;
+        let stage = (!request.stage.is_empty())
+            .then(|| convert::stage(&request.stage))
+            .transpose()?;
+        let job = (!request.job_id.is_empty())
+            .then(|| convert::job_id(&request.job_id))
+            .transpose()?;
         let cancelled = self.coordinator.lock().cancel(stage, job.as_ref())?;
-        Ok(Response::new(v1::CancelResponse { cancelled: cancelled as u32 }))
+        Ok(Response::new(v1::CancelResponse {
+            cancelled: cancelled as u32,
+        }))
     }
 
-    async fn list_workers(&self, _request: Request<v1::ListWorkersRequest>) -> Result<Response<v1::ListWorkersResponse>, Status> {
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
         let state = self.coordinator.lock();
         let now = Instant::now();
         let mut workers: Vec<v1::WorkerInfo> = state
@@ -84,11 +107,20 @@ impl ClientService for ClientApi {
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
 
-    async fn list_stages(&self, _request: Request<v1::ListStagesRequest>) -> Result<Response<v1::ListStagesResponse>, Status> {
-        Ok(Response::new(super::client_views::stage_overviews(&self.coordinator.lock())))
+    async fn list_stages(
+        &self,
+        _request: Request<v1::ListStagesRequest>,
+    ) -> Result<Response<v1::ListStagesResponse>, Status> {
+        Ok(Response::new(super::client_views::stage_overviews(
+            &self.coordinator.lock(),
+        )))
     }
 
-    async fn job_log(&self, request: Request<v1::JobLogRequest>) -> Result<Response<v1::JobLogResponse>, Status> {
-        super::client_views::job_log(&self.coordinator.lock(), &request.into_inner()).map(Response::new)
+    async fn job_log(
+        &self,
+        request: Request<v1::JobLogRequest>,
+    ) -> Result<Response<v1::JobLogResponse>, Status> {
+        super::client_views::job_log(&self.coordinator.lock(), &request.into_inner())
+            .map(Response::new)
     }
 }

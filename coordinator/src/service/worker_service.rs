@@ -18,7 +18,10 @@ pub struct WorkerApi {
 
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
-    async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
         let request = request.into_inner();
         let mut state = self.coordinator.lock();
         let worker_id = state.register_worker(&request.hostname, request.slots, Instant::now())?;
@@ -30,7 +33,10 @@ impl WorkerService for WorkerApi {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<v1::HeartbeatRequest>) -> Result<Response<v1::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let request = request.into_inner();
         let worker = convert::worker_id(&request.worker_id)?;
         let running = request
@@ -38,27 +44,39 @@ impl WorkerService for WorkerApi {
             .iter()
             .map(|r| Ok((convert::job_id(&r.job_id)?, r.attempt)))
             .collect::<Result<Vec<_>, Status>>()?;
-        let result = self.coordinator.lock().heartbeat(&worker, &running, Instant::now());
+        let result = self
+            .coordinator
+            .lock()
+            .heartbeat(&worker, &running, Instant::now());
         match result {
             Ok(stop) => Ok(Response::new(v1::HeartbeatResponse {
                 stop: stop
                     .into_iter()
-                    .map(|(job, attempt)| v1::AttemptRef { job_id: job.to_string(), attempt })
+                    .map(|(job, attempt)| v1::AttemptRef {
+                        job_id: job.to_string(),
+                        attempt,
+                    })
                     .collect(),
                 known: true,
             })),
-            Err(crate::error::CoordinatorError::UnknownWorker(_)) => Ok(Response::new(v1::HeartbeatResponse {
-                stop: Vec::new(),
-                known: false,
-            })),
+            Err(crate::error::CoordinatorError::UnknownWorker(_)) => {
+                Ok(Response::new(v1::HeartbeatResponse {
+                    stop: Vec::new(),
+                    known: false,
+                }))
+            }
             Err(err) => Err(err.into()),
         }
     }
 
-    async fn lease(&self, request: Request<v1::LeaseRequest>) -> Result<Response<v1::LeaseResponse>, Status> {
+    async fn lease(
+        &self,
+        request: Request<v1::LeaseRequest>,
+    ) -> Result<Response<v1::LeaseResponse>, Status> {
         let request = request.into_inner();
         let worker = convert::worker_id(&request.worker_id)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_LEASE_WAIT);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_LEASE_WAIT);
         loop {
             let notified = self.coordinator.jobs_queued.notified();
             tokio::pin!(notified);
@@ -68,7 +86,12 @@ impl WorkerService for WorkerApi {
                 let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
                 leases
                     .iter()
-                    .filter_map(|lease| state.jobs.get(&lease.job).map(|job| convert::job_spec(&state, job)))
+                    .filter_map(|lease| {
+                        state
+                            .jobs
+                            .get(&lease.job)
+                            .map(|job| convert::job_spec(&state, job))
+                    })
                     .collect::<Vec<_>>()
             };
             if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -82,36 +105,55 @@ impl WorkerService for WorkerApi {
         }
     }
 
-    async fn report_metrics(&self, request: Request<v1::MetricBatch>) -> Result<Response<v1::MetricAck>, Status> {
+    async fn report_metrics(
+        &self,
+        request: Request<v1::MetricBatch>,
+    ) -> Result<Response<v1::MetricAck>, Status> {
         let batch = request.into_inner();
         let worker = convert::worker_id(&batch.worker_id)?;
         let job = convert::job_id(&batch.job_id)?;
         let points = convert::metric_points(&batch.points);
-        let acked_through = self.coordinator.lock().report_metrics(&worker, &job, batch.attempt, &points)?;
+        let acked_through =
+            self.coordinator
+                .lock()
+                .report_metrics(&worker, &job, batch.attempt, &points)?;
         Ok(Response::new(v1::MetricAck { acked_through }))
     }
 
-    async fn upload_artifact(&self, request: Request<v1::ArtifactUpload>) -> Result<Response<v1::ArtifactAck>, Status> {
+    async fn upload_artifact(
+        &self,
+        request: Request<v1::ArtifactUpload>,
+    ) -> Result<Response<v1::ArtifactAck>, Status> {
         let upload = request.into_inner();
         let worker = convert::worker_id(&upload.worker_id)?;
         let job = convert::job_id(&upload.job_id)?;
         let is_log = upload.kind == v1::ArtifactKind::Log as i32;
-        let stored_as = self
-            .coordinator
-            .lock()
-            .upload_artifact(&worker, &job, upload.attempt, &upload.name, &upload.content, is_log)?;
+        let stored_as = self.coordinator.lock().upload_artifact(
+            &worker,
+            &job,
+            upload.attempt,
+            &upload.name,
+            &upload.content,
+            is_log,
+        )?;
         Ok(Response::new(v1::ArtifactAck { stored_as }))
     }
 
-    async fn complete(&self, request: Request<v1::CompleteRequest>) -> Result<Response<v1::CompleteResponse>, Status> {
+    async fn complete(
+        &self,
+        request: Request<v1::CompleteRequest>,
+    ) -> Result<Response<v1::CompleteResponse>, Status> {
         let request = request.into_inner();
         let worker = convert::worker_id(&request.worker_id)?;
         let job = convert::job_id(&request.job_id)?;
         let completion = convert::completion(&request)?;
-        let requeued = self
-            .coordinator
-            .lock()
-            .complete(&worker, &job, request.attempt, completion, Instant::now())?;
+        let requeued = self.coordinator.lock().complete(
+            &worker,
+            &job,
+            request.attempt,
+            completion,
+            Instant::now(),
+        )?;
         if requeued {
             self.coordinator.jobs_queued.notify_waiters();
         }

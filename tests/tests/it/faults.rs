@@ -2,7 +2,9 @@
 //! with SIGKILL, stopped with SIGSTOP, drained with SIGTERM; jobs must finish once,
 //! with every metric point stored exactly once.
 
-use expcluster_tests::{expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace};
+use expcluster_tests::{
+    expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::process::Output;
@@ -20,7 +22,14 @@ print("test_accuracy: 0.75")
 "#;
 
 /// Fast leases so the tests run in seconds.
-const TIMING: [&str; 6] = ["--lease-timeout", "2s", "--heartbeat-interval", "300ms", "--restart-grace", "2s"];
+const TIMING: [&str; 6] = [
+    "--lease-timeout",
+    "2s",
+    "--heartbeat-interval",
+    "300ms",
+    "--restart-grace",
+    "2s",
+];
 
 fn config(steps: u32, sleep: f64, seeds: u32, max_attempts: u32) -> String {
     format!(
@@ -33,22 +42,38 @@ fn config(steps: u32, sleep: f64, seeds: u32, max_attempts: u32) -> String {
 
 fn submit_in_background(address: &str) -> JoinHandle<Output> {
     let address = address.to_owned();
-    std::thread::spawn(move || expcluster(&["submit", "--stage", "implementation", "--coordinator", &address]))
+    std::thread::spawn(move || {
+        expcluster(&[
+            "submit",
+            "--stage",
+            "implementation",
+            "--coordinator",
+            &address,
+        ])
+    })
 }
 
 fn stage_status(address: &str) -> Option<Value> {
-    let output = expcluster(&["status", "--stage", "implementation", "--json", "--coordinator", address]);
+    let output = expcluster(&[
+        "status",
+        "--stage",
+        "implementation",
+        "--json",
+        "--coordinator",
+        address,
+    ]);
     serde_json::from_slice(&output.stdout).ok()
 }
 
 /// True once some job is running with at least `min_step + 1` step points stored.
 fn running_past(address: &str, min_step: f64) -> bool {
     stage_status(address).is_some_and(|status| {
-        status["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|job| job["state"] == "running" && job["metrics"]["step"].as_f64().is_some_and(|s| s >= min_step))
+        status["jobs"].as_array().into_iter().flatten().any(|job| {
+            job["state"] == "running"
+                && job["metrics"]["step"]
+                    .as_f64()
+                    .is_some_and(|s| s >= min_step)
+        })
     })
 }
 
@@ -68,18 +93,29 @@ fn completed_series(ws: &TestWorkspace, event: &Value) -> Vec<f64> {
         event["job_id"].as_str().unwrap(),
         event["fingerprint"].as_str().unwrap()
     ));
-    record["series"]["step"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    record["series"]["step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }
 
 #[test]
 fn a_job_on_a_killed_worker_completes_elsewhere_with_every_step_once() {
     let steps = 30;
-    let ws = TestWorkspace::new("kill9", &config(steps, 0.1, 1, 3), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "kill9",
+        &config(steps, 0.1, 1, 3),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
     let scratch = tempfile::tempdir().unwrap();
     let doomed = start_worker(&address, 1, &scratch.path().join("doomed"));
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs past step 5", || running_past(&address, 5.0));
+    wait_until(Duration::from_secs(60), "the job runs past step 5", || {
+        running_past(&address, 5.0)
+    });
     doomed.signal(Signal::SIGKILL);
     let _survivor = start_worker(&address, 1, &scratch.path().join("survivor"));
     finished_ok(submit);
@@ -91,7 +127,11 @@ fn a_job_on_a_killed_worker_completes_elsewhere_with_every_step_once() {
     assert_eq!(completed.len(), 1, "one completion");
     assert_eq!(completed[0]["attempt"], 2);
     let want: Vec<f64> = (0..steps).map(f64::from).collect();
-    assert_eq!(completed_series(&ws, &completed[0]), want, "every step exactly once");
+    assert_eq!(
+        completed_series(&ws, &completed[0]),
+        want,
+        "every step exactly once"
+    );
     let curves = numpy_load(&ws.path("experiment_results/implementation_proposed_step_curves.npy"));
     assert_eq!(curves["shape"], serde_json::json!([1, steps]));
 }
@@ -99,38 +139,67 @@ fn a_job_on_a_killed_worker_completes_elsewhere_with_every_step_once() {
 #[test]
 fn a_stopped_worker_past_its_lease_is_fenced_off_when_it_resumes() {
     let steps = 40;
-    let ws = TestWorkspace::new("sigstop", &config(steps, 0.1, 1, 3), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "sigstop",
+        &config(steps, 0.1, 1, 3),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
     let scratch = tempfile::tempdir().unwrap();
     let mut frozen = start_worker(&address, 1, &scratch.path().join("frozen"));
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs past step 3", || running_past(&address, 3.0));
+    wait_until(Duration::from_secs(60), "the job runs past step 3", || {
+        running_past(&address, 3.0)
+    });
     let _replacement = start_worker(&address, 1, &scratch.path().join("replacement"));
     frozen.signal(Signal::SIGSTOP);
-    wait_until(Duration::from_secs(30), "the replacement attempt runs", || {
-        stage_status(&address).is_some_and(|s| s["jobs"][0]["attempt"] == 2 && s["jobs"][0]["state"] == "running")
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the replacement attempt runs",
+        || {
+            stage_status(&address)
+                .is_some_and(|s| s["jobs"][0]["attempt"] == 2 && s["jobs"][0]["state"] == "running")
+        },
+    );
     frozen.signal(Signal::SIGCONT);
     finished_ok(submit);
 
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1, "one completion: {completed:?}");
-    assert_eq!(completed[0]["attempt"], 2, "the old attempt's completion was refused");
+    assert_eq!(
+        completed[0]["attempt"], 2,
+        "the old attempt's completion was refused"
+    );
     let want: Vec<f64> = (0..steps).map(f64::from).collect();
-    assert_eq!(completed_series(&ws, &completed[0]), want, "no point of the old attempt leaked in");
-    assert!(frozen.wait_exit(Duration::from_millis(200)).is_none(), "the resumed worker keeps serving");
+    assert_eq!(
+        completed_series(&ws, &completed[0]),
+        want,
+        "no point of the old attempt leaked in"
+    );
+    assert!(
+        frozen.wait_exit(Duration::from_millis(200)).is_none(),
+        "the resumed worker keeps serving"
+    );
 }
 
 #[test]
 fn a_preempted_job_is_requeued_without_spending_its_failure_budget() {
-    let ws = TestWorkspace::new("preempt", &config(30, 0.1, 1, 1), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "preempt",
+        &config(30, 0.1, 1, 1),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
     let scratch = tempfile::tempdir().unwrap();
     let mut drained = start_worker(&address, 1, &scratch.path().join("drained"));
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 2.0));
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        running_past(&address, 2.0)
+    });
     drained.signal(Signal::SIGUSR2);
-    let status = drained.wait_exit(Duration::from_secs(30)).expect("the worker drains and exits");
+    let status = drained
+        .wait_exit(Duration::from_secs(30))
+        .expect("the worker drains and exits");
     assert!(status.success(), "a drained worker exits cleanly");
     let _next = start_worker(&address, 1, &scratch.path().join("next"));
     finished_ok(submit);
@@ -140,19 +209,28 @@ fn a_preempted_job_is_requeued_without_spending_its_failure_budget() {
     assert_eq!(preempted[0]["attempt"], 1);
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1);
-    assert_eq!(completed[0]["status"], "succeeded", "max_attempts 1, yet the preemption did not count");
+    assert_eq!(
+        completed[0]["status"], "succeeded",
+        "max_attempts 1, yet the preemption did not count"
+    );
     assert_eq!(completed[0]["attempt"], 2);
 }
 
 #[test]
 fn a_killed_coordinator_resumes_the_stage_from_its_journal_and_no_job_runs_twice() {
-    let ws = TestWorkspace::new("restart", &config(12, 0.1, 4, 3), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "restart",
+        &config(12, 0.1, 4, 3),
+        &[("runfile.py", RUNFILE)],
+    );
     let (coordinator, address) = start_coordinator(&ws.root, &TIMING);
     let scratch = tempfile::tempdir().unwrap();
     let _w1 = start_worker(&address, 1, &scratch.path().join("w1"));
     let _w2 = start_worker(&address, 1, &scratch.path().join("w2"));
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "jobs run mid-way", || running_past(&address, 4.0));
+    wait_until(Duration::from_secs(60), "jobs run mid-way", || {
+        running_past(&address, 4.0)
+    });
     coordinator.signal(Signal::SIGKILL);
     drop(coordinator);
     let args: Vec<&str> = TIMING.to_vec();
@@ -161,28 +239,62 @@ fn a_killed_coordinator_resumes_the_stage_from_its_journal_and_no_job_runs_twice
     finished_ok(submit);
 
     let completed = ws.events_of("job_completed");
-    assert_eq!(completed.len(), 4, "each job completes once: {completed:#?}");
+    assert_eq!(
+        completed.len(),
+        4,
+        "each job completes once: {completed:#?}"
+    );
     for event in &completed {
         assert_eq!(event["status"], "succeeded");
-        assert_eq!(event["attempt"], 1, "running jobs reattached instead of running twice");
+        assert_eq!(
+            event["attempt"], 1,
+            "running jobs reattached instead of running twice"
+        );
         let want: Vec<f64> = (0..12).map(f64::from).collect();
         assert_eq!(completed_series(&ws, event), want);
     }
-    assert!(ws.events_of("job_requeued").is_empty(), "nobody was declared lost");
-    let seqs: Vec<u64> = ws.events().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "the log's sequence is contiguous");
+    assert!(
+        ws.events_of("job_requeued").is_empty(),
+        "nobody was declared lost"
+    );
+    let seqs: Vec<u64> = ws
+        .events()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "the log's sequence is contiguous"
+    );
 }
 
 #[test]
 fn cancel_stops_the_running_job_on_its_worker_and_records_it() {
-    let ws = TestWorkspace::new("cancel", &config(600, 0.1, 1, 3), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "cancel",
+        &config(600, 0.1, 1, 3),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &TIMING);
     let scratch = tempfile::tempdir().unwrap();
     let _worker = start_worker(&address, 1, scratch.path());
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 1.0));
-    let output = expcluster(&["cancel", "--stage", "implementation", "--coordinator", &address]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        running_past(&address, 1.0)
+    });
+    let output = expcluster(&[
+        "cancel",
+        "--stage",
+        "implementation",
+        "--coordinator",
+        &address,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("cancelled 1 job(s)"));
     let submitted = submit.join().unwrap();
     assert!(String::from_utf8_lossy(&submitted.stdout).contains("cancelled"));
@@ -211,7 +323,10 @@ impl SmallDisk {
             .arg(&path)
             .status()
             .expect("run mount");
-        assert!(status.success(), "cannot mount a tmpfs for the disk-full test: it needs root (as in CI)");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs for the disk-full test: it needs root (as in CI)"
+        );
         Self { path, _dir: dir }
     }
 
@@ -229,7 +344,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
     }
 }
 
@@ -247,22 +365,34 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
     let scratch = tempfile::tempdir().unwrap();
     let _worker = start_worker(&address, 1, scratch.path());
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 3.0));
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        running_past(&address, 3.0)
+    });
 
     let filler = disk.fill();
     let step_now = || stage_status(&address).and_then(|s| s["jobs"][0]["metrics"]["step"].as_f64());
-    wait_until(Duration::from_secs(30), "acknowledgements stop while the disk is full", || {
-        let before = step_now();
-        std::thread::sleep(Duration::from_millis(1000));
-        before == step_now() && before.is_some_and(|step| step < f64::from(steps - 1))
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "acknowledgements stop while the disk is full",
+        || {
+            let before = step_now();
+            std::thread::sleep(Duration::from_millis(1000));
+            before == step_now() && before.is_some_and(|step| step < f64::from(steps - 1))
+        },
+    );
     std::fs::remove_file(filler).unwrap();
     finished_ok(submit);
 
     let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap();
     assert!(text.ends_with('\n'), "no half-written line");
-    let events: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).expect("every line parses")).collect();
-    let completed: Vec<&Value> = events.iter().filter(|e| e["type"] == "job_completed").collect();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line parses"))
+        .collect();
+    let completed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "job_completed")
+        .collect();
     assert_eq!(completed.len(), 1);
     let record: Value = serde_json::from_slice(
         &std::fs::read(root.join(format!(
@@ -273,14 +403,27 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
         .unwrap(),
     )
     .unwrap();
-    let series: Vec<f64> = record["series"]["step"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    assert_eq!(series, (0..steps).map(f64::from).collect::<Vec<_>>(), "no gap and no duplicate");
+    let series: Vec<f64> = record["series"]["step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        series,
+        (0..steps).map(f64::from).collect::<Vec<_>>(),
+        "no gap and no duplicate"
+    );
 }
 
 #[test]
 fn repeated_coordinator_kills_under_load_lose_no_acknowledged_record() {
     let steps = 20;
-    let ws = TestWorkspace::new("chaos", &config(steps, 0.05, 6, 3), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "chaos",
+        &config(steps, 0.05, 6, 3),
+        &[("runfile.py", RUNFILE)],
+    );
     let (mut coordinator, address) = start_coordinator(&ws.root, &TIMING);
     let scratch = tempfile::tempdir().unwrap();
     let _w1 = start_worker(&address, 1, &scratch.path().join("w1"));
@@ -288,7 +431,11 @@ fn repeated_coordinator_kills_under_load_lose_no_acknowledged_record() {
     let submit = submit_in_background(&address);
     for round in 0..3 {
         let before = ws.events().len();
-        wait_until(Duration::from_secs(60), "progress before the next kill", || ws.events().len() > before + 1);
+        wait_until(
+            Duration::from_secs(60),
+            "progress before the next kill",
+            || ws.events().len() > before + 1,
+        );
         std::thread::sleep(Duration::from_millis(150 * round));
         coordinator.signal(Signal::SIGKILL);
         drop(coordinator);
@@ -298,36 +445,61 @@ fn repeated_coordinator_kills_under_load_lose_no_acknowledged_record() {
 
     let events = ws.events();
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "contiguous sequence, no duplicate");
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "contiguous sequence, no duplicate"
+    );
     let completed = ws.events_of("job_completed");
-    let mut ids: Vec<&str> = completed.iter().map(|e| e["job_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = completed
+        .iter()
+        .map(|e| e["job_id"].as_str().unwrap())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 6, "every job completed");
     assert_eq!(completed.len(), 6, "and only once");
     for event in &completed {
-        assert_eq!(completed_series(&ws, event), (0..steps).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(
+            completed_series(&ws, event),
+            (0..steps).map(f64::from).collect::<Vec<_>>()
+        );
     }
 }
 
 #[test]
 fn a_pause_shorter_than_the_lease_causes_no_requeue_and_no_duplicate() {
     let steps = 30;
-    let ws = TestWorkspace::new("blip", &config(steps, 0.05, 1, 3), &[("runfile.py", RUNFILE)]);
-    let (_coordinator, address) = start_coordinator(&ws.root, &["--lease-timeout", "4s", "--heartbeat-interval", "300ms"]);
+    let ws = TestWorkspace::new(
+        "blip",
+        &config(steps, 0.05, 1, 3),
+        &[("runfile.py", RUNFILE)],
+    );
+    let (_coordinator, address) = start_coordinator(
+        &ws.root,
+        &["--lease-timeout", "4s", "--heartbeat-interval", "300ms"],
+    );
     let scratch = tempfile::tempdir().unwrap();
     let worker = start_worker(&address, 1, scratch.path());
     let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs", || running_past(&address, 2.0));
+    wait_until(Duration::from_secs(60), "the job runs", || {
+        running_past(&address, 2.0)
+    });
     // Like a network cut shorter than the lease: the job keeps printing meanwhile,
     // and its points go out (once) when the worker resumes.
     worker.signal(Signal::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1200));
     worker.signal(Signal::SIGCONT);
     finished_ok(submit);
-    assert!(ws.events_of("job_requeued").is_empty(), "no requeue for a short pause");
+    assert!(
+        ws.events_of("job_requeued").is_empty(),
+        "no requeue for a short pause"
+    );
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["attempt"], 1);
-    assert_eq!(completed_series(&ws, &completed[0]), (0..steps).map(f64::from).collect::<Vec<_>>());
+    assert_eq!(
+        completed_series(&ws, &completed[0]),
+        (0..steps).map(f64::from).collect::<Vec<_>>()
+    );
 }

@@ -2,7 +2,9 @@
 //! processes on loopback, command jobs printing `NAME: VALUE` lines and writing
 //! `.npy` files, everything checked in the workspace with numpy.
 
-use expcluster_tests::{expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace};
+use expcluster_tests::{
+    expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -52,7 +54,11 @@ fn job_record(ws: &TestWorkspace, event: &Value) -> Value {
 
 #[test]
 fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
-    let ws = TestWorkspace::new("slice", &config("", "  baselines: {seeds: 3}"), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "slice",
+        &config("", "  baselines: {seeds: 3}"),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     let scratch = tempfile::tempdir().unwrap();
     let _w1 = start_worker(&address, 1, &scratch.path().join("w1"));
@@ -60,8 +66,15 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
 
     let output = expcluster(&["submit", "--stage", "baselines", "--coordinator", &address]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "submit failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("test_accuracy"), "submit prints the metrics: {stdout}");
+    assert!(
+        output.status.success(),
+        "submit failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("test_accuracy"),
+        "submit prints the metrics: {stdout}"
+    );
 
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 6, "2 methods x 3 seeds");
@@ -70,16 +83,34 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
         let seed = event["seed"].as_u64().unwrap() as f64;
         let record = job_record(&ws, event);
         // Every metric line, in order, as a series.
-        let losses: Vec<f64> = record["series"]["train_loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let expected: Vec<f64> = (0..4).map(|step| 1.0 / (step as f64 + 1.0 + seed)).collect();
+        let losses: Vec<f64> = record["series"]["train_loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let expected: Vec<f64> = (0..4)
+            .map(|step| 1.0 / (step as f64 + 1.0 + seed))
+            .collect();
         assert_eq!(losses, expected);
-        let base = if event["method"] == "proposed" { 0.5 } else { 0.25 };
-        assert_eq!(record["final_metrics"]["test_accuracy"].as_f64().unwrap(), base + seed / 100.0);
+        let base = if event["method"] == "proposed" {
+            0.5
+        } else {
+            0.25
+        };
+        assert_eq!(
+            record["final_metrics"]["test_accuracy"].as_f64().unwrap(),
+            base + seed / 100.0
+        );
         // nan and inf are kept as such (as strings in JSON, as floats in the arrays).
         assert_eq!(record["series"]["weird"], serde_json::json!(["nan"]));
         assert_eq!(record["series"]["blowup"], serde_json::json!(["inf"]));
         // The job's own arrays, loaded by numpy.
-        let dir = ws.path(&format!("experiment_results/jobs/{}/{}", event["job_id"].as_str().unwrap(), event["fingerprint"].as_str().unwrap()));
+        let dir = ws.path(&format!(
+            "experiment_results/jobs/{}/{}",
+            event["job_id"].as_str().unwrap(),
+            event["fingerprint"].as_str().unwrap()
+        ));
         let curve = numpy_load(&dir.join("curve.npy"));
         assert_eq!(curve["shape"], serde_json::json!([seed as usize + 3]));
         let want: Vec<f64> = (0..seed as usize + 3).map(|i| i as f64 * 0.5).collect();
@@ -88,8 +119,13 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
         assert_eq!(matrix["shape"], serde_json::json!([2, 3]));
         assert_eq!(matrix["values"], serde_json::json!(vec![seed; 6]));
         // A log per job under logs/.
-        let stdout_log = ws.path(&format!("logs/{}.a1.stdout.log", event["job_id"].as_str().unwrap()));
-        assert!(std::fs::read_to_string(&stdout_log).unwrap().contains("train_loss:"));
+        let stdout_log = ws.path(&format!(
+            "logs/{}.a1.stdout.log",
+            event["job_id"].as_str().unwrap()
+        ));
+        assert!(std::fs::read_to_string(&stdout_log)
+            .unwrap()
+            .contains("train_loss:"));
     }
 
     // Per-stage arrays: final values per seed, learning curves [seeds, steps].
@@ -102,50 +138,100 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
     let blowup = numpy_load(&ws.path("experiment_results/baseline_proposed_blowup.npy"));
     assert_eq!(blowup["values"], serde_json::json!(["inf", "inf", "inf"]));
 
-    let types: Vec<String> = ws.events().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    let types: Vec<String> = ws
+        .events()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(types.first().map(String::as_str), Some("stage_started"));
-    assert_eq!(types.last().map(String::as_str), Some("experiment_completed"));
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("experiment_completed")
+    );
     for event in ws.events() {
-        assert_eq!(event["idea_version"], 1, "every event carries the idea version");
+        assert_eq!(
+            event["idea_version"], 1,
+            "every event carries the idea version"
+        );
     }
     assert!(ws.path("baseline_summary.json").exists());
 }
 
 #[test]
 fn a_failing_job_is_reported_with_its_stderr_and_the_stage_says_so() {
-    let ws = TestWorkspace::new("failing", &config(", fail: true", "  implementation: {seeds: 1}"), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "failing",
+        &config(", fail: true", "  implementation: {seeds: 1}"),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     let scratch = tempfile::tempdir().unwrap();
     let _worker = start_worker(&address, 1, scratch.path());
 
-    let output = expcluster(&["submit", "--stage", "implementation", "--coordinator", &address]);
+    let output = expcluster(&[
+        "submit",
+        "--stage",
+        "implementation",
+        "--coordinator",
+        &address,
+    ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "a failed job makes submit fail");
-    assert!(stdout.contains("failed after 2 attempt(s): exited with status 3"), "{stdout}");
-    assert!(stdout.contains("ValueError: bad shape"), "the stderr tail is shown: {stdout}");
+    assert!(
+        stdout.contains("failed after 2 attempt(s): exited with status 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ValueError: bad shape"),
+        "the stderr tail is shown: {stdout}"
+    );
 
     let attempts = ws.events_of("job_attempt_failed");
     assert_eq!(attempts.len(), 1, "first attempt failed and was retried");
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["status"], "failed");
-    assert!(completed[0]["stderr_tail"].as_str().unwrap().contains("something went wrong"));
+    assert!(completed[0]["stderr_tail"]
+        .as_str()
+        .unwrap()
+        .contains("something went wrong"));
     let stage = ws.events_of("experiment_completed");
     assert_eq!(stage[0]["jobs_failed"], 1);
 }
 
 #[test]
 fn non_metric_lines_are_ignored_with_a_warning_in_the_job_log() {
-    let ws = TestWorkspace::new("warnings", &config("", "  implementation: {seeds: 1}"), &[("runfile.py", RUNFILE)]);
-    let output = expcluster(&["submit", "--stage", "implementation", "--workspace", ws.root.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let notes = std::fs::read_to_string(ws.path("logs/implementation.proposed.s0.a1.worker.log")).unwrap();
-    assert!(notes.contains("not `NAME: VALUE`, ignored: not a metric line"), "{notes}");
+    let ws = TestWorkspace::new(
+        "warnings",
+        &config("", "  implementation: {seeds: 1}"),
+        &[("runfile.py", RUNFILE)],
+    );
+    let output = expcluster(&[
+        "submit",
+        "--stage",
+        "implementation",
+        "--workspace",
+        ws.root.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let notes =
+        std::fs::read_to_string(ws.path("logs/implementation.proposed.s0.a1.worker.log")).unwrap();
+    assert!(
+        notes.contains("not `NAME: VALUE`, ignored: not a metric line"),
+        "{notes}"
+    );
     assert!(notes.contains("ignored: starting job"), "{notes}");
     // The seed protocol's names for the implementation stage.
     let losses = numpy_load(&ws.path("experiment_results/train_losses.npy"));
     assert_eq!(losses["shape"], serde_json::json!([4]));
-    assert!(ws.path("experiment_results/curve.npy").exists(), "the job's own files are copied too");
+    assert!(
+        ws.path("experiment_results/curve.npy").exists(),
+        "the job's own files are copied too"
+    );
 }
 
 #[test]
@@ -153,22 +239,51 @@ fn metrics_stream_while_the_job_runs() {
     let release = tempfile::tempdir().unwrap();
     let release_file = release.path().join("go");
     let params = format!(", release: {:?}", release_file.display().to_string());
-    let ws = TestWorkspace::new("streaming", &config(&params, "  implementation: {seeds: 1}"), &[("runfile.py", RUNFILE)]);
+    let ws = TestWorkspace::new(
+        "streaming",
+        &config(&params, "  implementation: {seeds: 1}"),
+        &[("runfile.py", RUNFILE)],
+    );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     let scratch = tempfile::tempdir().unwrap();
     let _worker = start_worker(&address, 1, scratch.path());
     let submit = std::thread::spawn({
         let address = address.clone();
-        move || expcluster(&["submit", "--stage", "implementation", "--coordinator", &address])
+        move || {
+            expcluster(&[
+                "submit",
+                "--stage",
+                "implementation",
+                "--coordinator",
+                &address,
+            ])
+        }
     });
     // The job blocks until the release file exists; its metrics must already be in.
-    wait_until(Duration::from_secs(60), "test_accuracy reported while the job still runs", || {
-        let output = expcluster(&["status", "--stage", "implementation", "--json", "--coordinator", &address]);
-        let Ok(status) = serde_json::from_slice::<Value>(&output.stdout) else { return false };
-        let job = &status["jobs"][0];
-        job["state"] == "running" && job["metrics"]["test_accuracy"].as_f64() == Some(0.5)
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "test_accuracy reported while the job still runs",
+        || {
+            let output = expcluster(&[
+                "status",
+                "--stage",
+                "implementation",
+                "--json",
+                "--coordinator",
+                &address,
+            ]);
+            let Ok(status) = serde_json::from_slice::<Value>(&output.stdout) else {
+                return false;
+            };
+            let job = &status["jobs"][0];
+            job["state"] == "running" && job["metrics"]["test_accuracy"].as_f64() == Some(0.5)
+        },
+    );
     std::fs::write(&release_file, b"go").unwrap();
     let output = submit.join().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

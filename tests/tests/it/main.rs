@@ -2,12 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod faults;
 mod cli;
 mod definition;
+mod faults;
 mod first_slice;
 mod hostile_input;
 mod journal;
 mod security;
-mod summaries;
 mod slurm;
+mod summaries;

@@ -7,7 +7,9 @@
 //! (`scancel --batch --signal=USR2` is what `--signal=B:USR2@<grace>` sends), and a lost
 //! worker is a plain `scancel`.
 
-use expcluster_tests::{expcluster_bin, path_with_venv, python, start_coordinator, wait_until, Proc, TestWorkspace};
+use expcluster_tests::{
+    expcluster_bin, path_with_venv, python, start_coordinator, wait_until, Proc, TestWorkspace,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -175,7 +177,10 @@ fn finish_submit(mut submit: Proc, timeout: Duration) -> (std::process::ExitStat
 
 /// The numeric job id of an array task (`<array>_<task>`), as the runfile's metric has it.
 fn job_id_of(task: &str) -> f64 {
-    let output = Command::new("scontrol").args(["show", "job", task]).output().expect("scontrol");
+    let output = Command::new("scontrol")
+        .args(["show", "job", task])
+        .output()
+        .expect("scontrol");
     let text = String::from_utf8_lossy(&output.stdout);
     text.split_whitespace()
         .find_map(|word| word.strip_prefix("JobId="))
@@ -206,7 +211,10 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
     let job = sbatch(
         "expcluster-cluster.sbatch",
         &["--job-name=expcluster-test-stage", "--time=5"],
-        &[("EXPCLUSTER_WORKSPACE", &ws.root), ("EXPCLUSTER_SLOTS", Path::new("2"))],
+        &[
+            ("EXPCLUSTER_WORKSPACE", &ws.root),
+            ("EXPCLUSTER_SLOTS", Path::new("2")),
+        ],
         &out,
     );
     let address_file = ws.path(".expcluster/slurm_coordinator");
@@ -215,29 +223,59 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
         "the coordinator in the allocation announces its address",
         || address_file.exists(),
     );
-    let address = std::fs::read_to_string(&address_file).unwrap().trim().to_owned();
+    let address = std::fs::read_to_string(&address_file)
+        .unwrap()
+        .trim()
+        .to_owned();
 
-    let (status, text) = finish_submit(start_submit(&ws, "baselines", &address), Duration::from_secs(50));
-    assert!(status.success(), "submit failed: {text}\nslurm log:\n{}", log_of(&out));
+    let (status, text) = finish_submit(
+        start_submit(&ws, "baselines", &address),
+        Duration::from_secs(50),
+    );
+    assert!(
+        status.success(),
+        "submit failed: {text}\nslurm log:\n{}",
+        log_of(&out)
+    );
 
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 6, "2 methods x 3 seeds: {completed:?}");
     for event in &completed {
         assert_eq!(event["status"], "succeeded");
         // Every job ran under the Slurm job, on the worker `srun` started in it.
-        assert_eq!(metric(event, "slurm_job"), job.id.parse::<f64>().unwrap(), "{event}");
-        assert_eq!(metric(event, "score"), event["seed"].as_f64().unwrap() / 10.0);
+        assert_eq!(
+            metric(event, "slurm_job"),
+            job.id.parse::<f64>().unwrap(),
+            "{event}"
+        );
+        assert_eq!(
+            metric(event, "score"),
+            event["seed"].as_f64().unwrap() / 10.0
+        );
     }
     assert!(ws.path("baseline_summary.json").exists());
     let worker_logs = ws.path(&format!(".expcluster/slurm/{}", job.id));
-    assert!(worker_logs.join("worker-0.log").exists(), "srun's per-task worker log is kept");
+    assert!(
+        worker_logs.join("worker-0.log").exists(),
+        "srun's per-task worker log is kept"
+    );
 
     // Cancelling the allocation ends it: the workers drain, the coordinator stops.
-    assert!(Command::new("scancel").arg(&job.id).status().unwrap().success());
-    wait_until(Duration::from_secs(30), "the allocation is gone after scancel", || {
-        job.states().is_empty()
-    });
-    assert!(!address_file.exists(), "the stale coordinator address is removed: {}", log_of(&out));
+    assert!(Command::new("scancel")
+        .arg(&job.id)
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        Duration::from_secs(30),
+        "the allocation is gone after scancel",
+        || job.states().is_empty(),
+    );
+    assert!(
+        !address_file.exists(),
+        "the stale coordinator address is removed: {}",
+        log_of(&out)
+    );
 }
 
 #[test]
@@ -249,7 +287,11 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
     // max_attempts 1: a preemption that spent the failure budget would fail the job.
     let ws = TestWorkspace::new(
         "slurm-preempt",
-        &config("implementation: {methods: [proposed], seeds: 1}", &params, 1),
+        &config(
+            "implementation: {methods: [proposed], seeds: 1}",
+            &params,
+            1,
+        ),
         &[("runfile.py", RUNFILE)],
     );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
@@ -257,13 +299,24 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
     let job = sbatch(
         "expcluster-workers.sbatch",
         &["--job-name=expcluster-test-preempt", "--time=5"],
-        &[("EXPCLUSTER_COORDINATOR", Path::new(&address)), ("EXPCLUSTER_WORKSPACE", &ws.root)],
+        &[
+            ("EXPCLUSTER_COORDINATOR", Path::new(&address)),
+            ("EXPCLUSTER_WORKSPACE", &ws.root),
+        ],
         &out,
     );
     let submit = start_submit(&ws, "implementation", &address);
     let first = markers.path().join("implementation.proposed.s0.first");
-    wait_until(Duration::from_secs(40), "the job starts on the Slurm worker", || first.exists());
-    assert_eq!(std::fs::read_to_string(&first).unwrap(), job.id, "the job ran inside the Slurm job");
+    wait_until(
+        Duration::from_secs(40),
+        "the job starts on the Slurm worker",
+        || first.exists(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&first).unwrap(),
+        job.id,
+        "the job ran inside the Slurm job"
+    );
 
     // What `--signal=B:USR2@<grace>` delivers before the time limit.
     let signalled = Command::new("scancel")
@@ -275,9 +328,11 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
         !ws.events_of("job_preempted").is_empty()
     });
     // The batch script requeued itself; skip Slurm's fixed hold on requeued jobs.
-    wait_until(Duration::from_secs(20), "Slurm requeues the worker job", || {
-        job.states() == ["PENDING"]
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "Slurm requeues the worker job",
+        || job.states() == ["PENDING"],
+    );
     assert!(Command::new("scontrol")
         .args(["update", &format!("jobid={}", job.id), "starttime=now"])
         .status()
@@ -285,11 +340,18 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
         .success());
 
     let (status, text) = finish_submit(submit, Duration::from_secs(40));
-    assert!(status.success(), "submit failed: {text}\nslurm log:\n{}", log_of(&out));
+    assert!(
+        status.success(),
+        "submit failed: {text}\nslurm log:\n{}",
+        log_of(&out)
+    );
     let preempted = ws.events_of("job_preempted");
     assert_eq!(preempted.len(), 1, "{preempted:?}");
     assert_eq!(preempted[0]["attempt"], 1);
-    assert!(ws.events_of("job_failed").is_empty(), "a preemption is not a failure");
+    assert!(
+        ws.events_of("job_failed").is_empty(),
+        "a preemption is not a failure"
+    );
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1);
     let done = &completed[0];
@@ -300,7 +362,10 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
     assert_eq!(metric(done, "slurm_job"), job.id.parse::<f64>().unwrap());
     assert_ne!(done["worker_id"], preempted[0]["worker_id"]);
     let log = log_of(&out);
-    assert!(log.contains("USR2: draining the worker") && log.contains("restart 1"), "{log}");
+    assert!(
+        log.contains("USR2: draining the worker") && log.contains("restart 1"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -311,7 +376,11 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     let params = format!("markers: {}, hold_first: true", markers.path().display());
     let ws = TestWorkspace::new(
         "slurm-lost",
-        &config("implementation: {methods: [proposed], seeds: 1}", &params, 3),
+        &config(
+            "implementation: {methods: [proposed], seeds: 1}",
+            &params,
+            3,
+        ),
         &[("runfile.py", RUNFILE)],
     );
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
@@ -345,12 +414,20 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
 
     let submit = start_submit(&ws, "implementation", &address);
     let first = markers.path().join("implementation.proposed.s0.first");
-    wait_until(Duration::from_secs(40), "the job starts on one of the workers", || first.exists());
+    wait_until(
+        Duration::from_secs(40),
+        "the job starts on one of the workers",
+        || first.exists(),
+    );
     let holder = std::fs::read_to_string(&first).unwrap();
     assert!(!holder.is_empty(), "the job ran inside a Slurm job");
     let holder_job = job_id_of(&holder);
     // A plain scancel of that one array task: the worker is gone mid-job.
-    assert!(Command::new("scancel").arg(&holder).status().unwrap().success());
+    assert!(Command::new("scancel")
+        .arg(&holder)
+        .status()
+        .unwrap()
+        .success());
 
     let (status, text) = finish_submit(submit, Duration::from_secs(40));
     assert!(status.success(), "submit failed: {text}");
@@ -358,7 +435,10 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["status"], "succeeded");
     let elsewhere = metric(&completed[0], "slurm_job");
-    assert_ne!(elsewhere, holder_job, "the job completed on the other worker");
+    assert_ne!(
+        elsewhere, holder_job,
+        "the job completed on the other worker"
+    );
     assert!(completed[0]["attempt"].as_u64().unwrap() >= 2);
 
     // `slurm stop` cancels what `slurm launch` started.
@@ -372,8 +452,10 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         "slurm stop failed: {}",
         String::from_utf8_lossy(&stopped.stderr)
     );
-    wait_until(Duration::from_secs(30), "the worker array is gone after slurm stop", || {
-        array.states().is_empty()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the worker array is gone after slurm stop",
+        || array.states().is_empty(),
+    );
     assert!(!ws.path(".expcluster/slurm_jobs").exists());
 }
