@@ -20,5 +20,8 @@ fn a_tensor_op_and_one_optimizer_step_work_on_cpu() {
     let before = loss(&layer).double_value(&[]);
     optimizer.backward_step(&loss(&layer));
     let after = loss(&layer).double_value(&[]);
-    assert!(after < before, "one SGD step lowers the loss ({before} -> {after})");
+    assert!(
+        after < before,
+        "one SGD step lowers the loss ({before} -> {after})"
+    );
 }

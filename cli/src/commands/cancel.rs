@@ -19,6 +19,9 @@ pub struct CancelArgs {
     /// Cancel one job.
     #[arg(long)]
     pub job: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
@@ -39,6 +42,10 @@ pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|status| explain(status, &address))?
         .into_inner();
-    println!("cancelled {} job(s)", response.cancelled);
+    if args.json {
+        println!("{}", serde_json::json!({"cancelled": response.cancelled}));
+    } else {
+        println!("cancelled {} job(s)", response.cancelled);
+    }
     Ok(ExitCode::SUCCESS)
 }

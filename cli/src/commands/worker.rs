@@ -20,6 +20,9 @@ pub struct WorkerArgs {
     /// GPU indices to use, one slot each (e.g. 0,1); defaults to CUDA_VISIBLE_DEVICES.
     #[arg(long, value_delimiter = ',')]
     pub gpus: Vec<String>,
+    /// Jobs that may share each GPU (small jobs pack 4–5x better: TOOLCHAIN.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub slots_per_gpu: u32,
     /// Scratch folder for job directories and checkpoints.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -36,6 +39,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         (true, Some(task)) => task.gpus.clone(),
         (true, None) => gpus_from_env(),
     };
+    // One slot per (GPU, share): each slot's jobs see only their GPU.
+    let gpus: Vec<String> = gpus
+        .iter()
+        .flat_map(|gpu| std::iter::repeat_n(gpu.clone(), args.slots_per_gpu as usize))
+        .collect();
     let slots = args.slots.unwrap_or(if gpus.is_empty() {
         1
     } else {

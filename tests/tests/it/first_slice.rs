@@ -287,3 +287,73 @@ fn metrics_stream_while_the_job_runs() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Waits (up to 20 s) until `count` jobs have started, so it only finishes if they ran
+/// at the same time; prints the GPU its slot was given.
+const SHARED_GPU_RUNFILE: &str = r#"
+import json, os, time
+params = json.loads(os.environ["EXP_CONFIG"])["params"]
+rendezvous = params["rendezvous"]
+open(os.path.join(rendezvous, os.environ["EXP_JOB_ID"]), "w").close()
+deadline = time.time() + 20
+while len(os.listdir(rendezvous)) < params["count"] and time.time() < deadline:
+    time.sleep(0.05)
+print(f"together: {len(os.listdir(rendezvous))}")
+print(f"gpu: {os.environ['CUDA_VISIBLE_DEVICES']}")
+"#;
+
+#[test]
+fn slots_per_gpu_runs_several_jobs_on_one_gpu_at_once() {
+    let rendezvous = tempfile::tempdir().unwrap();
+    let config = format!(
+        "name: shared\nprimary_metric: {{name: together, goal: max}}\nmetrics: [together, gpu]\n\
+         job:\n  command: [python, runfile.py]\n  params: {{count: 2, rendezvous: {:?}}}\n\
+         methods:\n  proposed: {{}}\nstages:\n  implementation: {{seeds: 2}}\n",
+        rendezvous.path().display().to_string()
+    );
+    let ws = TestWorkspace::new("shared", &config, &[("runfile.py", SHARED_GPU_RUNFILE)]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let _worker = expcluster_tests::Proc {
+        child: std::process::Command::new(expcluster_tests::expcluster_bin())
+            .args([
+                "worker",
+                "--coordinator",
+                &address,
+                "--gpus",
+                "3",
+                "--slots-per-gpu",
+                "2",
+                "--work-dir",
+            ])
+            .arg(scratch.path())
+            .env("PATH", expcluster_tests::path_with_venv())
+            .env(
+                "EXPCLUSTER_TOKEN_FILE",
+                expcluster_tests::token_file(&ws.root, "worker"),
+            )
+            .spawn()
+            .unwrap(),
+    };
+    let output = expcluster(&[
+        "submit",
+        "--stage",
+        "implementation",
+        "--coordinator",
+        &address,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 2);
+    for event in completed {
+        assert_eq!(
+            event["metrics"]["together"], 2.0,
+            "both jobs ran at once on the shared GPU"
+        );
+        assert_eq!(event["metrics"]["gpu"], 3.0, "each slot sees only its GPU");
+    }
+}
