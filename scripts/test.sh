@@ -10,4 +10,8 @@ deploy/slurm/local-cluster.sh up
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The integration tests start the real `expcluster` binary; `cargo test` builds a
+# package's plain binaries only for that package's own integration tests, so build
+# them first.
+cargo build --workspace --release --bins
 cargo test --workspace --release -- "$@"

@@ -62,7 +62,7 @@ pub fn expcluster_bin() -> PathBuf {
     let bin = profile_dir.join("expcluster");
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (it builds the CLI)",
+        "{} is missing: build it first with `cargo build --release --bins` (scripts/test.sh does)",
         bin.display()
     );
     bin
