@@ -60,6 +60,15 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// Starts the local Slurm once per test binary; panics (fails the test) when it cannot.
+/// The Slurm tests share one small single-node cluster: run them one at a time, so a
+/// requeued job never waits for CPUs another test's allocation holds.
+fn slurm_serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn slurm_up() {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
     let result = UP.get_or_init(|| {
@@ -200,6 +209,7 @@ fn metric(event: &Value, name: &str) -> f64 {
 
 #[test]
 fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
+    let _serial = slurm_serial();
     slurm_up();
     python();
     let ws = TestWorkspace::new(
@@ -280,6 +290,7 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
 
 #[test]
 fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
+    let _serial = slurm_serial();
     slurm_up();
     python();
     let markers = tempfile::tempdir().unwrap();
@@ -339,7 +350,7 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
         .unwrap()
         .success());
 
-    let (status, text) = finish_submit(submit, Duration::from_secs(40));
+    let (status, text) = finish_submit(submit, Duration::from_secs(90));
     assert!(
         status.success(),
         "submit failed: {text}\nslurm log:\n{}",
@@ -370,6 +381,7 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
 
 #[test]
 fn scancel_of_a_worker_moves_its_job_to_another_worker() {
+    let _serial = slurm_serial();
     slurm_up();
     python();
     let markers = tempfile::tempdir().unwrap();
@@ -429,7 +441,7 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         .unwrap()
         .success());
 
-    let (status, text) = finish_submit(submit, Duration::from_secs(40));
+    let (status, text) = finish_submit(submit, Duration::from_secs(90));
     assert!(status.success(), "submit failed: {text}");
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 1);
