@@ -14,6 +14,7 @@ pub mod job_dir;
 pub mod reporter;
 pub mod runner;
 pub mod slurm_env;
+pub mod spool;
 pub mod trainer_job;
 
 pub use agent::{run_worker, WorkerConfig};

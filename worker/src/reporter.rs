@@ -7,6 +7,7 @@
 //! has already stored, so each point is stored exactly once.
 
 use crate::client::{is_retryable, WorkerClient};
+use crate::spool::Spool;
 use expcluster_proto::v1;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -37,15 +38,83 @@ pub enum ReportEnd {
 }
 
 /// Starts the reporter task for one attempt.
+///
+/// Points are spooled to `spool_path` (the job's directory) until acknowledged; see
+/// [`crate::spool`]. If the spool cannot be created the points are kept in memory
+/// only, with a warning.
 pub fn start(
     client: WorkerClient,
     worker_id: String,
     job_id: String,
     attempt: u32,
+    spool_path: &std::path::Path,
 ) -> (MetricSender, tokio::task::JoinHandle<ReportEnd>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(run(client, worker_id, job_id, attempt, rx));
+    let spool = match Spool::create(spool_path, MEMORY_CAP) {
+        Ok(spool) => Some(spool),
+        Err(err) => {
+            tracing::warn!(%job_id, %err, path = %spool_path.display(), "no local metric spool; keeping points in memory");
+            None
+        }
+    };
+    let handle = tokio::spawn(run(client, worker_id, job_id, attempt, rx, spool));
     (MetricSender { tx }, handle)
+}
+
+/// Pending points held in memory; more wait in the spool on disk.
+const MEMORY_CAP: usize = 100_000;
+
+/// Sequence numbering plus the spool: where a new point goes.
+struct Queue {
+    pending: VecDeque<v1::MetricPoint>,
+    steps: HashMap<String, u64>,
+    next_seq: u64,
+    spool: Option<Spool>,
+}
+
+impl Queue {
+    fn push(&mut self, (name, value): (String, f64)) {
+        let step = self.steps.entry(name.clone()).or_insert(0);
+        let point = v1::MetricPoint {
+            seq: self.next_seq,
+            name,
+            step: *step,
+            value,
+            time_ms: chrono_free_now_ms(),
+        };
+        *step += 1;
+        self.next_seq += 1;
+        match self.spool.as_mut() {
+            Some(spool) => {
+                if let Err(err) = spool.push(point.clone(), &mut self.pending) {
+                    // Disk trouble on the worker: load what waits on disk (keeping the
+                    // order), stop spooling, and keep points in memory from now on.
+                    tracing::warn!(%err, "metric spool failed; keeping points in memory");
+                    if let Err(err) = spool.drain_all(&mut self.pending) {
+                        tracing::error!(%err, "cannot read the metric spool back");
+                    }
+                    self.spool = None;
+                    self.pending.push_back(point);
+                }
+            }
+            None => self.pending.push_back(point),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.spool.as_ref().is_none_or(|s| s.waiting_on_disk() == 0)
+    }
+
+    fn acknowledge(&mut self, acked: u64) {
+        while self.pending.front().is_some_and(|p| p.seq < acked) {
+            self.pending.pop_front();
+        }
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(err) = spool.refill(&mut self.pending) {
+                tracing::error!(%err, "cannot read the metric spool back");
+            }
+        }
+    }
 }
 
 async fn run(
@@ -54,40 +123,42 @@ async fn run(
     job_id: String,
     attempt: u32,
     mut rx: mpsc::UnboundedReceiver<(String, f64)>,
+    spool: Option<Spool>,
 ) -> ReportEnd {
-    let mut pending: VecDeque<v1::MetricPoint> = VecDeque::new();
-    let mut steps: HashMap<String, u64> = HashMap::new();
-    let mut next_seq = 0u64;
+    let mut queue = Queue {
+        pending: VecDeque::new(),
+        steps: HashMap::new(),
+        next_seq: 0,
+        spool,
+    };
     let mut open = true;
     let mut backoff = Duration::from_millis(100);
     loop {
-        if pending.is_empty() {
+        if queue.is_empty() {
             if !open {
-                return ReportEnd::AllAcked(next_seq);
+                return ReportEnd::AllAcked(queue.next_seq);
             }
             match rx.recv().await {
-                Some(point) => push(&mut pending, &mut steps, &mut next_seq, point),
+                Some(point) => queue.push(point),
                 None => open = false,
             }
         }
         while let Ok(point) = rx.try_recv() {
-            push(&mut pending, &mut steps, &mut next_seq, point);
+            queue.push(point);
         }
-        if pending.is_empty() {
+        if queue.pending.is_empty() {
+            queue.acknowledge(0);
             continue;
         }
         let batch = v1::MetricBatch {
             worker_id: worker_id.clone(),
             job_id: job_id.clone(),
             attempt,
-            points: pending.iter().take(MAX_BATCH).cloned().collect(),
+            points: queue.pending.iter().take(MAX_BATCH).cloned().collect(),
         };
         match client.report_metrics(batch).await {
             Ok(ack) => {
-                let acked = ack.into_inner().acked_through;
-                while pending.front().is_some_and(|p| p.seq < acked) {
-                    pending.pop_front();
-                }
+                queue.acknowledge(ack.into_inner().acked_through);
                 backoff = Duration::from_millis(100);
             }
             Err(status) if is_retryable(&status) => {
@@ -98,24 +169,6 @@ async fn run(
             Err(status) => return ReportEnd::Refused(status.message().to_owned()),
         }
     }
-}
-
-fn push(
-    pending: &mut VecDeque<v1::MetricPoint>,
-    steps: &mut HashMap<String, u64>,
-    next_seq: &mut u64,
-    (name, value): (String, f64),
-) {
-    let step = steps.entry(name.clone()).or_insert(0);
-    pending.push_back(v1::MetricPoint {
-        seq: *next_seq,
-        name,
-        step: *step,
-        value,
-        time_ms: chrono_free_now_ms(),
-    });
-    *step += 1;
-    *next_seq += 1;
 }
 
 fn chrono_free_now_ms() -> i64 {

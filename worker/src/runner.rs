@@ -68,6 +68,7 @@ pub async fn run_attempt(
         context.worker_id.clone(),
         job_id.clone(),
         attempt,
+        &dir.root.join("metrics.spool.jsonl"),
     );
     let timeout = Duration::from_millis(spec.timeout_ms.max(1));
     let (end, error, stderr_tail) = match &spec.kind {

@@ -118,6 +118,24 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
         let matrix = numpy_load(&dir.join("matrix.npy"));
         assert_eq!(matrix["shape"], serde_json::json!([2, 3]));
         assert_eq!(matrix["values"], serde_json::json!(vec![seed; 6]));
+        // The worker spooled every point to its local disk before sending it.
+        let spool = ["w1", "w2"]
+            .iter()
+            .map(|w| {
+                scratch
+                    .path()
+                    .join(w)
+                    .join("jobs")
+                    .join(event["job_id"].as_str().unwrap())
+                    .join("a1/metrics.spool.jsonl")
+            })
+            .find(|path| path.exists())
+            .expect("a metric spool in the job directory");
+        assert_eq!(
+            std::fs::read_to_string(spool).unwrap().lines().count(),
+            7,
+            "4 losses, accuracy, nan, inf"
+        );
         // A log per job under logs/.
         let stdout_log = ws.path(&format!(
             "logs/{}.a1.stdout.log",
