@@ -306,22 +306,11 @@ impl CoordinatorState {
         });
         let bytes = serde_json::to_vec_pretty(&record).map_err(CoordinatorError::storage)?;
         write_atomic(&dir.join("metrics.json"), &bytes).map_err(CoordinatorError::storage)?;
-        let event = json!({
-            "job_id": job_id,
-            "stage_run": job.stage_run,
-            "stage": job.def.stage,
-            "method": job.def.variant,
-            "seed": job.def.seed,
-            "sweep_point": job.def.sweep_point,
-            "fingerprint": job.def.fingerprint,
-            "attempt": attempt,
-            "worker_id": worker.0,
-            "exit_code": job.exit_code,
-            "status": "succeeded",
-            "metrics": map_to_json(&final_metrics),
-            "artifacts": job.artifacts,
-            "duration_s": job.duration_s,
-        });
+        let mut event = attempt_event(job, attempt, worker, "succeeded");
+        event.insert("metrics".into(), map_to_json(&final_metrics));
+        event.insert("artifacts".into(), json!(job.artifacts));
+        event.insert("duration_s".into(), json!(job.duration_s));
+        let event = serde_json::Value::Object(event);
         let fingerprint = job.def.fingerprint.clone();
         self.log_event("job_completed", event)?;
         let job = self
@@ -343,44 +332,60 @@ impl CoordinatorState {
         worker: &WorkerId,
         now: Instant,
     ) -> Result<bool, CoordinatorError> {
+        let job = self.job(job_id)?;
+        let failures = job.failures + 1;
+        let retry_at = (failures < job.max_attempts).then(|| now + retry_backoff(failures));
+        let reason = job.error.clone();
+        let mut event = attempt_event(job, attempt, worker, "failed");
+        event.insert("error".into(), json!(reason));
+        event.insert("stderr_tail".into(), json!(job.stderr_tail));
+        event.insert("failures".into(), json!(failures));
+        event.insert("max_attempts".into(), json!(job.max_attempts));
+        let event = serde_json::Value::Object(event);
+        // Durable first: the failure is logged before the state moves on.
+        if retry_at.is_some() {
+            self.log_event("job_attempt_failed", event)?;
+        } else {
+            self.log_event("job_completed", event)?;
+        }
         let job = self
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
-        job.failures += 1;
-        let retry_at = (job.failures < job.max_attempts).then(|| now + retry_backoff(job.failures));
-        let reason = job.error.clone();
+        job.failures = failures;
         job.state = job
             .state
-            .apply(JobEvent::AttemptFailed {
-                reason: reason.clone(),
-                retry_at,
-            })
+            .apply(JobEvent::AttemptFailed { reason, retry_at })
             .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
-        let event = json!({
-            "job_id": job_id,
-            "stage_run": job.stage_run,
-            "stage": job.def.stage,
-            "method": job.def.variant,
-            "seed": job.def.seed,
-            "sweep_point": job.def.sweep_point,
-            "fingerprint": job.def.fingerprint,
-            "attempt": attempt,
-            "worker_id": worker.0,
-            "exit_code": job.exit_code,
-            "status": "failed",
-            "error": reason,
-            "stderr_tail": job.stderr_tail,
-            "failures": job.failures,
-            "max_attempts": job.max_attempts,
-        });
         if retry_at.is_some() {
             self.queue.push_back(job_id.clone());
-            self.log_event("job_attempt_failed", event)?;
-            Ok(true)
-        } else {
-            self.log_event("job_completed", event)?;
-            Ok(false)
         }
+        Ok(retry_at.is_some())
+    }
+}
+
+/// The fields every attempt event of the research log carries.
+fn attempt_event(
+    job: &JobRecord,
+    attempt: AttemptNumber,
+    worker: &WorkerId,
+    status: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let event = json!({
+        "job_id": job.def.id,
+        "stage_run": job.stage_run,
+        "stage": job.def.stage,
+        "method": job.def.variant,
+        "seed": job.def.seed,
+        "sweep_point": job.def.sweep_point,
+        "fingerprint": job.def.fingerprint,
+        "attempt": attempt,
+        "worker_id": worker.0,
+        "exit_code": job.exit_code,
+        "status": status,
+    });
+    match event {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
     }
 }
