@@ -144,13 +144,7 @@ impl CoordinatorState {
                 .map_err(CoordinatorError::storage)?;
         }
         for point in accepted {
-            let series = job.series.entry(point.name.clone()).or_default();
-            let step = point.step as usize;
-            if step >= series.len() {
-                series.resize(step, f64::NAN);
-                series.push(point.value);
-            }
-            // A repeated step keeps its first value: deterministic under resends.
+            job.record_point(&point.name, point.step, point.value);
         }
         job.next_seq = next;
         Ok(next)

@@ -332,12 +332,7 @@ fn reload_spool(job: &mut JobRecord, path: &std::path::Path) {
         if seq != job.next_seq {
             continue;
         }
-        let series = job.series.entry(name.to_owned()).or_default();
-        let step = step as usize;
-        if step >= series.len() {
-            series.resize(step, f64::NAN);
-            series.push(value);
-        }
+        job.record_point(name, step, value);
         job.next_seq += 1;
     }
 }

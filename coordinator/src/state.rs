@@ -86,6 +86,18 @@ impl JobRecord {
         }
     }
 
+    /// Stores one point of a metric series at its step. A gap is filled with NaN; a
+    /// step already stored keeps its first value, so resends and replays are
+    /// deterministic.
+    pub fn record_point(&mut self, name: &str, step: u64, value: f64) {
+        let series = self.series.entry(name.to_owned()).or_default();
+        let step = step as usize;
+        if step >= series.len() {
+            series.resize(step, f64::NAN);
+            series.push(value);
+        }
+    }
+
     /// The last value of every metric series.
     pub fn final_metrics(&self) -> BTreeMap<String, f64> {
         self.series

@@ -323,13 +323,19 @@ fn hint_for_serde_error(message: &str) -> String {
 
 /// Whether the config defines a stage (`submit --stage all` runs those, in order).
 pub fn stage_is_defined(config: &ExperimentConfig, stage: crate::ids::Stage) -> bool {
-    use crate::ids::Stage;
-    let stages = &config.stages;
-    match stage {
-        Stage::Implementation => stages.implementation.is_some(),
-        Stage::Baselines => stages.baselines.is_some(),
-        Stage::Full => stages.full.is_some(),
-        Stage::Ablations => stages.ablations.is_some(),
+    config.stages.get(stage).is_some()
+}
+
+impl Stages {
+    /// The spec of one stage, when the config defines it.
+    pub fn get(&self, stage: crate::ids::Stage) -> Option<&StageSpec> {
+        use crate::ids::Stage;
+        match stage {
+            Stage::Implementation => self.implementation.as_ref(),
+            Stage::Baselines => self.baselines.as_ref(),
+            Stage::Full => self.full.as_ref(),
+            Stage::Ablations => self.ablations.as_ref(),
+        }
     }
 }
 

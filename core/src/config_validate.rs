@@ -215,13 +215,7 @@ fn reject_empty_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
 }
 
 pub(crate) fn stage_spec(loaded: &LoadedConfig, stage: Stage) -> Option<&StageSpec> {
-    let stages = &loaded.config.stages;
-    match stage {
-        Stage::Implementation => stages.implementation.as_ref(),
-        Stage::Baselines => stages.baselines.as_ref(),
-        Stage::Full => stages.full.as_ref(),
-        Stage::Ablations => stages.ablations.as_ref(),
-    }
+    loaded.config.stages.get(stage)
 }
 
 fn validate_stage(

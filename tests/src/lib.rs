@@ -147,11 +147,30 @@ impl TestWorkspace {
             .collect()
     }
 
+    /// The stored raw results (`metrics.json`) of the job a log event is about.
+    pub fn job_results(&self, event: &Value) -> Value {
+        job_results(&self.root, event)
+    }
+
     pub fn read_json(&self, relative: &str) -> Value {
         let bytes =
             std::fs::read(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
         serde_json::from_slice(&bytes).expect("json")
     }
+}
+
+/// The stored raw results (`metrics.json`) of the job a log event (`job_completed`)
+/// is about, in the workspace at `root`.
+pub fn job_results(root: &Path, event: &Value) -> Value {
+    let path = root.join(format!(
+        "experiment_results/jobs/{}/{}/metrics.json",
+        event["job_id"].as_str().expect("event names a job"),
+        event["fingerprint"]
+            .as_str()
+            .expect("event names a fingerprint")
+    ));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("metrics.json parses")
 }
 
 /// A process killed when dropped.

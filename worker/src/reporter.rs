@@ -80,7 +80,7 @@ impl Queue {
             name,
             step: *step,
             value,
-            time_ms: chrono_free_now_ms(),
+            time_ms: unix_time_ms(),
         };
         *step += 1;
         self.next_seq += 1;
@@ -171,7 +171,7 @@ async fn run(
     }
 }
 
-fn chrono_free_now_ms() -> i64 {
+fn unix_time_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -149,15 +149,9 @@ fn stages_to_run(stage: &str, root: Option<&Path>) -> anyhow::Result<Vec<Stage>>
         return Ok(Stage::ALL.to_vec());
     };
     let loaded = ExperimentConfig::load(&root.join("config.yaml"))?;
-    let stages = &loaded.config.stages;
     Ok(Stage::ALL
         .into_iter()
-        .filter(|stage| match stage {
-            Stage::Implementation => stages.implementation.is_some(),
-            Stage::Baselines => stages.baselines.is_some(),
-            Stage::Full => stages.full.is_some(),
-            Stage::Ablations => stages.ablations.is_some(),
-        })
+        .filter(|stage| expcluster_core::config::stage_is_defined(&loaded.config, *stage))
         .collect())
 }
 

@@ -18,13 +18,7 @@ pub fn stage_overviews(state: &CoordinatorState) -> v1::ListStagesResponse {
         .into_iter()
         .map(|stage| {
             let defined = config.as_ref().is_some_and(|loaded| {
-                let stages = &loaded.config.stages;
-                match stage {
-                    Stage::Implementation => stages.implementation.is_some(),
-                    Stage::Baselines => stages.baselines.is_some(),
-                    Stage::Full => stages.full.is_some(),
-                    Stage::Ablations => stages.ablations.is_some(),
-                }
+                expcluster_core::config::stage_is_defined(&loaded.config, stage)
             });
             let completed_runs = state
                 .log

@@ -88,12 +88,7 @@ fn finished_ok(submit: JoinHandle<Output>) {
 }
 
 fn completed_series(ws: &TestWorkspace, event: &Value) -> Vec<f64> {
-    let record = ws.read_json(&format!(
-        "experiment_results/jobs/{}/{}/metrics.json",
-        event["job_id"].as_str().unwrap(),
-        event["fingerprint"].as_str().unwrap()
-    ));
-    record["series"]["step"]
+    ws.job_results(event)["series"]["step"]
         .as_array()
         .unwrap()
         .iter()
@@ -394,16 +389,7 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
         .filter(|e| e["type"] == "job_completed")
         .collect();
     assert_eq!(completed.len(), 1);
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(root.join(format!(
-            "experiment_results/jobs/{}/{}/metrics.json",
-            completed[0]["job_id"].as_str().unwrap(),
-            completed[0]["fingerprint"].as_str().unwrap()
-        )))
-        .unwrap(),
-    )
-    .unwrap();
-    let series: Vec<f64> = record["series"]["step"]
+    let series: Vec<f64> = expcluster_tests::job_results(&root, completed[0])["series"]["step"]
         .as_array()
         .unwrap()
         .iter()

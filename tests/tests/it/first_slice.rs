@@ -43,15 +43,6 @@ fn config(extra_params: &str, stages: &str) -> String {
     )
 }
 
-fn job_record(ws: &TestWorkspace, event: &Value) -> Value {
-    let dir = format!(
-        "experiment_results/jobs/{}/{}",
-        event["job_id"].as_str().unwrap(),
-        event["fingerprint"].as_str().unwrap()
-    );
-    ws.read_json(&format!("{dir}/metrics.json"))
-}
-
 #[test]
 fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
     let ws = TestWorkspace::new(
@@ -81,7 +72,7 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
     for event in &completed {
         assert_eq!(event["status"], "succeeded");
         let seed = event["seed"].as_u64().unwrap() as f64;
-        let record = job_record(&ws, event);
+        let record = ws.job_results(event);
         // Every metric line, in order, as a series.
         let losses: Vec<f64> = record["series"]["train_loss"]
             .as_array()
