@@ -90,6 +90,7 @@ fn tch_steps_per_sec(threads: usize, batch: usize, hidden: usize) -> Result<f64,
         output_dir: dir.path(),
         checkpoint_dir: &dir.path().join("ckpt"),
         cancel: &cancel,
+        distributed: None,
     };
     let mut sink = Throughput(Vec::new());
     TchTrainer

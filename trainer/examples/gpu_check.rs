@@ -47,6 +47,7 @@ fn run(
         output_dir: dir,
         checkpoint_dir: &dir.join("ckpt"),
         cancel,
+        distributed: None,
     };
     TchTrainer.train(&job, sink)
 }

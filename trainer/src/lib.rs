@@ -25,6 +25,7 @@
 
 mod checkpoint;
 mod data;
+pub mod distributed;
 mod metrics;
 mod models;
 mod npy;
@@ -37,6 +38,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+pub use distributed::{DistributedRole, Rendezvous};
 pub use expcluster_core::trainer_spec::TrainerSpec;
 
 /// Runs one training job. Behind a trait so schedulers and workers can be tested
@@ -91,6 +93,8 @@ pub struct TrainJob<'a> {
     /// Checked every step; when set, the trainer checkpoints and returns
     /// [`TrainError::Cancelled`].
     pub cancel: &'a AtomicBool,
+    /// `Some` when this process is one rank of a data-parallel gang.
+    pub distributed: Option<DistributedRole<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +141,10 @@ pub enum TrainError {
     /// The cancel flag was set; a checkpoint was written first.
     #[error("cancelled (a checkpoint was saved)")]
     Cancelled,
+    /// A peer of a data-parallel gang failed, hung or could not be reached; running
+    /// the whole gang again may succeed.
+    #[error("data-parallel: {0}")]
+    Distributed(String),
 }
 
 impl From<tch::TchError> for TrainError {
@@ -157,7 +165,10 @@ impl TrainError {
     /// opposed to a spec or data error that will fail the same way every time.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TrainError::Io { .. } | TrainError::Device(_) | TrainError::Cancelled => true,
+            TrainError::Io { .. }
+            | TrainError::Device(_)
+            | TrainError::Cancelled
+            | TrainError::Distributed(_) => true,
             TrainError::InvalidSpec(_)
             | TrainError::Data(_)
             | TrainError::Checkpoint(_)

@@ -242,6 +242,7 @@ fn data_errors_say_what_is_wrong() {
         output_dir: &output,
         checkpoint_dir: &output,
         cancel: &cancel,
+        distributed: None,
     };
     use expcluster_trainer::Trainer;
     let err = expcluster_trainer::TchTrainer

@@ -66,6 +66,7 @@ pub async fn run_trainer(
             output_dir: &output,
             checkpoint_dir: &run.checkpoint_dir,
             cancel: &thread_cancel,
+            distributed: None,
         };
         trainer.train(&job, &mut SenderSink(metrics))
     });

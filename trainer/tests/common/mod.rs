@@ -139,6 +139,7 @@ pub fn train(
         output_dir: &output,
         checkpoint_dir: &checkpoints,
         cancel,
+        distributed: None,
     };
     TchTrainer.train(&job, sink)
 }
