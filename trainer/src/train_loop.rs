@@ -6,6 +6,11 @@
 //! (the batch order, libtorch's generator reseeded for dropout), and the checkpoint
 //! holds the rest (weights, optimizer buffers, history), so resuming at any step
 //! reproduces the uninterrupted run.
+//!
+//! In a data-parallel gang ([`Gang`]) every rank runs this same loop on its shard of
+//! each global batch; the gang sums the gradients before clipping and the optimizer
+//! step, and agrees on the running loss and on cancellation. Only rank 0 reads and
+//! writes checkpoints, emits metrics and writes results.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -16,6 +21,7 @@ use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::checkpoint::{self, TrainState};
 use crate::data::{self, Dataset};
+use crate::distributed::gang::Gang;
 use crate::metrics::evaluate;
 use crate::models::{self, Ctx, InputShape, Net};
 use crate::npy::{encode_f64, write_atomic};
@@ -34,6 +40,16 @@ struct Run<'a> {
     state: TrainState,
     compute: Kind,
     device: Device,
+    gang: Option<Gang<'a>>,
+    /// In a gang: whether any rank has been asked to cancel (as of the last agreement).
+    gang_cancel: bool,
+}
+
+/// Where ranks other than 0 send their metrics.
+struct Discard;
+
+impl MetricSink for Discard {
+    fn emit(&mut self, _name: &str, _value: f64) {}
 }
 
 pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport, TrainError> {
@@ -59,10 +75,22 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
     let net = models::build(&spec.model, vs.root(), &input, data.outputs, &mut init_rng)?;
     let mut optimizer = Optimizer::new(&spec.optimizer, vs.trainable_variables());
 
+    let mut gang = job
+        .distributed
+        .as_ref()
+        .map(|role| Gang::connect(role, device, job.cancel))
+        .transpose()?;
+    let leader = gang.as_ref().is_none_or(Gang::is_leader);
+    let mut discard = Discard;
+    let sink: &mut dyn MetricSink = if leader { sink } else { &mut discard };
     let fingerprint = fingerprint(spec, job.seed);
     let mut state = TrainState::fresh(fingerprint.clone());
     let mut resumed_from_epoch = None;
-    if let Some(restored) = checkpoint::load_latest(job.checkpoint_dir, &mut vs, &fingerprint)? {
+    let restored = match leader {
+        true => checkpoint::load_latest(job.checkpoint_dir, &mut vs, &fingerprint)?,
+        false => None,
+    };
+    if let Some(restored) = restored {
         optimizer.load_state(
             restored.optimizer_state,
             restored.state.optimizer_steps,
@@ -84,6 +112,10 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
             }
         }
     }
+    if let Some(gang) = &mut gang {
+        gang.share_start(&vs, &mut optimizer, &mut state)?;
+        resumed_from_epoch = (state.global_step > 0).then_some(state.epoch);
+    }
     let mut run = Run {
         job,
         data,
@@ -93,6 +125,8 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
         state,
         compute,
         device,
+        gang,
+        gang_cancel: false,
     };
     run.train(sink)?;
     run.write_results()?;
@@ -177,20 +211,31 @@ impl<'a> Run<'a> {
                 .to_device(self.device);
             let started = Instant::now();
             let mut samples_here = 0usize;
-            let mut loss_sum = Tensor::from(self.state.partial_loss_sum).to_device(self.device);
+            // In a gang the resumed part of the epoch's loss is counted by rank 0 only.
+            let leader = self.gang.as_ref().is_none_or(Gang::is_leader);
+            let resumed_loss = if leader {
+                self.state.partial_loss_sum
+            } else {
+                0.0
+            };
+            let mut loss_sum = Tensor::from(resumed_loss).to_device(self.device);
             for step in self.state.step_in_epoch..steps {
-                if self.job.cancel.load(Ordering::SeqCst) {
+                if self.cancel_requested() {
                     self.state.step_in_epoch = step;
-                    self.state.partial_loss_sum = loss_sum.double_value(&[]);
+                    self.state.partial_loss_sum = self.global_loss_sum(&loss_sum)?;
                     self.checkpoint()?;
                     return Err(TrainError::Cancelled);
                 }
-                tch::manual_seed(
-                    derive(self.job.seed, &[purpose::TORCH, epoch as u64, step as u64]) as i64,
-                );
+                // Rank r > 0 draws its own dropout masks; rank 0 (or a lone process)
+                // the same ones as always.
+                let rank = self.gang.as_ref().map_or(0, Gang::rank) as u64;
+                let mut stream = vec![purpose::TORCH, epoch as u64, step as u64];
+                stream.extend((rank > 0).then_some(rank));
+                tch::manual_seed(derive(self.job.seed, &stream) as i64);
                 let start = step as i64 * batch;
                 let len = batch.min(rows - start);
-                let index = order.narrow(0, start, len);
+                let (shard_start, shard_len, mine) = self.shard(len);
+                let index = order.narrow(0, start + shard_start, shard_len);
                 let x = self.data.train.x.index_select(0, &index);
                 let y = self.data.train.y.index_select(0, &index);
                 let lr = learning_rate(
@@ -203,20 +248,34 @@ impl<'a> Run<'a> {
                 );
                 let loss = self.loss(&x, &y);
                 self.optimizer.zero_grad();
-                loss.backward();
+                // A rank's mean loss weighs its share of the global batch, so the
+                // summed gradients are those of the global batch's mean loss.
+                match self.gang.is_some() {
+                    true => (&loss * (mine as f64 / len as f64)).backward(),
+                    false => loss.backward(),
+                }
+                if let Some(gang) = &mut self.gang {
+                    gang.sum_gradients(&self.vs.trainable_variables())?;
+                }
                 if let Some(max_norm) = spec.grad_clip {
                     self.optimizer.clip_grad_norm(max_norm);
                 }
                 self.optimizer.step(lr);
-                loss_sum += loss.detach().to_kind(Kind::Double) * len as f64;
+                loss_sum += loss.detach().to_kind(Kind::Double) * mine as f64;
                 samples_here += len as usize;
                 self.state.partial_samples += len as usize;
                 self.state.global_step += 1;
                 self.state.optimizer_steps = self.optimizer.steps;
-                if spec.eval_every_steps > 0
-                    && self.state.global_step % spec.eval_every_steps as u64 == 0
-                {
-                    let running = loss_sum.double_value(&[]) / self.state.partial_samples as f64;
+                let evaluate_now = spec.eval_every_steps > 0
+                    && self.state.global_step % spec.eval_every_steps as u64 == 0;
+                if let Some(gang) = &self.gang {
+                    if !evaluate_now && gang.sync_due(self.state.global_step) {
+                        self.global_loss_sum(&loss_sum)?;
+                    }
+                }
+                if evaluate_now {
+                    let running =
+                        self.global_loss_sum(&loss_sum)? / self.state.partial_samples as f64;
                     sink.emit("step_train_loss", running);
                     for (name, value) in self.evaluate_all() {
                         sink.emit(&format!("step_{name}"), value);
@@ -225,7 +284,8 @@ impl<'a> Run<'a> {
             }
             // Reading the loss waits for the device, so the time covers the work, not
             // just its queueing (CUDA runs asynchronously).
-            let train_loss = loss_sum.double_value(&[]) / self.state.partial_samples.max(1) as f64;
+            let train_loss =
+                self.global_loss_sum(&loss_sum)? / self.state.partial_samples.max(1) as f64;
             let seconds = started.elapsed().as_secs_f64();
             let mut scores = self.evaluate_all();
             scores.insert("train_loss".into(), train_loss);
@@ -250,12 +310,47 @@ impl<'a> Run<'a> {
             self.state.partial_loss_sum = 0.0;
             self.state.partial_samples = 0;
             self.update_early_stopping(&scores)?;
+            if let Some(gang) = &mut self.gang {
+                // Batch-norm statistics are per rank, so scores may differ: rank 0 decides.
+                self.state.stopped_early = gang.broadcast_flag(self.state.stopped_early)?;
+            }
             let last = self.state.epoch == epochs || self.state.stopped_early;
             if last || self.state.epoch % spec.checkpoint_every == 0 {
                 self.checkpoint()?;
             }
         }
         Ok(())
+    }
+
+    /// The rows `(start, count)` this rank runs of a global batch of `len` rows, and
+    /// how many of them are its own. An empty shard runs the whole batch with weight
+    /// zero, so every rank has a gradient for every parameter.
+    fn shard(&self, len: i64) -> (i64, i64, i64) {
+        match self.gang.as_ref().map(|gang| gang.shard(len)) {
+            None => (0, len, len),
+            Some((_, 0)) => (0, len, 0),
+            Some((start, count)) => (start, count, count),
+        }
+    }
+
+    fn cancel_requested(&self) -> bool {
+        match self.gang {
+            None => self.job.cancel.load(Ordering::SeqCst),
+            Some(_) => self.gang_cancel,
+        }
+    }
+
+    /// The epoch's loss sum so far over the whole global batch. In a gang this is a
+    /// collective (every rank calls it at the same steps) that also agrees on
+    /// cancellation.
+    fn global_loss_sum(&mut self, loss_sum: &Tensor) -> Result<f64, TrainError> {
+        let local = loss_sum.double_value(&[]);
+        let Some(gang) = &mut self.gang else {
+            return Ok(local);
+        };
+        let (total, cancel) = gang.agree(local)?;
+        self.gang_cancel |= cancel;
+        Ok(total)
     }
 
     /// The training criterion on one batch (label smoothing included).
@@ -326,6 +421,9 @@ impl<'a> Run<'a> {
     }
 
     fn checkpoint(&mut self) -> Result<(), TrainError> {
+        if self.gang.as_ref().is_some_and(|gang| !gang.is_leader()) {
+            return Ok(());
+        }
         checkpoint::save(
             self.job.checkpoint_dir,
             &self.state,
@@ -338,6 +436,9 @@ impl<'a> Run<'a> {
 
     /// One float64 `.npy` per per-epoch metric (throughput excepted), all epochs.
     fn write_results(&self) -> Result<(), TrainError> {
+        if self.gang.as_ref().is_some_and(|gang| !gang.is_leader()) {
+            return Ok(());
+        }
         for (name, values) in &self.state.history {
             if name == "samples_per_sec" {
                 continue;

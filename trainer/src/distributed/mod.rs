@@ -1,12 +1,23 @@
 //! Data-parallel training: one process per rank, each training on its shard of every
-//! global batch, gradients averaged every step so all ranks take identical optimizer
-//! steps.
+//! global batch, gradients summed every step (bucketed, one collective per bucket) so
+//! all ranks take identical optimizer steps; rank 0 alone checkpoints, emits metrics
+//! and writes results.
 //!
 //! The gang is bootstrapped from a single opaque blob that rank 0 publishes through a
-//! [`Rendezvous`] (the coordinator in production, a file in tests): a TCP address for
-//! CPU ranks, an NCCL unique id for CUDA ranks.
+//! [`Rendezvous`] (the coordinator in production, memory or a file elsewhere): a TCP
+//! address for CPU ranks ([`tcp_ring`]), an NCCL unique id for CUDA ranks ([`nccl`]).
+
+mod bootstrap;
+mod bucket;
+pub(crate) mod gang;
+pub mod nccl;
+mod rendezvous;
+pub mod tcp_ring;
 
 use std::sync::atomic::AtomicBool;
+
+pub use bootstrap::{connect_ring, BOOTSTRAP_TIMEOUT};
+pub use rendezvous::{FileRendezvous, MemoryRendezvous};
 
 /// This process's place in a data-parallel gang.
 pub struct DistributedRole<'a> {
@@ -26,4 +37,14 @@ pub trait Rendezvous: Send + Sync {
     /// Other ranks: block until rank 0 has published; give up with Err when `cancel`
     /// is set.
     fn fetch(&self, cancel: &AtomicBool) -> Result<Vec<u8>, String>;
+}
+
+/// A communicator that sums a flat, contiguous Float or Double tensor across ranks in
+/// place (every rank ends with bit-identical values).
+pub trait Collective {
+    fn all_reduce_sum(
+        &mut self,
+        flat: &tch::Tensor,
+        cancel: &AtomicBool,
+    ) -> Result<(), crate::TrainError>;
 }
