@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # One prepared check of everything CUDA, for a machine with an NVIDIA GPU and
 # PyTorch 2.11 but no cargo: build on a CPU machine (scripts/gpu-check.sh --build),
-# carry target/release/expcluster and target/release/examples/{gpu_check,bench_vs_pytorch},
+# carry target/release/expcluster and target/release/examples/{gpu_check,bench_vs_pytorch,allreduce_bench},
 # run this from the repository root. Prints a table; exits non-zero if a check fails.
 #
-#   1. the trainer on CUDA: every model kind in fp32 and bf16, cancel and resume;
+#   1. the trainer on CUDA: every model kind in fp32 and bf16, cancel and resume; then
+#      data-parallel through NCCL: a one-rank NCCL gang trains (and must match the
+#      plain run) and NCCL all-reduce bandwidth for a few sizes;
 #   2. expcluster end to end: a coordinator, a worker with --gpus 0, a stage of
 #      trainer jobs; checks the jobs ran on cuda:0;
-#   3. steps/s of the trainer next to the same MLP in PyTorch eager, on the GPU.
+#   3. steps/s of the trainer next to the same MLP in PyTorch eager, on the GPU;
+#   4. the CPU TCP ring all-reduce between 2 and 4 ranks (threads, loopback).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--build" ]; then
     cargo build --release -p expcluster-cli
-    cargo build --release -p expcluster-trainer --example gpu_check --example bench_vs_pytorch
+    cargo build --release -p expcluster-trainer --example gpu_check --example bench_vs_pytorch --example allreduce_bench
     exit $?
 fi
 
@@ -21,7 +24,12 @@ DEFAULT_PY="$(command -v python3)"
 [ -x /opt/torch/.venv/bin/python ] && DEFAULT_PY=/opt/torch/.venv/bin/python
 PY="${EXPCLUSTER_PYTHON:-$DEFAULT_PY}"
 TORCH_LIB="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
-export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+# cudarc opens libnccl.so; the wheel ships only libnccl.so.2. Link the very file
+# libtorch_cuda loads (another NCCL makes ncclCommInitRank fail).
+NCCL_LIB="$("$PY" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"
+NCCL_LINK="$(mktemp -d)"
+[ -n "$NCCL_LIB" ] && ln -sf "$NCCL_LIB/libnccl.so.2" "$NCCL_LINK/libnccl.so"
+export LD_LIBRARY_PATH="$NCCL_LINK:$TORCH_LIB:${LD_LIBRARY_PATH:-}"
 export EXPCLUSTER_PYTHON="$PY"
 BIN="${EXPCLUSTER_BIN:-target/release/expcluster}"
 EXAMPLES="${EXPCLUSTER_EXAMPLES:-target/release/examples}"
@@ -31,7 +39,7 @@ record() { RESULTS+=("| $1 | $2 | $3 |"); }
 echo "== GPU"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-echo "== 1. trainer on CUDA (all model kinds, fp32 and bf16, cancel/resume)"
+echo "== 1. trainer on CUDA (all model kinds, fp32 and bf16, cancel/resume, 1-rank NCCL gang, NCCL bandwidth)"
 if "$EXAMPLES/gpu_check" 0; then record "trainer on cuda:0" PASS "gpu_check"; else record "trainer on cuda:0" FAIL "gpu_check exited non-zero"; fi
 
 echo "== 2. expcluster end to end on the GPU"
@@ -77,6 +85,9 @@ fi
 
 echo "== 3. trainer vs PyTorch eager on the GPU"
 if BENCH_DEVICE=cuda "$EXAMPLES/bench_vs_pytorch" 1; then record "steps/s vs PyTorch" PASS "table above"; else record "steps/s vs PyTorch" FAIL "bench exited non-zero"; fi
+
+echo "== 4. CPU TCP ring all-reduce (2 and 4 ranks)"
+if "$EXAMPLES/allreduce_bench" 2 4; then record "tcp ring all-reduce" PASS "table above"; else record "tcp ring all-reduce" FAIL "allreduce_bench exited non-zero"; fi
 
 echo
 echo "| check | result | detail |"

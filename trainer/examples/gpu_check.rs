@@ -3,13 +3,18 @@
 //!
 //! `gpu_check [device index]` trains each model kind on synthetic data in fp32 and
 //! bf16 on `cuda:<index>`, checks it learned, cancels and resumes one job, and prints a
-//! table of scores and throughput. Exit status 1 if any check fails.
+//! table of scores and throughput. Then the data-parallel path on one GPU: a one-rank
+//! NCCL gang trains the first case (it must match the plain run), and NCCL all-reduce
+//! bandwidth for a few sizes. Exit status 1 if any check fails.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use expcluster_trainer::distributed::nccl::Nccl;
+use expcluster_trainer::distributed::{Collective, MemoryRendezvous};
 use expcluster_trainer::{
-    DeviceChoice, MetricSink, TchTrainer, TrainError, TrainJob, Trainer, TrainerSpec,
+    DeviceChoice, DistributedRole, MetricSink, TchTrainer, TrainError, TrainJob, Trainer,
+    TrainerSpec,
 };
 use serde_json::{json, Value};
 
@@ -39,6 +44,17 @@ fn run(
     sink: &mut Sink,
     cancel: &AtomicBool,
 ) -> Result<expcluster_trainer::TrainReport, TrainError> {
+    run_as(spec, device, dir, sink, cancel, None)
+}
+
+fn run_as(
+    spec: &TrainerSpec,
+    device: DeviceChoice,
+    dir: &std::path::Path,
+    sink: &mut Sink,
+    cancel: &AtomicBool,
+    distributed: Option<DistributedRole<'_>>,
+) -> Result<expcluster_trainer::TrainReport, TrainError> {
     let job = TrainJob {
         spec,
         seed: 0,
@@ -47,7 +63,7 @@ fn run(
         output_dir: dir,
         checkpoint_dir: &dir.join("ckpt"),
         cancel,
-        distributed: None,
+        distributed,
     };
     TchTrainer.train(&job, sink)
 }
@@ -176,6 +192,104 @@ fn main() {
             .map(|r| r.resumed_from_epoch)
             .map_err(ToString::to_string)
     );
+    failures += nccl_checks(&spec, index);
     println!("failures: {failures}");
     std::process::exit(i32::from(failures > 0));
+}
+
+/// A one-rank NCCL gang trains `spec` (same scores as the plain run), then NCCL
+/// all-reduce bandwidth. Returns the number of failed checks.
+fn nccl_checks(spec: &TrainerSpec, index: usize) -> usize {
+    let device = DeviceChoice::Cuda(index);
+    let cancel = AtomicBool::new(false);
+    let rendezvous = MemoryRendezvous::default();
+    let dir = std::env::temp_dir().join("gpu-check-nccl");
+    let plain_dir = std::env::temp_dir().join("gpu-check-nccl-plain");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&plain_dir);
+    let role = DistributedRole {
+        rank: 0,
+        world_size: 1,
+        advertise_host: "127.0.0.1",
+        rendezvous: &rendezvous,
+    };
+    let started = Instant::now();
+    let gang = run_as(
+        spec,
+        device,
+        &dir,
+        &mut Sink::default(),
+        &cancel,
+        Some(role),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let plain = run(spec, device, &plain_dir, &mut Sink::default(), &cancel);
+    let mut failures = 0;
+    match (&gang, &plain) {
+        (Ok(gang), Ok(plain)) => {
+            let loss = |r: &expcluster_trainer::TrainReport| {
+                r.final_metrics
+                    .get("test_loss")
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            let diff = (loss(gang) - loss(plain)).abs();
+            let ok = diff < 1e-3
+                && rendezvous
+                    .published()
+                    .is_some_and(|id| id.starts_with(b"nccl:"));
+            failures += usize::from(!ok);
+            println!(
+                "nccl 1-rank training: {} (test_loss {:.6} vs plain {:.6}, {seconds:.1} s)",
+                if ok { "ok" } else { "FAIL" },
+                loss(gang),
+                loss(plain)
+            );
+        }
+        _ => {
+            failures += 1;
+            println!(
+                "nccl 1-rank training: FAIL (gang: {:?}, plain: {:?})",
+                gang.as_ref().err().map(ToString::to_string),
+                plain.as_ref().err().map(ToString::to_string)
+            );
+        }
+    }
+    let bench_rendezvous = MemoryRendezvous::default();
+    let mut comm = match Nccl::connect(0, 1, index, &bench_rendezvous, &cancel) {
+        Ok(comm) => comm,
+        Err(err) => {
+            println!("nccl all-reduce bandwidth: FAIL ({err})");
+            return failures + 1;
+        }
+    };
+    // With one rank, bus bandwidth (algbw x 2(n-1)/n) is 0 by definition; algbw is
+    // what one GPU's NCCL reduction costs. Multi-GPU figures need several GPUs.
+    println!("| ranks | size | time ms | algbw GB/s | busbw GB/s |");
+    println!("|---|---|---|---|---|");
+    for (label, floats) in [
+        ("1 MiB", 1i64 << 18),
+        ("16 MiB", 1 << 22),
+        ("256 MiB", 1 << 26),
+    ] {
+        let tensor = tch::Tensor::ones([floats], (tch::Kind::Float, tch::Device::Cuda(index)));
+        let repeats = 20;
+        let mut ok = comm.all_reduce_sum(&tensor, &cancel).is_ok();
+        tch::Cuda::synchronize(index as i64);
+        let started = Instant::now();
+        for _ in 0..repeats {
+            ok &= comm.all_reduce_sum(&tensor, &cancel).is_ok();
+        }
+        tch::Cuda::synchronize(index as i64);
+        let seconds = started.elapsed().as_secs_f64() / repeats as f64;
+        ok &= tensor.sum(tch::Kind::Double).double_value(&[]) == floats as f64;
+        failures += usize::from(!ok);
+        let algbw = (floats * 4) as f64 / seconds / 1e9;
+        println!(
+            "| 1 | {label} | {:.3} | {algbw:.1} | 0.0 |{}",
+            seconds * 1e3,
+            if ok { "" } else { " FAIL" }
+        );
+    }
+    failures
 }

@@ -91,6 +91,12 @@ impl Nccl {
                 "libnccl.so not found on the loader path: link it to the libnccl.so.2 that libtorch loads (site-packages/nvidia/nccl/lib)".into(),
             ));
         }
+        // SAFETY: only probes whether the library can be opened.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(TrainError::Device(
+                "libcuda.so (the NVIDIA driver) not found: NCCL needs a CUDA machine".into(),
+            ));
+        }
         let context = cudarc::driver::CudaContext::new(device).map_err(|err| {
             TrainError::Device(format!("binding cuda:{device} for NCCL: {err:?}"))
         })?;
@@ -183,8 +189,7 @@ mod tests {
         assert_eq!(blob.len(), NCCL_TAG.len() + ID_BYTES);
         assert_eq!(decode_unique_id(&blob), Ok(id));
         assert!(decode_unique_id(&blob[..blob.len() - 1]).is_err());
-        assert!(decode_unique_id(b"tcp:127.0.0.1:5000")
-            .unwrap_err()
-            .contains("not an NCCL id"));
+        let wrong = decode_unique_id(b"tcp:127.0.0.1:5000").expect_err("a TCP blob");
+        assert!(wrong.contains("not an NCCL id"), "{wrong}");
     }
 }
