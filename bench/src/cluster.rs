@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 
 pub struct Cluster {
     pub address: String,
+    /// The worker token, for worker processes (`EXPCLUSTER_TOKEN`).
+    pub worker_token: String,
     pub worker_security: ClientSecurity,
     pub client_security: ClientSecurity,
     stop: watch::Sender<bool>,
@@ -71,6 +73,7 @@ impl Cluster {
         });
         Ok(Self {
             address,
+            worker_token: tokens.worker.expose().to_owned(),
             worker_security: ClientSecurity::none().with_token(tokens.worker.expose())?,
             client_security: ClientSecurity::none().with_token(tokens.client.expose())?,
             stop,
@@ -131,6 +134,7 @@ pub async fn complete(
             stderr_tail: String::new(),
             metric_count,
             duration_s: 0.0,
+            rank: 0,
         })
         .await?;
     Ok(())

@@ -5,9 +5,14 @@
 
 mod cluster;
 mod dispatch;
+mod grid;
+mod heap;
 mod ingest;
 mod report;
 mod scale;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             "dispatch" => dispatch::run(&[16, 64]).await?,
             "ingest" => ingest::run(&[1, 8, 64]).await?,
             "scale" => scale::run().await?,
+            "grid" => grid::run().await?,
             other => anyhow::bail!(
                 "unknown benchmark {other:?}: choose dispatch, ingest, scale, grid or all"
             ),

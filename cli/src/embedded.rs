@@ -56,6 +56,8 @@ impl EmbeddedCluster {
                 slots,
                 work_dir: scratch.join(format!("worker-{index}")),
                 hostname: "local".to_owned(),
+                // The local workers' gangs talk over loopback.
+                advertise_host: "127.0.0.1".to_owned(),
                 gpus: Vec::new(),
                 incarnation_hint: String::new(),
                 security: worker_security.clone(),

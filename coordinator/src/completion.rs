@@ -48,6 +48,8 @@ pub struct Completion {
     pub stderr_tail: String,
     pub metric_count: u64,
     pub duration_s: f64,
+    /// Which rank of a gang ended (0 for an ordinary job).
+    pub rank: u32,
 }
 
 /// Largest series index accepted (a guard against a hostile `step`).
@@ -55,7 +57,7 @@ const MAX_STEP: u64 = 10_000_000;
 
 impl CoordinatorState {
     /// The job record, if `attempt` of `job` is currently leased to `worker`.
-    fn current_attempt(
+    pub(crate) fn current_attempt(
         &mut self,
         worker: &WorkerId,
         job_id: &JobId,
@@ -222,6 +224,22 @@ impl CoordinatorState {
                 return Ok(false);
             }
         }
+        if let Some(requeued) = self.complete_gang_rank(
+            worker,
+            job_id,
+            attempt,
+            completion.rank,
+            completion.outcome,
+            &completion.error,
+            &completion.stderr_tail,
+            now,
+        )? {
+            if let Err(err) = self.finish_stages_if_done() {
+                tracing::error!(%err, "cannot finish the stage yet; will retry");
+                self.stage_finish_pending = true;
+            }
+            return Ok(requeued);
+        }
         let job = self.current_attempt(worker, job_id, attempt)?;
         if completion.outcome == Outcome::Succeeded && completion.metric_count != job.next_seq {
             return Err(CoordinatorError::InvalidRequest(format!(
@@ -257,9 +275,7 @@ impl CoordinatorState {
                 true
             }
         };
-        if let Some(record) = self.workers.get_mut(worker) {
-            record.running.remove(job_id);
-        }
+        self.release_slots(job_id, Some(worker));
         if let Some(job) = self.jobs.get_mut(job_id) {
             job.completions.insert(attempt, (key, requeued));
         }
@@ -319,7 +335,7 @@ impl CoordinatorState {
         Ok(())
     }
 
-    fn finish_failure(
+    pub(crate) fn finish_failure(
         &mut self,
         job_id: &JobId,
         attempt: AttemptNumber,

@@ -6,25 +6,53 @@
 //! the dirty pages, and retrying the fsync can report success for data that is gone
 //! (the PostgreSQL "fsyncgate" lesson). So a failed fsync poisons the writer: every
 //! later append fails until the coordinator is restarted and re-reads the file.
+//!
+//! In a serving coordinator the fsync is deferred to [`crate::group_commit`]: the
+//! append writes and counts its record, and the RPC that caused it answers once the
+//! shared fsync covering it is done.
 
+use crate::group_commit::{self, Slot};
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 /// The state of an append-only file.
 #[derive(Debug, Default)]
 pub struct AppendGuard {
     poisoned: Option<String>,
+    /// The file's handle for the sync thread (re-made when the writer's file changes).
+    slot: Option<Arc<Slot>>,
 }
 
 impl AppendGuard {
-    /// Appends `bytes` durably, or leaves the file as it was.
+    /// Appends `bytes` and makes them durable (or, in a serving coordinator, counts
+    /// them for the next group fsync), or leaves the file as it was.
     pub fn append(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        let deferred = group_commit::deferring();
+        if deferred && self.poisoned.is_none() {
+            self.poisoned = group_commit::global().failure();
+        }
         if let Some(reason) = &self.poisoned {
             return Err(io::Error::other(format!(
                 "an earlier fsync failed ({reason}); restart the coordinator once the disk is healthy"
             )));
         }
-        let length_before = file.metadata()?.len();
+        let metadata = file.metadata()?;
+        let length_before = metadata.len();
+        let slot = if deferred {
+            let identity = (metadata.dev(), metadata.ino());
+            match &self.slot {
+                Some(slot) if slot.identity == identity => Some(slot.clone()),
+                _ => {
+                    let slot = Slot::new(file, identity)?;
+                    self.slot = Some(slot.clone());
+                    Some(slot)
+                }
+            }
+        } else {
+            None
+        };
         if let Err(err) = file.write_all(bytes) {
             // Undo the partial record; if even that fails, nothing can be trusted.
             if let Err(undo) = file.set_len(length_before) {
@@ -32,9 +60,14 @@ impl AppendGuard {
             }
             return Err(err);
         }
-        if let Err(err) = file.sync_data() {
-            self.poisoned = Some(err.to_string());
-            return Err(err);
+        match slot {
+            Some(slot) => group_commit::global().wrote(&slot),
+            None => {
+                if let Err(err) = file.sync_data() {
+                    self.poisoned = Some(err.to_string());
+                    return Err(err);
+                }
+            }
         }
         Ok(())
     }

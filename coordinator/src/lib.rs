@@ -9,16 +9,22 @@
 pub mod auth;
 pub mod auth_layer;
 pub mod claims;
+pub mod commit_layer;
 pub mod code_files;
 pub mod completion;
 pub mod durable;
+pub mod group_commit;
 pub mod error;
 pub mod feedback;
+pub mod gang;
 pub mod idea;
 pub mod lifecycle;
+pub mod live_logs;
 pub mod recovery;
 #[cfg(test)]
 mod recovery_tests;
+#[cfg(test)]
+mod gang_tests;
 pub mod research_log;
 pub mod results;
 pub mod scheduler;
@@ -68,6 +74,8 @@ impl Coordinator {
             .map_err(CoordinatorError::storage)?;
         let mut state = CoordinatorState::new(workspace, log, journal, settings);
         let recovered = state.recover(std::time::Instant::now())?;
+        // The journal is read only by the recovery above.
+        state.journal.release_events();
         if recovered.stage_runs > 0 {
             tracing::warn!(?recovered, "resuming from the journal");
         }

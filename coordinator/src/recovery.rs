@@ -66,6 +66,16 @@ fn load_code(workspace: &Workspace, digest: &str) -> CodeFiles {
     }
 }
 
+/// A lease found in the journal: who ran which attempt (and, for a gang, the worker
+/// of every rank in rank order).
+struct RecoveredLease {
+    run: u64,
+    job: JobId,
+    attempt: u32,
+    worker: WorkerId,
+    gang: Vec<WorkerId>,
+}
+
 fn u64_of(event: &Value, key: &str) -> Option<u64> {
     event.get(key).and_then(Value::as_u64)
 }
@@ -78,7 +88,7 @@ impl CoordinatorState {
         let mut recovered = Recovered::default();
 
         let mut stage_records: HashMap<u64, &Value> = HashMap::new();
-        let mut leases: Vec<(u64, JobId, u32, WorkerId)> = Vec::new();
+        let mut leases: Vec<RecoveredLease> = Vec::new();
         for record in &journal {
             match record["type"].as_str() {
                 Some("stage") => {
@@ -100,7 +110,19 @@ impl CoordinatorState {
                         ) else {
                             continue;
                         };
-                        leases.push((run, job, attempt as u32, worker.clone()));
+                        let gang: Vec<WorkerId> = lease["gang"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|w| w.as_str().map(|w| WorkerId(w.to_owned())))
+                            .collect();
+                        leases.push(RecoveredLease {
+                            run,
+                            job,
+                            attempt: attempt as u32,
+                            worker: worker.clone(),
+                            gang,
+                        });
                     }
                 }
                 _ => {}
@@ -184,7 +206,14 @@ impl CoordinatorState {
 
         // Leases without an outcome are still running, as far as anyone knows.
         let deadline = now + self.settings.lease_timeout + self.settings.restart_grace;
-        for (run, job_id, attempt, worker) in leases {
+        for lease in leases {
+            let RecoveredLease {
+                run,
+                job: job_id,
+                attempt,
+                worker,
+                gang,
+            } = lease;
             if outcome_attempts.contains(&(run, job_id.clone(), attempt)) {
                 continue;
             }
@@ -200,12 +229,29 @@ impl CoordinatorState {
             }
             job.attempts = attempt;
             job.state = JobState::Running {
-                worker: worker.clone(),
+                worker: gang.first().unwrap_or(&worker).clone(),
                 attempt,
                 lease_deadline: deadline,
             };
-            if let Some(record) = self.workers.get_mut(&worker) {
-                record.running.insert(job_id.clone());
+            // A gang's ranks are all taken as delivered: a rank that never reached its
+            // worker is not renewed, and its lease ending requeues the gang.
+            let mut holders: Vec<(WorkerId, u32)> = vec![(worker.clone(), 1)];
+            job.gang = None;
+            if !gang.is_empty() {
+                let mut by_worker: Vec<(WorkerId, u32)> = Vec::new();
+                for holder in &gang {
+                    match by_worker.iter_mut().find(|(w, _)| w == holder) {
+                        Some((_, n)) => *n += 1,
+                        None => by_worker.push((holder.clone(), 1)),
+                    }
+                }
+                job.gang = Some(crate::gang::Gang::new(&by_worker, deadline));
+                holders = by_worker;
+            }
+            for (holder, count) in holders {
+                if let Some(record) = self.workers.get_mut(&holder) {
+                    record.running.insert(job_id.clone(), count);
+                }
             }
         }
 
@@ -246,15 +292,12 @@ impl CoordinatorState {
         {
             self.next_worker = self.next_worker.max(number + 1);
         }
+        // Seen "now": a restart does not make anyone lost before the grace ends.
+        let hostname = record["hostname"].as_str().unwrap_or_default();
+        let slots = u64_of(record, "slots").unwrap_or(1) as u32;
         self.workers.insert(
             WorkerId(id.to_owned()),
-            WorkerRecord {
-                hostname: record["hostname"].as_str().unwrap_or_default().to_owned(),
-                slots: u64_of(record, "slots").unwrap_or(1) as u32,
-                // Seen "now": a restart does not make anyone lost before the grace ends.
-                last_seen: now,
-                running: HashSet::new(),
-            },
+            WorkerRecord::new(hostname, slots, now),
         );
     }
 
@@ -269,11 +312,12 @@ impl CoordinatorState {
             CoordinatorError::Storage(format!("journal stage record {run}: {err}"))
         })?;
         let max_attempts = u64_of(record, "max_attempts").unwrap_or(3) as u32;
+        let ranks = u64_of(record, "data_parallel").unwrap_or(1) as u32;
         let timeout = Duration::from_millis(u64_of(record, "timeout_ms").unwrap_or(3_600_000));
         let mut ids = Vec::new();
         for def in definitions {
             let id = def.id.clone();
-            let mut job = JobRecord::new(def, max_attempts, timeout, run);
+            let mut job = JobRecord::new(def, max_attempts, timeout, run).with_ranks(ranks);
             if reused.contains(&id) {
                 job.state = JobState::Succeeded { attempt: 0 };
             }

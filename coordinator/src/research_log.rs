@@ -8,9 +8,10 @@
 //! corruption: opening fails and names its byte offset, unless a repair is asked for,
 //! which copies the whole log to a backup and keeps the events before the damage.
 //!
-//! No group commit: every append is its own write and fsync, under the coordinator's
-//! one lock. Events come at the pace of jobs finishing, not of metric points (those
-//! go to per-attempt spools), so the simple form is fast enough.
+//! Each append is one `write` under the coordinator's lock (so records never
+//! interleave). Its fsync is the append's own in a plain process, and shared with
+//! every other append since the last one in a serving coordinator
+//! ([`crate::group_commit`]: the RPC answers once that shared fsync is done).
 
 use serde_json::{Map, Value};
 use std::fs::{self, File, OpenOptions};
@@ -41,13 +42,16 @@ pub enum ResearchLogError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// The open journal; appends are durable when `append` returns.
+/// The open journal; appends are durable when `append` returns, or (serving) when
+/// the group commit covering them is.
 #[derive(Debug)]
 pub struct ResearchLog {
     path: PathBuf,
     file: File,
     next_seq: u64,
     events: Vec<Value>,
+    /// Whether appended events are kept in `events` (see [`Self::release_events`]).
+    keep_events: bool,
     guard: crate::durable::AppendGuard,
 }
 
@@ -105,13 +109,15 @@ impl ResearchLog {
                 file,
                 next_seq,
                 events,
+                keep_events: true,
                 guard: crate::durable::AppendGuard::default(),
             },
             recovery,
         ))
     }
 
-    /// Appends one event and makes it durable; returns its sequence number.
+    /// Appends one event and makes it durable (see the module doc); returns its
+    /// sequence number.
     ///
     /// The event is `{"seq", "time", "type", "idea_version", ...payload}`. A failed
     /// write or fsync is returned, never retried and reported as success.
@@ -139,11 +145,22 @@ impl ResearchLog {
             .append(&mut self.file, line.as_bytes())
             .map_err(io_error)?;
         self.next_seq += 1;
-        self.events.push(event);
+        if self.keep_events {
+            self.events.push(event);
+        }
         Ok(seq)
     }
 
-    /// Every event in the log, oldest first.
+    /// Stops keeping events in memory and frees those read at open: for a log that is
+    /// only read back at start-up. The coordinator's journal is one: its stage records
+    /// carry every job definition, and a second, `Value`-tree copy of a 100,000-job
+    /// stage cost more memory than the jobs themselves.
+    pub fn release_events(&mut self) {
+        self.keep_events = false;
+        self.events = Vec::new();
+    }
+
+    /// Every event in the log, oldest first (none after [`Self::release_events`]).
     pub fn events(&self) -> &[Value] {
         &self.events
     }
@@ -233,6 +250,12 @@ mod tests {
         assert_eq!(recovery.events, 2);
         assert_eq!(log.append("x", 2, Map::new()).expect("append"), 2);
         assert_eq!(log.events()[2]["idea_version"], 2);
+        log.release_events();
+        assert_eq!(log.append("y", 2, Map::new()).expect("append"), 3);
+        assert!(log.events().is_empty());
+        drop(log);
+        let (log, _) = ResearchLog::open(&path, false).expect("reopen");
+        assert_eq!(log.events().len(), 4, "released events are still on disk");
     }
 
     #[test]

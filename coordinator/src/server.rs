@@ -75,6 +75,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let address = listener.local_addr().map_err(ServeError::Address)?;
     check_listen_address(address, &security.auth)?;
+    // Appends defer their fsync from here on; the commit layer answers after it.
+    crate::group_commit::enable();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
@@ -92,6 +94,7 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let result = builder
         .layer(AuthLayer::new(security.auth))
+        .layer(crate::commit_layer::layer())
         .add_service(InterceptedService::new(workers, check_protocol))
         .add_service(InterceptedService::new(clients, check_protocol))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

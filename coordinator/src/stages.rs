@@ -79,6 +79,7 @@ impl CoordinatorState {
                 "primary_metric": loaded.config.primary_metric.name,
                 "code_digest": code.digest,
                 "max_attempts": resources.max_attempts,
+                "data_parallel": resources.data_parallel,
                 "timeout_ms": resources.timeout().as_millis() as u64,
             }),
         )?;
@@ -91,7 +92,8 @@ impl CoordinatorState {
             if already_done && !rerun {
                 reused.insert(id.clone());
                 let mut record =
-                    JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id);
+                    JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id)
+                        .with_ranks(resources.data_parallel);
                 record.state = JobState::Succeeded { attempt: 0 };
                 self.jobs.insert(id, record);
                 continue;
@@ -105,7 +107,8 @@ impl CoordinatorState {
             }
             self.jobs.insert(
                 id.clone(),
-                JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id),
+                JobRecord::new(def, resources.max_attempts, resources.timeout(), run_id)
+                    .with_ranks(resources.data_parallel),
             );
             self.queue.push_back(id);
         }
@@ -244,14 +247,10 @@ impl CoordinatorState {
                 "job_cancelled",
                 json!({"job_id": id, "stage_run": stage_run}),
             )?;
+            self.release_slots(&id, None);
             let Some(record) = self.jobs.get_mut(&id) else {
                 return Err(CoordinatorError::UnknownJob(id.to_string()));
             };
-            if let JobState::Running { worker, .. } = &record.state {
-                if let Some(worker) = self.workers.get_mut(worker) {
-                    worker.running.remove(&id);
-                }
-            }
             record.state = record
                 .state
                 .apply(JobEvent::Cancel)

@@ -61,6 +61,10 @@ pub struct JobRecord {
     pub exit_code: i32,
     /// Answers given to completions, so a replayed completion gets the same answer.
     pub completions: HashMap<AttemptNumber, (crate::completion::CompletionKey, bool)>,
+    /// Slots the job needs at once: `resources.data_parallel` (1 for most jobs).
+    pub ranks: u32,
+    /// Where the ranks of the latest attempt of a data-parallel job were placed.
+    pub gang: Option<crate::gang::Gang>,
 }
 
 impl JobRecord {
@@ -83,7 +87,15 @@ impl JobRecord {
             duration_s: 0.0,
             exit_code: 0,
             completions: HashMap::new(),
+            ranks: 1,
+            gang: None,
         }
+    }
+
+    /// A data-parallel job of `ranks` ranks (1: an ordinary job).
+    pub fn with_ranks(mut self, ranks: u32) -> Self {
+        self.ranks = ranks.max(1);
+        self
     }
 
     /// Stores one point of a metric series at its step. A gap is filled with NaN; a
@@ -112,7 +124,29 @@ pub struct WorkerRecord {
     pub hostname: String,
     pub slots: u32,
     pub last_seen: Instant,
-    pub running: HashSet<JobId>,
+    /// Jobs running here, with the slots each holds (several for ranks of a gang).
+    pub running: HashMap<JobId, u32>,
+    /// Gang ranks placed here by another worker's lease call, handed out with this
+    /// worker's next lease.
+    pub pending: Vec<crate::workers::Lease>,
+}
+
+impl WorkerRecord {
+    pub fn new(hostname: &str, slots: u32, now: Instant) -> Self {
+        Self {
+            hostname: hostname.to_owned(),
+            slots,
+            last_seen: now,
+            running: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Slots the coordinator has not handed out (pending ranks count as taken).
+    pub fn free_slots(&self) -> u32 {
+        self.slots
+            .saturating_sub(self.running.values().sum::<u32>())
+    }
 }
 
 /// One submission of a stage.

@@ -3,19 +3,21 @@
 //! worker's skewed wall clock cannot cause an early or late requeue.
 
 use crate::error::CoordinatorError;
+use crate::gang::Gang;
 use crate::lifecycle::{JobEvent, JobState};
-use crate::scheduler::{pick_jobs, QueuedJob};
+use crate::scheduler::{pick_jobs, ClusterView, Pick, QueuedJob};
 use crate::state::{CoordinatorState, WorkerRecord};
 use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use serde_json::json;
-use std::collections::HashSet;
 use std::time::Instant;
 
-/// A job handed to a worker.
-#[derive(Debug, Clone)]
+/// A job (or one rank of a data-parallel job) handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub job: JobId,
     pub attempt: AttemptNumber,
+    /// The rank within the job's gang (0 for an ordinary job).
+    pub rank: u32,
 }
 
 impl CoordinatorState {
@@ -40,15 +42,8 @@ impl CoordinatorState {
             json!({"worker_id": id.0, "hostname": hostname, "slots": slots}),
         )?;
         self.next_worker += 1;
-        self.workers.insert(
-            id.clone(),
-            WorkerRecord {
-                hostname: hostname.to_owned(),
-                slots,
-                last_seen: now,
-                running: HashSet::new(),
-            },
-        );
+        self.workers
+            .insert(id.clone(), WorkerRecord::new(hostname, slots, now));
         tracing::info!(worker_id = %id, slots, "worker registered");
         Ok(id)
     }
@@ -68,39 +63,63 @@ impl CoordinatorState {
         let deadline = now + self.settings.lease_timeout;
         let mut stop = Vec::new();
         for (job_id, attempt) in running {
-            let current = self.jobs.get_mut(job_id).filter(|job| {
-                matches!(&job.state, JobState::Running { worker: w, attempt: a, .. } if w == worker && a == attempt)
-            });
-            match current {
-                Some(job) => {
-                    job.state = job
-                        .state
-                        .apply(JobEvent::Renewed {
-                            lease_deadline: deadline,
-                        })
-                        .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
+            let current = self.jobs.get_mut(job_id).filter(|job| match &job.state {
+                JobState::Running {
+                    worker: w,
+                    attempt: a,
+                    ..
+                } if a == attempt => {
+                    w == worker || job.gang.as_ref().is_some_and(|g| g.has_worker(worker))
                 }
-                None => stop.push((job_id.clone(), *attempt)),
+                _ => false,
+            });
+            let Some(job) = current else {
+                stop.push((job_id.clone(), *attempt));
+                continue;
+            };
+            if let Some(gang) = job.gang.as_mut() {
+                for rank in gang.ranks.iter_mut().filter(|r| &r.worker == worker) {
+                    rank.deadline = deadline;
+                }
+            }
+            if matches!(&job.state, JobState::Running { worker: w, .. } if w == worker) {
+                job.state = job
+                    .state
+                    .apply(JobEvent::Renewed {
+                        lease_deadline: deadline,
+                    })
+                    .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
             }
         }
         Ok(stop)
     }
 
-    /// Leases up to `free_slots` queued jobs to `worker`.
+    /// Leases up to `free_slots` queued jobs (or gang ranks) to `worker`.
     pub fn lease(
         &mut self,
         worker: &WorkerId,
         free_slots: usize,
         now: Instant,
     ) -> Result<Vec<Lease>, CoordinatorError> {
-        if !self.workers.contains_key(worker) {
+        let Some(record) = self.workers.get_mut(worker) else {
             return Err(CoordinatorError::UnknownWorker(worker.to_string()));
-        }
+        };
+        // Ranks placed here by another worker's call come first: their gang waits.
+        let delivered = free_slots.min(record.pending.len());
+        let mut leases: Vec<Lease> = record.pending.drain(..delivered).collect();
+        let caller_free = (free_slots - delivered) as u32;
+        let caller_free = if leases.is_empty() {
+            caller_free
+        } else {
+            caller_free.min(record.free_slots())
+        };
         let queued = self.queue.iter().enumerate().filter_map(|(index, id)| {
-            match self.jobs.get(id).map(|job| &job.state) {
-                Some(JobState::Queued { not_before }) => Some(QueuedJob {
+            let job = self.jobs.get(id)?;
+            match &job.state {
+                JobState::Queued { not_before } => Some(QueuedJob {
                     key: index,
                     not_before: *not_before,
+                    ranks: job.ranks,
                 }),
                 _ => None,
             }
@@ -108,12 +127,28 @@ impl CoordinatorState {
         // `pick_jobs` is lazy: it scans the queue only until it has found enough
         // ready jobs, so a lease costs what it hands out (plus jobs in backoff ahead
         // of them), not the length of a 100,000-job queue.
-        let picked = pick_jobs(queued, free_slots, now);
-        let picked_ids: Vec<JobId> = picked
+        let live_after = now.checked_sub(self.settings.lease_timeout);
+        let workers = &self.workers;
+        let cluster = || cluster_view(workers, worker, live_after);
+        let picks = pick_jobs(queued, worker, caller_free, cluster, now);
+        let mut picked: Vec<(JobId, Option<Vec<(WorkerId, u32)>>)> = Vec::new();
+        for pick in &picks {
+            let (index, assignment) = match pick {
+                Pick::Single(index) => (*index, None),
+                Pick::Gang(index, assignment) => (*index, Some(assignment.clone())),
+            };
+            if let Some(id) = self.queue.get(index) {
+                picked.push((id.clone(), assignment));
+            }
+        }
+        let mut indices: Vec<usize> = picks
             .iter()
-            .filter_map(|i| self.queue.get(*i).cloned())
+            .map(|pick| match pick {
+                Pick::Single(index) | Pick::Gang(index, _) => *index,
+            })
             .collect();
-        for index in picked.iter().rev() {
+        indices.sort_unstable();
+        for index in indices.iter().rev() {
             self.queue.remove(*index);
         }
         // Entries ahead of the picked ones that are no longer queued (cancelled jobs)
@@ -127,24 +162,39 @@ impl CoordinatorState {
             self.queue.pop_front();
         }
         let deadline = now + self.settings.lease_timeout;
-        if !picked_ids.is_empty() {
+        if !picked.is_empty() {
             // Durable before the worker hears of it, so a restarted coordinator knows
             // which attempt is running where.
-            let records: Vec<serde_json::Value> = picked_ids
+            let records: Vec<serde_json::Value> = picked
                 .iter()
-                .filter_map(|id| self.jobs.get(id).map(|job| json!({"job_id": id, "attempt": job.attempts + 1, "stage_run": job.stage_run})))
+                .filter_map(|(id, assignment)| {
+                    let job = self.jobs.get(id)?;
+                    let mut record = json!({"job_id": id, "attempt": job.attempts + 1, "stage_run": job.stage_run});
+                    if let Some(assignment) = assignment {
+                        let ranks: Vec<&str> = assignment
+                            .iter()
+                            .flat_map(|(w, n)| std::iter::repeat_n(w.0.as_str(), *n as usize))
+                            .collect();
+                        record["gang"] = json!(ranks);
+                    }
+                    Some(record)
+                })
                 .collect();
             if let Err(err) =
                 self.journal_record("lease", json!({"worker_id": worker.0, "leases": records}))
             {
-                for id in picked_ids.iter().rev() {
+                for (id, _) in picked.iter().rev() {
                     self.queue.push_front(id.clone());
+                }
+                if let Some(record) = self.workers.get_mut(worker) {
+                    for lease in leases.into_iter().rev() {
+                        record.pending.insert(0, lease);
+                    }
                 }
                 return Err(err);
             }
         }
-        let mut leases = Vec::new();
-        for id in picked_ids {
+        for (id, assignment) in picked {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
@@ -162,13 +212,51 @@ impl CoordinatorState {
             job.next_seq = 0;
             job.spool = None;
             job.artifacts.clear();
-            if let Some(record) = self.workers.get_mut(worker) {
-                record.running.insert(id.clone());
+            job.gang = assignment.as_ref().map(|a| Gang::new(a, deadline));
+            match assignment {
+                None => {
+                    if let Some(record) = self.workers.get_mut(worker) {
+                        record.running.insert(id.clone(), 1);
+                    }
+                    leases.push(Lease {
+                        job: id.clone(),
+                        attempt,
+                        rank: 0,
+                    });
+                }
+                Some(assignment) => {
+                    let mut rank = 0;
+                    for (holder, count) in assignment {
+                        let Some(record) = self.workers.get_mut(&holder) else {
+                            continue;
+                        };
+                        record.running.insert(id.clone(), count);
+                        for _ in 0..count {
+                            let lease = Lease {
+                                job: id.clone(),
+                                attempt,
+                                rank,
+                            };
+                            if &holder == worker {
+                                leases.push(lease);
+                            } else {
+                                record.pending.push(lease);
+                            }
+                            rank += 1;
+                        }
+                    }
+                }
             }
             tracing::info!(job_id = %id, worker_id = %worker, attempt, "job leased");
-            leases.push(Lease { job: id, attempt });
         }
         Ok(leases)
+    }
+
+    /// Whether any worker has gang ranks waiting to be handed out.
+    pub fn has_pending_ranks(&self) -> bool {
+        self.workers
+            .values()
+            .any(|record| !record.pending.is_empty())
     }
 
     /// Requeues the jobs whose lease ran out; returns how many were requeued.
@@ -182,6 +270,12 @@ impl CoordinatorState {
                     attempt,
                     lease_deadline,
                 } if *lease_deadline <= now => Some((id.clone(), worker.clone(), *attempt)),
+                // A gang rank's lease (its worker died, or never picked the rank up).
+                JobState::Running { attempt, .. } => {
+                    let gang = job.gang.as_ref()?;
+                    let lost = gang.lost_rank(now)?;
+                    Some((id.clone(), gang.ranks[lost].worker.clone(), *attempt))
+                }
                 _ => None,
             })
             .collect();
@@ -202,15 +296,11 @@ impl CoordinatorState {
 
     /// Puts a running job back in the queue without spending its failure budget.
     pub fn interrupt(&mut self, id: &JobId, reason: &str) -> Result<(), CoordinatorError> {
+        self.release_slots(id, None);
         let job = self
             .jobs
             .get_mut(id)
             .ok_or_else(|| CoordinatorError::UnknownJob(id.to_string()))?;
-        if let JobState::Running { worker, .. } = &job.state {
-            if let Some(record) = self.workers.get_mut(worker) {
-                record.running.remove(id);
-            }
-        }
         job.state = job
             .state
             .apply(JobEvent::Interrupted)
@@ -219,6 +309,25 @@ impl CoordinatorState {
         self.queue.push_front(id.clone());
         Ok(())
     }
+}
+
+/// The free slots of every live worker but `caller`, and the live capacity.
+fn cluster_view(
+    workers: &std::collections::HashMap<WorkerId, WorkerRecord>,
+    caller: &WorkerId,
+    live_after: Option<Instant>,
+) -> ClusterView {
+    let mut view = ClusterView::default();
+    for (id, record) in workers {
+        if live_after.is_some_and(|after| record.last_seen < after) {
+            continue;
+        }
+        view.live_capacity += record.slots;
+        if id != caller {
+            view.others_free.push((id.clone(), record.free_slots()));
+        }
+    }
+    view
 }
 
 fn sanitize_host(hostname: &str) -> String {

@@ -16,3 +16,9 @@ pub const PROTOCOL_HEADER: &str = "x-expcluster-protocol";
 
 /// Largest gRPC message either side accepts (uploads are chunked below this).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest piece of a live log a worker sends in one `AppendLog`.
+pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The most of one log stream the coordinator keeps live while an attempt runs.
+pub const MAX_LIVE_LOG_BYTES: u64 = 8 * 1024 * 1024;

@@ -255,6 +255,8 @@ pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
         ])
         .arg(work_dir)
         .env("PATH", path_with_venv())
+        // Gang ranks find each other on loopback whatever this host's name resolves to.
+        .env("EXPCLUSTER_ADVERTISE_HOST", "127.0.0.1")
         .env_remove("CUDA_VISIBLE_DEVICES")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -30,9 +30,13 @@ pub struct WorkerConfig {
     pub security: crate::client::ClientSecurity,
     /// Names this incarnation (e.g. Slurm job, task and restart count); may be empty.
     pub incarnation_hint: String,
+    /// The host name or IP other ranks of a data-parallel gang reach this worker at
+    /// (MASTER_ADDR when it runs rank 0).
+    pub advertise_host: String,
 }
 
-type Running = Arc<Mutex<HashMap<(String, u32), watch::Sender<Option<StopReason>>>>>;
+/// Running attempts by (job, attempt, rank): two ranks of one gang may run here.
+type Running = Arc<Mutex<HashMap<(String, u32, u32), watch::Sender<Option<StopReason>>>>>;
 
 /// Runs a worker until `shutdown` resolves, then drains.
 pub async fn run_worker(
@@ -55,6 +59,7 @@ pub async fn run_worker(
         worker_id: worker_id.clone(),
         work_dir: config.work_dir.clone(),
         trainer,
+        advertise_host: config.advertise_host.clone(),
     });
     let running: Running = Arc::default();
     let heartbeat = tokio::spawn(heartbeat_loop(
@@ -113,7 +118,7 @@ pub async fn run_worker(
                 break;
             };
             let (stop_tx, stop_rx) = watch::channel(None);
-            let key = (spec.job_id.clone(), spec.attempt);
+            let key = (spec.job_id.clone(), spec.attempt, spec.rank);
             running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -189,14 +194,15 @@ async fn heartbeat_loop(
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
-        let current: Vec<v1::AttemptRef> = running
+        let current: std::collections::BTreeSet<(String, u32)> = running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .map(|(job_id, attempt)| v1::AttemptRef {
-                job_id: job_id.clone(),
-                attempt: *attempt,
-            })
+            .map(|(job_id, attempt, _rank)| (job_id.clone(), *attempt))
+            .collect();
+        let current: Vec<v1::AttemptRef> = current
+            .into_iter()
+            .map(|(job_id, attempt)| v1::AttemptRef { job_id, attempt })
             .collect();
         let request = v1::HeartbeatRequest {
             worker_id: worker_id.clone(),
@@ -210,7 +216,7 @@ async fn heartbeat_loop(
                 if stop_all {
                     tracing::error!(%worker_id, "the coordinator no longer knows this worker; stopping its jobs");
                 }
-                for ((job_id, attempt), stop) in running.iter() {
+                for ((job_id, attempt, _rank), stop) in running.iter() {
                     let told = response
                         .stop
                         .iter()

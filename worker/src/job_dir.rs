@@ -23,10 +23,13 @@ impl JobDir {
                 "unsafe job id or fingerprint",
             ));
         }
-        let root = work_dir
-            .join("jobs")
-            .join(&spec.job_id)
-            .join(format!("a{}", spec.attempt));
+        // The ranks of a gang may share a worker: each gets its own directory.
+        let attempt_dir = if spec.world_size > 1 && spec.rank > 0 {
+            format!("a{}.r{}", spec.attempt, spec.rank)
+        } else {
+            format!("a{}", spec.attempt)
+        };
+        let root = work_dir.join("jobs").join(&spec.job_id).join(attempt_dir);
         if root.exists() {
             std::fs::remove_dir_all(&root)?;
         }

@@ -10,7 +10,9 @@
 pub mod agent;
 pub mod client;
 pub mod command;
+pub mod gang;
 pub mod job_dir;
+pub mod log_stream;
 pub mod reporter;
 pub mod runner;
 pub mod slurm_env;

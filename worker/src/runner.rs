@@ -3,9 +3,11 @@
 
 use crate::client::{is_retryable, WorkerClient};
 use crate::command::{job_environment, run_command, RunEnd, StopReason};
+use crate::gang::{torchrun_environment, CoordinatorRendezvous, GangRole};
 use crate::job_dir::JobDir;
+use crate::reporter::MetricSender;
 use crate::reporter::{self, ReportEnd};
-use crate::trainer_job::{run_trainer, TrainerRun};
+use crate::trainer_job::{run_trainer, TrainerGang, TrainerRun};
 use expcluster_proto::v1;
 use expcluster_trainer::{DeviceChoice, Trainer};
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ pub struct WorkerContext {
     pub worker_id: String,
     pub work_dir: PathBuf,
     pub trainer: Arc<dyn Trainer>,
+    /// The address other ranks of a gang reach this worker at.
+    pub advertise_host: String,
 }
 
 /// The slot an attempt runs on.
@@ -63,20 +67,51 @@ pub async fn run_attempt(
             return;
         }
     };
-    let (metrics, reporter) = reporter::start(
-        context.client.clone(),
-        context.worker_id.clone(),
-        job_id.clone(),
+    let gang = GangRole::of(&spec);
+    let primary = gang.is_none_or(|role| role.is_primary());
+    // Rank 0 speaks for a gang: the other ranks' metrics are not reported.
+    let (metrics, reporter) = if primary {
+        let (metrics, reporter) = reporter::start(
+            context.client.clone(),
+            context.worker_id.clone(),
+            job_id.clone(),
+            attempt,
+            &dir.root.join("metrics.spool.jsonl"),
+        );
+        (metrics, Some(reporter))
+    } else {
+        (MetricSender::discarding(), None)
+    };
+    let rendezvous = CoordinatorRendezvous {
+        client: context.client.clone(),
+        worker_id: context.worker_id.clone(),
+        job_id: job_id.clone(),
         attempt,
-        &dir.root.join("metrics.spool.jsonl"),
-    );
+        rank: spec.rank,
+    };
+    let live_logs = crate::log_stream::start(&context, &spec, &dir.root);
     let timeout = Duration::from_millis(spec.timeout_ms.max(1));
     let (end, error, stderr_tail) = match &spec.kind {
         Some(v1::job_spec::Kind::Command(command)) => {
-            let env = job_environment(&spec, &dir, slot.gpu.as_deref());
-            match run_command(command, env, &dir, metrics, stop, timeout).await {
-                Ok((end, tail)) => (end, String::new(), tail),
-                Err(err) => (RunEnd::Exited { code: 127 }, err.to_string(), String::new()),
+            let mut env = job_environment(&spec, &dir, slot.gpu.as_deref());
+            let torchrun = match gang {
+                Some(role) => {
+                    gang_environment(role, &rendezvous, &context.advertise_host, stop.clone()).await
+                }
+                None => Ok(Vec::new()),
+            };
+            match torchrun {
+                Ok(torchrun) => {
+                    env.extend(torchrun);
+                    match run_command(command, env, &dir, metrics, stop, timeout).await {
+                        Ok((end, tail)) => (end, String::new(), tail),
+                        Err(err) => (RunEnd::Exited { code: 127 }, err.to_string(), String::new()),
+                    }
+                }
+                Err(RendezvousEnd::Stopped(reason)) => {
+                    (RunEnd::Stopped(reason), String::new(), String::new())
+                }
+                Err(RendezvousEnd::Failed(err)) => (RunEnd::Exited { code: 1 }, err, String::new()),
             }
         }
         Some(v1::job_spec::Kind::Trainer(trainer)) => {
@@ -94,6 +129,11 @@ pub async fn run_attempt(
                 data_root: PathBuf::from(&spec.workspace_dir),
                 checkpoint_dir: checkpoint_dir(&context.work_dir, &spec),
                 timeout,
+                gang: gang.map(|role| TrainerGang {
+                    role,
+                    rendezvous: rendezvous.clone(),
+                    advertise_host: context.advertise_host.clone(),
+                }),
             };
             let (end, error) = run_trainer(
                 context.trainer.clone(),
@@ -111,6 +151,23 @@ pub async fn run_attempt(
             "the job spec names no command and no trainer".to_owned(),
             String::new(),
         ),
+    };
+    live_logs.stop();
+    let Some(reporter) = reporter else {
+        // A rank other than 0: only its end is reported (a failure stops the gang).
+        let (outcome, exit_code, error) = classify(&end, error, timeout);
+        let request = completion(
+            &context,
+            &spec,
+            outcome,
+            exit_code,
+            error,
+            stderr_tail,
+            0,
+            started,
+        );
+        send_completion(&context, request).await;
+        return;
     };
     let metric_count = match reporter.await {
         Ok(ReportEnd::AllAcked(count)) => count,
@@ -170,6 +227,37 @@ pub fn checkpoint_dir(work_dir: &std::path::Path, spec: &v1::JobSpec) -> PathBuf
         .join(&spec.fingerprint)
 }
 
+/// Why a command rank did not get its torchrun environment.
+enum RendezvousEnd {
+    Stopped(StopReason),
+    Failed(String),
+}
+
+/// Waits for the gang's rendezvous, unless the attempt is stopped first.
+async fn gang_environment(
+    role: GangRole,
+    rendezvous: &CoordinatorRendezvous,
+    advertise_host: &str,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) -> Result<Vec<(String, String)>, RendezvousEnd> {
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let environment = torchrun_environment(role, rendezvous, advertise_host, &cancel);
+    tokio::pin!(environment);
+    loop {
+        tokio::select! {
+            result = &mut environment => return result.map_err(RendezvousEnd::Failed),
+            changed = stop.changed() => {
+                let reason = *stop.borrow();
+                match (changed, reason) {
+                    (Ok(()), Some(reason)) => return Err(RendezvousEnd::Stopped(reason)),
+                    (Ok(()), None) => {}
+                    (Err(_), _) => return (&mut environment).await.map_err(RendezvousEnd::Failed),
+                }
+            }
+        }
+    }
+}
+
 fn classify(end: &RunEnd, error: String, timeout: Duration) -> (v1::Outcome, i32, String) {
     match end {
         RunEnd::Exited { code: 0 } if error.is_empty() => (v1::Outcome::Succeeded, 0, error),
@@ -227,6 +315,7 @@ fn completion(
         stderr_tail,
         metric_count,
         duration_s: started.elapsed().as_secs_f64(),
+        rank: spec.rank,
     }
 }
 

@@ -2,9 +2,12 @@
 //! through the same reporter as command jobs.
 
 use crate::command::{RunEnd, StopReason};
+use crate::gang::{BlockingRendezvous, CoordinatorRendezvous, GangRole};
 use crate::job_dir::JobDir;
 use crate::reporter::MetricSender;
-use expcluster_trainer::{DeviceChoice, MetricSink, TrainError, TrainJob, Trainer, TrainerSpec};
+use expcluster_trainer::{
+    DeviceChoice, DistributedRole, MetricSink, TrainError, TrainJob, Trainer, TrainerSpec,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,6 +29,15 @@ pub struct TrainerRun {
     pub data_root: PathBuf,
     pub checkpoint_dir: PathBuf,
     pub timeout: Duration,
+    /// Set for one rank of a data-parallel gang.
+    pub gang: Option<TrainerGang>,
+}
+
+/// One rank's part in a data-parallel trainer job.
+pub struct TrainerGang {
+    pub role: GangRole,
+    pub rendezvous: CoordinatorRendezvous,
+    pub advertise_host: String,
 }
 
 /// Trains to the end, or until stopped or timed out (the trainer checkpoints first).
@@ -53,7 +65,15 @@ pub async fn run_trainer(
     let cancel = Arc::new(AtomicBool::new(false));
     let output = dir.output.clone();
     let thread_cancel = cancel.clone();
+    let runtime = tokio::runtime::Handle::current();
     let mut training = tokio::task::spawn_blocking(move || {
+        let gang = run.gang.map(|gang| {
+            let rendezvous = BlockingRendezvous {
+                inner: gang.rendezvous,
+                runtime,
+            };
+            (gang.role, rendezvous, gang.advertise_host)
+        });
         std::fs::create_dir_all(&run.checkpoint_dir).map_err(|source| TrainError::Io {
             path: run.checkpoint_dir.clone(),
             source,
@@ -66,7 +86,14 @@ pub async fn run_trainer(
             output_dir: &output,
             checkpoint_dir: &run.checkpoint_dir,
             cancel: &thread_cancel,
-            distributed: None,
+            distributed: gang
+                .as_ref()
+                .map(|(role, rendezvous, host)| DistributedRole {
+                    rank: role.rank as usize,
+                    world_size: role.world_size as usize,
+                    advertise_host: host,
+                    rendezvous,
+                }),
         };
         trainer.train(&job, &mut SenderSink(metrics))
     });

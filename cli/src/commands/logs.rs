@@ -1,10 +1,10 @@
 //! `expcluster logs <job>`: a job's stdout, stderr or worker log.
 //!
-//! Workers upload a job's logs when an attempt ends (`logs/<job>.a<N>.<stream>.log`),
-//! so `--follow` waits for each attempt's log, prints it, and moves on to the next
-//! attempt if the job is retried, until the job has ended; while an attempt runs it
-//! shows the stderr tail the coordinator has. Without a coordinator the files are
-//! read from the workspace.
+//! Through a coordinator, it prints what the coordinator holds of the attempt's log:
+//! the whole log once the attempt has ended, or its output so far while it runs
+//! (workers send new output about every second). `--follow` keeps printing new output
+//! until the job ends (see `logs_follow.rs`). Without a coordinator the files are read
+//! from the workspace's `logs/` folder.
 
 use super::{CoordinatorArgs, WorkspaceArgs};
 use crate::commands::status::{connect, explain};
@@ -14,7 +14,6 @@ use expcluster_proto::v1;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
@@ -32,7 +31,8 @@ pub struct LogsArgs {
     /// The attempt (default: the latest).
     #[arg(long)]
     pub attempt: Option<u32>,
-    /// Wait for the job's attempts to end and print their logs as they land.
+    /// Keep printing new output as the job writes it, across retries, until the job
+    /// ends (exit status 0 only if it succeeded).
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// Print {job_id, attempt, stream, state, content} as JSON.
@@ -42,75 +42,50 @@ pub struct LogsArgs {
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     if args.coordinator.coordinator.is_none() {
+        if args.follow {
+            bail!("--follow needs a running coordinator: pass --coordinator <host:port> (or set EXPCLUSTER_COORDINATOR)");
+        }
         return local(&args);
     }
     let (mut client, address) = connect(&args.coordinator, &args.connect)?;
+    if args.follow {
+        return super::logs_follow::follow(client, &address, &args).await;
+    }
+    // Answers are capped (1 MiB): read on to the end of what is stored.
+    let mut content = Vec::new();
     let mut attempt = args.attempt.unwrap_or(0);
-    let mut offset = 0u64;
-    let mut said_waiting = false;
-    loop {
+    let piece = loop {
         let request = v1::JobLogRequest {
             job_id: args.job.clone(),
             attempt,
             stream: args.stream.clone(),
-            offset,
+            offset: content.len() as u64,
         };
-        let piece = client
+        let mut piece = client
             .job_log(request)
             .await
             .map_err(|status| explain(status, &address))?
             .into_inner();
-        let state = crate::output::state_name(piece.job_state);
-        if args.json && !args.follow {
-            let value = serde_json::json!({"job_id": args.job, "attempt": piece.attempt, "stream": args.stream, "exists": piece.exists, "state": state, "content": String::from_utf8_lossy(&piece.content)});
-            println!("{value}");
-            return Ok(ExitCode::SUCCESS);
+        if piece.content.is_empty() {
+            break piece;
         }
-        std::io::stdout().write_all(&piece.content)?;
-        std::io::stdout().flush()?;
-        offset = piece.next_offset;
-        let ended = matches!(state, "succeeded" | "failed" | "cancelled");
-        if !args.follow {
-            if !piece.exists {
-                eprintln!("job {} attempt {} ({state}) has no stored {} log yet: logs are uploaded when an attempt ends; `--follow` waits for it", args.job, piece.attempt, args.stream);
-                print_tail(&piece.stderr_tail);
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        if piece.exists && piece.content.is_empty() {
-            // This attempt's log is complete: move on if the job was retried.
-            let latest = client
-                .job_log(v1::JobLogRequest {
-                    job_id: args.job.clone(),
-                    attempt: 0,
-                    stream: args.stream.clone(),
-                    offset: 0,
-                })
-                .await
-                .map_err(|status| explain(status, &address))?
-                .into_inner();
-            if latest.attempt > piece.attempt && args.attempt.is_none() {
-                eprintln!("== attempt {} of job {}", latest.attempt, args.job);
-                attempt = latest.attempt;
-                offset = 0;
-                continue;
-            }
-            if ended {
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
-        if !piece.exists && !said_waiting {
-            eprintln!(
-                "waiting for attempt {} of {} ({state}) to end; its log is uploaded then",
-                piece.attempt, args.job
-            );
-            said_waiting = true;
-        }
-        if !piece.exists && ended && piece.attempt == 0 {
-            bail!("job {} ended without running (it was {state})", args.job);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        attempt = piece.attempt;
+        content.append(&mut piece.content);
+    };
+    let state = crate::output::state_name(piece.job_state);
+    if args.json {
+        let value = serde_json::json!({"job_id": args.job, "attempt": piece.attempt, "stream": args.stream, "exists": piece.exists, "running": piece.attempt_running, "state": state, "content": String::from_utf8_lossy(&content)});
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
     }
+    std::io::stdout().write_all(&content)?;
+    if !piece.exists {
+        eprintln!("job {} attempt {} ({state}) has no {} output stored yet; `--follow` prints it as it comes", args.job, piece.attempt, args.stream);
+        print_tail(&piece.stderr_tail);
+    } else if piece.attempt_running {
+        eprintln!("(attempt {} is still running: this is its output so far; `--follow` prints the rest as it comes)", piece.attempt);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_tail(tail: &str) {
@@ -122,7 +97,8 @@ fn print_tail(tail: &str) {
     }
 }
 
-/// Reads `logs/<job>.a<N>.<stream>.log` from the workspace (the latest N by default).
+/// Reads `logs/<job>.a<N>.<stream>.log` from the workspace (the latest N by default),
+/// or its live `.partial` log while the attempt runs.
 fn local(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let root = crate::workspace_arg::resolve(
         args.workspace.workspace.as_deref(),
@@ -140,9 +116,13 @@ fn local(args: &LogsArgs) -> anyhow::Result<ExitCode> {
             )
         })?,
     };
-    let path = root
+    let mut path = root
         .join("logs")
         .join(format!("{}.a{attempt}.{}.log", args.job, args.stream));
+    if !path.exists() {
+        // A running attempt has only its live log so far.
+        path.set_extension("log.partial");
+    }
     let content = std::fs::read(&path)
         .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
     if args.json {
@@ -162,6 +142,7 @@ fn latest_attempt(logs: &Path, job: &str, stream: &str) -> Option<u32> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
+            let name = name.strip_suffix(".partial").unwrap_or(&name);
             name.strip_prefix(&prefix)?
                 .strip_suffix(&suffix)?
                 .parse::<u32>()

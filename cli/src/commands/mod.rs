@@ -6,6 +6,7 @@ mod coordinator;
 mod idea;
 mod init;
 mod logs;
+mod logs_follow;
 mod plot;
 mod report;
 mod slurm;
@@ -71,7 +72,7 @@ pub enum Command {
         after_help = "Examples:\n  expcluster watch --stage full --coordinator 127.0.0.1:50051\n  expcluster watch --coordinator 127.0.0.1:50051 --json     # one JSON line per change"
     )]
     Watch(watch::WatchArgs),
-    /// Print a job's stdout, stderr or worker log; --follow waits for its attempts.
+    /// Print a job's stdout, stderr or worker log; --follow streams it live until the job ends.
     #[command(
         after_help = "Examples:\n  expcluster logs full.proposed.s3 --stream stderr --coordinator 127.0.0.1:50051\n  expcluster logs full.proposed.s3 --follow --coordinator 127.0.0.1:50051\n  expcluster logs full.proposed.s3 --idea label-smoothing   # from the workspace's logs/"
     )]

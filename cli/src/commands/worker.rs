@@ -26,6 +26,10 @@ pub struct WorkerArgs {
     /// Scratch folder for job directories and checkpoints.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Host name or IP the other ranks of a data-parallel job reach this worker at
+    /// (MASTER_ADDR when it runs rank 0); defaults to this machine's host name.
+    #[arg(long, env = "EXPCLUSTER_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -66,10 +70,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|task| task.incarnation_hint())
         .unwrap_or_default();
+    let advertise_host = args.advertise_host.unwrap_or_else(|| hostname.clone());
     let config = WorkerConfig {
         coordinator,
         slots,
         work_dir,
+        advertise_host,
         hostname,
         gpus,
         incarnation_hint,

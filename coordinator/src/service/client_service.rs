@@ -99,7 +99,7 @@ impl ClientService for ClientApi {
                 worker_id: id.to_string(),
                 hostname: record.hostname.clone(),
                 slots: record.slots,
-                busy: record.running.len() as u32,
+                busy: record.running.values().sum(),
                 last_seen_s: now.duration_since(record.last_seen).as_secs_f64(),
             })
             .collect();

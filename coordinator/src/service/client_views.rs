@@ -2,6 +2,8 @@
 //! of a job's stored log files. Read-only views of the state and the workspace.
 
 use super::convert;
+use crate::lifecycle::JobState;
+use crate::live_logs;
 use crate::state::CoordinatorState;
 use expcluster_core::Stage;
 use expcluster_proto::v1;
@@ -65,18 +67,14 @@ pub fn stage_overviews(state: &CoordinatorState) -> v1::ListStagesResponse {
     }
 }
 
-/// A piece of `logs/<job>.a<attempt>.<stream>.log` from `offset`.
+/// A piece of `logs/<job>.a<attempt>.<stream>.log` from `offset`: the final log once
+/// the attempt uploaded it, the live one (see [`crate::live_logs`]) while it runs.
 pub fn job_log(
     state: &CoordinatorState,
     request: &v1::JobLogRequest,
 ) -> Result<v1::JobLogResponse, Status> {
     let job_id = convert::job_id(&request.job_id)?;
-    if !matches!(request.stream.as_str(), "stdout" | "stderr" | "worker") {
-        return Err(Status::invalid_argument(format!(
-            "log stream {:?} must be stdout, stderr or worker",
-            request.stream
-        )));
-    }
+    live_logs::check_stream(&request.stream)?;
     let job = state.jobs.get(&job_id).ok_or_else(|| {
         Status::not_found(format!(
             "unknown job {job_id}: list the jobs with `expcluster status --stage <stage>`"
@@ -88,25 +86,31 @@ pub fn job_log(
         request.attempt
     };
     let status = convert::job_status(job);
+    let attempt_running = matches!(&job.state, JobState::Running { attempt: running, .. } if *running == attempt);
     let mut answer = v1::JobLogResponse {
         next_offset: request.offset,
         attempt,
         job_state: status.state,
         stderr_tail: status.stderr_tail,
+        attempt_running,
+        latest_attempt: job.attempts,
+        error: status.error,
         ..Default::default()
     };
-    let path = state
-        .workspace
-        .logs_dir()
-        .join(format!("{job_id}.a{attempt}.{}.log", request.stream));
-    let Ok(mut file) = std::fs::File::open(&path) else {
+    let logs = state.workspace.logs_dir();
+    let Some(stored) = live_logs::stored_log(&logs, &job_id, attempt, &request.stream) else {
+        return Ok(answer);
+    };
+    let Ok(mut file) = std::fs::File::open(&stored.path) else {
+        // Replaced between the check and the open (the final upload landed): the next
+        // poll reads the final log.
         return Ok(answer);
     };
     answer.exists = true;
     let read = file
         .seek(SeekFrom::Start(request.offset))
         .and_then(|_| file.take(LOG_CHUNK_BYTES).read_to_end(&mut answer.content));
-    read.map_err(|err| Status::internal(format!("cannot read {}: {err}", path.display())))?;
+    read.map_err(|err| Status::internal(format!("cannot read {}: {err}", stored.path.display())))?;
     answer.next_offset = request.offset + answer.content.len() as u64;
     Ok(answer)
 }

@@ -52,6 +52,7 @@ pub fn completion(request: &v1::CompleteRequest) -> Result<Completion, Status> {
         stderr_tail: truncate(&request.stderr_tail, 16 * 1024),
         metric_count: request.metric_count,
         duration_s: request.duration_s,
+        rank: request.rank,
     })
 }
 
@@ -66,9 +67,13 @@ fn truncate(text: &str, max: usize) -> String {
     text[end..].to_owned()
 }
 
-/// The job spec sent to a worker for a fresh lease.
-pub fn job_spec(state: &CoordinatorState, job: &JobRecord) -> v1::JobSpec {
+/// The job spec sent to a worker for a fresh lease (`rank` of the job's gang).
+pub fn job_spec(state: &CoordinatorState, job: &JobRecord, rank: u32) -> v1::JobSpec {
     let def = &job.def;
+    let placed = job
+        .gang
+        .as_ref()
+        .and_then(|gang| gang.ranks.get(rank as usize));
     let run = state.stage_runs.iter().find(|run| run.id == job.stage_run);
     let code_files = run
         .map(|run| {
@@ -111,6 +116,10 @@ pub fn job_spec(state: &CoordinatorState, job: &JobRecord) -> v1::JobSpec {
         idea_version: run.map_or(state.idea_version, |run| run.idea_version),
         fingerprint: def.fingerprint.clone(),
         stage_run: job.stage_run,
+        rank,
+        world_size: job.ranks,
+        local_rank: placed.map_or(0, |r| r.local_rank),
+        local_world_size: placed.map_or(1, |r| r.local_world_size),
     }
 }
 

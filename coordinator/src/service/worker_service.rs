@@ -1,6 +1,7 @@
 //! `WorkerService`: what workers call.
 
 use super::convert;
+use crate::gang::RendezvousAnswer;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, worker_service_server::WorkerService};
 use std::sync::Arc;
@@ -11,6 +12,11 @@ use tonic::{Request, Response, Status};
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(20);
 /// Re-check period while waiting (jobs in retry backoff become ready without a signal).
 const LEASE_RECHECK: Duration = Duration::from_millis(200);
+/// The longest a rendezvous call waits for rank 0's id before answering not ready.
+const MAX_RENDEZVOUS_WAIT: Duration = Duration::from_secs(20);
+/// Polling period while a rank waits for rank 0 (once per gang attempt, so polling
+/// costs nothing worth a dedicated signal).
+const RENDEZVOUS_RECHECK: Duration = Duration::from_millis(50);
 
 pub struct WorkerApi {
     pub coordinator: Arc<Coordinator>,
@@ -81,19 +87,24 @@ impl WorkerService for WorkerApi {
             let notified = self.coordinator.jobs_queued.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let jobs = {
+            let (jobs, ranks_placed_elsewhere) = {
                 let mut state = self.coordinator.lock();
                 let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
-                leases
+                let jobs = leases
                     .iter()
                     .filter_map(|lease| {
                         state
                             .jobs
                             .get(&lease.job)
-                            .map(|job| convert::job_spec(&state, job))
+                            .map(|job| convert::job_spec(&state, job, lease.rank))
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                (jobs, state.has_pending_ranks())
             };
+            if ranks_placed_elsewhere {
+                // Other workers' waiting lease calls pick up their ranks now.
+                self.coordinator.jobs_queued.notify_waiters();
+            }
             if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(Response::new(v1::LeaseResponse { jobs }));
             }
@@ -136,7 +147,32 @@ impl WorkerService for WorkerApi {
             &upload.content,
             is_log,
         )?;
+        if is_log {
+            let state = self.coordinator.lock();
+            state.drop_partial_log(&job, upload.attempt, &upload.name);
+        }
         Ok(Response::new(v1::ArtifactAck { stored_as }))
+    }
+
+    async fn append_log(
+        &self,
+        request: Request<v1::LogChunk>,
+    ) -> Result<Response<v1::LogAck>, Status> {
+        let chunk = request.into_inner();
+        let worker = convert::worker_id(&chunk.worker_id)?;
+        let job = convert::job_id(&chunk.job_id)?;
+        let appended = self.coordinator.lock().append_log(
+            &worker,
+            &job,
+            chunk.attempt,
+            &chunk.stream,
+            chunk.offset,
+            &chunk.content,
+        )?;
+        Ok(Response::new(v1::LogAck {
+            stored: appended.stored,
+            full: appended.full,
+        }))
     }
 
     async fn complete(
@@ -158,5 +194,37 @@ impl WorkerService for WorkerApi {
             self.coordinator.jobs_queued.notify_waiters();
         }
         Ok(Response::new(v1::CompleteResponse { requeued }))
+    }
+
+    async fn rendezvous(
+        &self,
+        request: Request<v1::RendezvousRequest>,
+    ) -> Result<Response<v1::RendezvousResponse>, Status> {
+        let request = request.into_inner();
+        let worker = convert::worker_id(&request.worker_id)?;
+        let job = convert::job_id(&request.job_id)?;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_RENDEZVOUS_WAIT);
+        loop {
+            let answer = self.coordinator.lock().rendezvous(
+                &worker,
+                &job,
+                request.attempt,
+                request.rank,
+                &request.publish,
+            )?;
+            match answer {
+                RendezvousAnswer::Ready(id) => {
+                    return Ok(Response::new(v1::RendezvousResponse { ready: true, id }))
+                }
+                RendezvousAnswer::NotYet if tokio::time::Instant::now() >= deadline => {
+                    return Ok(Response::new(v1::RendezvousResponse {
+                        ready: false,
+                        id: Vec::new(),
+                    }))
+                }
+                RendezvousAnswer::NotYet => tokio::time::sleep(RENDEZVOUS_RECHECK).await,
+            }
+        }
     }
 }

@@ -25,16 +25,16 @@ fn npy(values: &[f64], shape: &str) -> Vec<u8> {
     bytes
 }
 
-struct Leased {
-    worker: WorkerClient,
-    worker_id: String,
-    job_id: String,
-    attempt: u32,
-    fingerprint: String,
+pub struct Leased {
+    pub worker: WorkerClient,
+    pub worker_id: String,
+    pub job_id: String,
+    pub attempt: u32,
+    pub fingerprint: String,
 }
 
 /// Submits the implementation stage and leases its job as a new worker.
-async fn lease_the_job(address: &str, ws: &TestWorkspace) -> Leased {
+pub async fn lease_the_job(address: &str, ws: &TestWorkspace) -> Leased {
     let (_, mut client) = clients(address, &security(Some(&token(&ws.root, "client"))));
     client
         .submit_stage(v1::SubmitStageRequest {

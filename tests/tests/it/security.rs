@@ -108,6 +108,16 @@ async fn worker_rpcs(client: &mut WorkerClient) -> Vec<(&'static str, tonic::Sta
             kind: v1::ArtifactKind::Result as i32,
         })
         .await;
+    let append_log = client
+        .append_log(v1::LogChunk {
+            worker_id: "w1-intruder".into(),
+            job_id: "implementation.proposed.s0".into(),
+            attempt: 1,
+            stream: "stdout".into(),
+            offset: 0,
+            content: b"forged output\n".to_vec(),
+        })
+        .await;
     let complete = client
         .complete(v1::CompleteRequest {
             worker_id: "w1-intruder".into(),
@@ -123,6 +133,7 @@ async fn worker_rpcs(client: &mut WorkerClient) -> Vec<(&'static str, tonic::Sta
         ("Lease", lease.unwrap_err()),
         ("ReportMetrics", metrics.unwrap_err()),
         ("UploadArtifact", upload.unwrap_err()),
+        ("AppendLog", append_log.unwrap_err()),
         ("Complete", complete.unwrap_err()),
     ]
 }
@@ -147,11 +158,20 @@ async fn client_rpcs(client: &mut ClientClient) -> Vec<(&'static str, tonic::Sta
         })
         .await;
     let workers = client.list_workers(v1::ListWorkersRequest {}).await;
+    let log = client
+        .job_log(v1::JobLogRequest {
+            job_id: "implementation.proposed.s0".into(),
+            attempt: 0,
+            stream: "stdout".into(),
+            offset: 0,
+        })
+        .await;
     vec![
         ("SubmitStage", submit.unwrap_err()),
         ("StageStatus", status.unwrap_err()),
         ("Cancel", cancel.unwrap_err()),
         ("ListWorkers", workers.unwrap_err()),
+        ("JobLog", log.unwrap_err()),
     ]
 }
 

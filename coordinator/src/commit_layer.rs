@@ -1,0 +1,49 @@
+//! Answering an RPC only once what it wrote is durable.
+//!
+//! With [`crate::group_commit`], a handler's appends are written but not yet synced
+//! when it returns. This layer sits in front of every service and holds each response
+//! until the committer reports every record written by then as durable. Waiting here,
+//! after the handler has released the state mutex, is what lets one fsync serve many
+//! callers; doing it for every method (reads included) means no method can
+//! acknowledge, or show, a change that a crash could still take back, and a method
+//! added later is covered without remembering to wait.
+
+use crate::group_commit;
+use futures::future::BoxFuture;
+use std::future::Future;
+use tonic::Status;
+
+type Response = http::Response<tonic::body::Body>;
+
+/// The layer: `Server::builder().layer(commit_layer::layer())`.
+pub fn layer<F, E>() -> tower::util::MapFutureLayer<fn(F) -> BoxFuture<'static, Result<Response, E>>>
+where
+    F: Future<Output = Result<Response, E>> + Send + 'static,
+{
+    tower::util::MapFutureLayer::new(answer_when_durable::<F, E>)
+}
+
+/// Runs the handler, then waits for the fsync covering what it wrote.
+fn answer_when_durable<F, E>(handler: F) -> BoxFuture<'static, Result<Response, E>>
+where
+    F: Future<Output = Result<Response, E>> + Send + 'static,
+{
+    Box::pin(async move {
+        let response = handler.await?;
+        if !group_commit::deferring() {
+            return Ok(response);
+        }
+        // Taken after the handler returned: it covers every record it wrote.
+        let committer = group_commit::global();
+        match committer.wait(committer.written()).await {
+            Ok(()) => Ok(response),
+            Err(reason) => {
+                tracing::error!(%reason, "answering unavailable: a write could not be made durable");
+                Ok(Status::unavailable(format!(
+                    "cannot write the workspace durably ({reason}); retry later"
+                ))
+                .into_http())
+            }
+        }
+    })
+}

@@ -1,0 +1,332 @@
+//! Data-parallel gangs (`resources.data_parallel: N`): one job, N ranks, N slots at once.
+//!
+//! A gang is placed whole or not at all: the scheduler (see [`crate::scheduler`])
+//! assigns all N ranks in one step from the slots that are free right now, on the
+//! worker that asked and on other live workers, so no gang ever holds part of what it
+//! needs and two gangs cannot deadlock. Ranks for other workers wait in that worker's
+//! `pending` list and go out with its next lease call.
+//!
+//! Rank 0's worker is the job's worker as far as the lifecycle is concerned: it
+//! reports the metrics and results and its completion ends the job. Every rank holds
+//! its own lease, renewed by its worker's heartbeats; when any rank is lost or fails,
+//! the whole attempt ends (requeued, or counted as one failed attempt), and the
+//! heartbeats tell the surviving ranks to stop.
+
+use crate::completion::Outcome;
+use crate::error::CoordinatorError;
+use crate::lifecycle::JobState;
+use crate::state::CoordinatorState;
+use expcluster_core::{AttemptNumber, JobId, WorkerId};
+use std::time::Instant;
+
+/// The largest communicator id rank 0 may publish (an NCCL unique id is 128 bytes).
+pub const MAX_RENDEZVOUS_BYTES: usize = 4096;
+
+/// Where one rank of the current attempt runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GangRank {
+    pub worker: WorkerId,
+    pub local_rank: u32,
+    pub local_world_size: u32,
+    /// This rank's lease: renewed by its worker's heartbeats.
+    pub deadline: Instant,
+}
+
+/// The placement of the current attempt of a data-parallel job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gang {
+    /// Indexed by rank.
+    pub ranks: Vec<GangRank>,
+    /// Rank 0's communicator id, once published.
+    pub rendezvous: Option<Vec<u8>>,
+}
+
+impl Gang {
+    /// Ranks numbered in the order of `assignment` (worker, ranks on it); rank 0 is
+    /// on the first worker.
+    pub fn new(assignment: &[(WorkerId, u32)], deadline: Instant) -> Self {
+        let mut ranks = Vec::new();
+        for (worker, count) in assignment {
+            for local_rank in 0..*count {
+                ranks.push(GangRank {
+                    worker: worker.clone(),
+                    local_rank,
+                    local_world_size: *count,
+                    deadline,
+                });
+            }
+        }
+        Self {
+            ranks,
+            rendezvous: None,
+        }
+    }
+
+    pub fn has_worker(&self, worker: &WorkerId) -> bool {
+        self.ranks.iter().any(|rank| &rank.worker == worker)
+    }
+
+    /// The workers of the gang with how many ranks each runs.
+    pub fn slots_by_worker(&self) -> Vec<(WorkerId, u32)> {
+        let mut slots: Vec<(WorkerId, u32)> = Vec::new();
+        for rank in &self.ranks {
+            match slots.iter_mut().find(|(worker, _)| worker == &rank.worker) {
+                Some((_, count)) => *count += 1,
+                None => slots.push((rank.worker.clone(), 1)),
+            }
+        }
+        slots
+    }
+
+    /// The first rank whose lease ran out, if any.
+    pub fn lost_rank(&self, now: Instant) -> Option<usize> {
+        self.ranks.iter().position(|rank| rank.deadline <= now)
+    }
+}
+
+/// What a rank-0 publish or a rank-N wait got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RendezvousAnswer {
+    Ready(Vec<u8>),
+    NotYet,
+}
+
+impl CoordinatorState {
+    /// Frees every slot the job holds on any worker (its running attempt's worker,
+    /// every rank of its gang, and `also`), and drops ranks not yet delivered.
+    pub fn release_slots(&mut self, job_id: &JobId, also: Option<&WorkerId>) {
+        let Some(job) = self.jobs.get(job_id) else {
+            return;
+        };
+        let mut holders: Vec<WorkerId> = job
+            .gang
+            .as_ref()
+            .map(|gang| gang.slots_by_worker().into_iter().map(|(w, _)| w).collect())
+            .unwrap_or_default();
+        if let JobState::Running { worker, .. } = &job.state {
+            holders.push(worker.clone());
+        }
+        holders.extend(also.cloned());
+        for worker in holders {
+            if let Some(record) = self.workers.get_mut(&worker) {
+                record.running.remove(job_id);
+                record.pending.retain(|lease| &lease.job != job_id);
+            }
+        }
+    }
+
+    /// The gang of `attempt` of `job_id`, if `worker` runs one of its ranks.
+    fn gang_member(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+    ) -> Result<&mut crate::gang::Gang, CoordinatorError> {
+        let job = self
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
+        let current = matches!(&job.state, JobState::Running { attempt: a, .. } if *a == attempt);
+        match job.gang.as_mut() {
+            Some(gang) if current && gang.has_worker(worker) => Ok(gang),
+            Some(_) if current => Err(CoordinatorError::NotYourJob {
+                job: job_id.to_string(),
+                attempt,
+                worker: worker.to_string(),
+            }),
+            _ => Err(CoordinatorError::StaleAttempt {
+                job: job_id.to_string(),
+                attempt,
+            }),
+        }
+    }
+
+    /// Rank 0 publishes the communicator id (`publish` non-empty); any rank reads it.
+    pub fn rendezvous(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        rank: u32,
+        publish: &[u8],
+    ) -> Result<RendezvousAnswer, CoordinatorError> {
+        let gang = self.gang_member(worker, job_id, attempt)?;
+        let holds_rank = gang
+            .ranks
+            .get(rank as usize)
+            .is_some_and(|r| &r.worker == worker);
+        if !holds_rank {
+            return Err(CoordinatorError::NotYourJob {
+                job: format!("{job_id} rank {rank}"),
+                attempt,
+                worker: worker.to_string(),
+            });
+        }
+        if !publish.is_empty() {
+            if rank != 0 {
+                return Err(CoordinatorError::InvalidRequest(
+                    "only rank 0 publishes the communicator id".into(),
+                ));
+            }
+            if publish.len() > MAX_RENDEZVOUS_BYTES {
+                return Err(CoordinatorError::InvalidRequest(format!(
+                    "communicator id of {} bytes is over the {MAX_RENDEZVOUS_BYTES}-byte limit",
+                    publish.len()
+                )));
+            }
+            match &gang.rendezvous {
+                Some(existing) if existing != publish => {
+                    return Err(CoordinatorError::Conflict(format!(
+                        "rank 0 of {job_id} attempt {attempt} already published another id"
+                    )))
+                }
+                Some(_) => {}
+                None => gang.rendezvous = Some(publish.to_vec()),
+            }
+        }
+        Ok(match &gang.rendezvous {
+            Some(id) => RendezvousAnswer::Ready(id.clone()),
+            None => RendezvousAnswer::NotYet,
+        })
+    }
+
+    /// A rank other than 0 of the current attempt ended. Success frees its slot;
+    /// anything else ends the whole attempt. Returns `Some(requeued)` when this was
+    /// such a rank, `None` when the completion takes the ordinary path (rank 0, an
+    /// ordinary job, or an attempt that is over, which that path answers).
+    pub fn complete_gang_rank(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        rank: u32,
+        outcome: Outcome,
+        error: &str,
+        stderr_tail: &str,
+        now: Instant,
+    ) -> Result<Option<bool>, CoordinatorError> {
+        let Some(job) = self.jobs.get(job_id) else {
+            return Ok(None);
+        };
+        let Some(gang) = &job.gang else {
+            return Ok(None);
+        };
+        let holds_rank = gang
+            .ranks
+            .get(rank as usize)
+            .is_some_and(|r| &r.worker == worker);
+        let is_current =
+            matches!(&job.state, JobState::Running { attempt: a, .. } if *a == attempt);
+        if rank == 0 || !is_current {
+            return Ok(None);
+        }
+        if !holds_rank {
+            return Err(CoordinatorError::NotYourJob {
+                job: format!("{job_id} rank {rank}"),
+                attempt,
+                worker: worker.to_string(),
+            });
+        }
+        let rank_error = format!("a rank on worker {worker} ended: {error}");
+        match outcome {
+            Outcome::Succeeded => {
+                if let Some(record) = self.workers.get_mut(worker) {
+                    if let Some(held) = record.running.get_mut(job_id) {
+                        *held = held.saturating_sub(1);
+                    }
+                }
+                Ok(Some(false))
+            }
+            Outcome::Failed => {
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.error = rank_error;
+                    job.stderr_tail = stderr_tail.to_owned();
+                }
+                // Before the state moves on: the slots are found through it.
+                self.release_slots(job_id, Some(worker));
+                let requeued = self.finish_failure(job_id, attempt, worker, now)?;
+                Ok(Some(requeued))
+            }
+            Outcome::Preempted | Outcome::Cancelled => {
+                let stage_run = job.stage_run;
+                self.log_event(
+                    "job_requeued",
+                    serde_json::json!({"job_id": job_id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0, "reason": "gang_rank_stopped"}),
+                )?;
+                self.interrupt(job_id, &rank_error)?;
+                Ok(Some(true))
+            }
+        }
+    }
+}
+
+/// Chooses where the ranks of a gang go: the asking worker first (it has free slots
+/// now), then the other live workers with the most free slots, so the gang spans as
+/// few nodes as possible. `None` when the free slots are too few.
+pub fn place(
+    ranks: u32,
+    caller: (&WorkerId, u32),
+    others: &[(WorkerId, u32)],
+) -> Option<Vec<(WorkerId, u32)>> {
+    let mut candidates: Vec<(WorkerId, u32)> = others
+        .iter()
+        .filter(|(worker, free)| *free > 0 && worker != caller.0)
+        .cloned()
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut assignment = Vec::new();
+    let mut left = ranks;
+    for (worker, free) in std::iter::once((caller.0.clone(), caller.1)).chain(candidates) {
+        if left == 0 {
+            break;
+        }
+        let take = free.min(left);
+        if take > 0 {
+            assignment.push((worker, take));
+            left -= take;
+        }
+    }
+    (left == 0).then_some(assignment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(name: &str) -> WorkerId {
+        WorkerId(name.to_owned())
+    }
+
+    #[test]
+    fn a_gang_fills_the_caller_first_then_the_emptiest_workers() {
+        let placed = place(5, (&w("a"), 2), &[(w("b"), 1), (w("c"), 3), (w("a"), 9)]);
+        assert_eq!(placed, Some(vec![(w("a"), 2), (w("c"), 3)]));
+    }
+
+    #[test]
+    fn a_gang_is_never_placed_in_part() {
+        assert_eq!(place(4, (&w("a"), 1), &[(w("b"), 2)]), None);
+        assert_eq!(place(1, (&w("a"), 0), &[]), None);
+    }
+
+    #[test]
+    fn ranks_are_numbered_worker_by_worker_with_local_ranks() {
+        let now = Instant::now();
+        let gang = Gang::new(&[(w("a"), 2), (w("b"), 1)], now);
+        let summary: Vec<(String, u32, u32)> = gang
+            .ranks
+            .iter()
+            .map(|r| (r.worker.0.clone(), r.local_rank, r.local_world_size))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a".to_owned(), 0, 2),
+                ("a".to_owned(), 1, 2),
+                ("b".to_owned(), 0, 1)
+            ]
+        );
+        assert_eq!(gang.slots_by_worker(), vec![(w("a"), 2), (w("b"), 1)]);
+        assert_eq!(gang.lost_rank(now), Some(0));
+    }
+}
