@@ -224,16 +224,9 @@ impl CoordinatorState {
                 return Ok(false);
             }
         }
-        if let Some(requeued) = self.complete_gang_rank(
-            worker,
-            job_id,
-            attempt,
-            completion.rank,
-            completion.outcome,
-            &completion.error,
-            &completion.stderr_tail,
-            now,
-        )? {
+        if let Some(requeued) =
+            self.complete_gang_rank(worker, job_id, attempt, &completion, now)?
+        {
             if let Err(err) = self.finish_stages_if_done() {
                 tracing::error!(%err, "cannot finish the stage yet; will retry");
                 self.stage_finish_pending = true;

@@ -12,7 +12,7 @@
 //! the whole attempt ends (requeued, or counted as one failed attempt), and the
 //! heartbeats tell the surviving ranks to stop.
 
-use crate::completion::Outcome;
+use crate::completion::{Completion, Outcome};
 use crate::error::CoordinatorError;
 use crate::lifecycle::JobState;
 use crate::state::CoordinatorState;
@@ -83,6 +83,9 @@ impl Gang {
         self.ranks.iter().position(|rank| rank.deadline <= now)
     }
 }
+
+/// Where a gang's ranks go: (worker, ranks there), rank 0 on the first worker.
+pub type Assignment = Vec<(WorkerId, u32)>;
 
 /// What a rank-0 publish or a rank-N wait got.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +202,7 @@ impl CoordinatorState {
         worker: &WorkerId,
         job_id: &JobId,
         attempt: AttemptNumber,
-        rank: u32,
-        outcome: Outcome,
-        error: &str,
-        stderr_tail: &str,
+        completion: &Completion,
         now: Instant,
     ) -> Result<Option<bool>, CoordinatorError> {
         let Some(job) = self.jobs.get(job_id) else {
@@ -211,6 +211,7 @@ impl CoordinatorState {
         let Some(gang) = &job.gang else {
             return Ok(None);
         };
+        let rank = completion.rank;
         let holds_rank = gang
             .ranks
             .get(rank as usize)
@@ -227,8 +228,8 @@ impl CoordinatorState {
                 worker: worker.to_string(),
             });
         }
-        let rank_error = format!("a rank on worker {worker} ended: {error}");
-        match outcome {
+        let rank_error = format!("rank {rank} on worker {worker} ended: {}", completion.error);
+        match completion.outcome {
             Outcome::Succeeded => {
                 if let Some(record) = self.workers.get_mut(worker) {
                     if let Some(held) = record.running.get_mut(job_id) {
@@ -240,7 +241,7 @@ impl CoordinatorState {
             Outcome::Failed => {
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.error = rank_error;
-                    job.stderr_tail = stderr_tail.to_owned();
+                    job.stderr_tail = completion.stderr_tail.clone();
                 }
                 // Before the state moves on: the slots are found through it.
                 self.release_slots(job_id, Some(worker));

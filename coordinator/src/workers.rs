@@ -3,7 +3,7 @@
 //! worker's skewed wall clock cannot cause an early or late requeue.
 
 use crate::error::CoordinatorError;
-use crate::gang::Gang;
+use crate::gang::{Assignment, Gang};
 use crate::lifecycle::{JobEvent, JobState};
 use crate::scheduler::{pick_jobs, ClusterView, Pick, QueuedJob};
 use crate::state::{CoordinatorState, WorkerRecord};
@@ -131,7 +131,7 @@ impl CoordinatorState {
         let workers = &self.workers;
         let cluster = || cluster_view(workers, worker, live_after);
         let picks = pick_jobs(queued, worker, caller_free, cluster, now);
-        let mut picked: Vec<(JobId, Option<Vec<(WorkerId, u32)>>)> = Vec::new();
+        let mut picked: Vec<(JobId, Option<Assignment>)> = Vec::new();
         for pick in &picks {
             let (index, assignment) = match pick {
                 Pick::Single(index) => (*index, None),
