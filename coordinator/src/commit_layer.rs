@@ -14,9 +14,10 @@ use std::future::Future;
 use tonic::Status;
 
 type Response = http::Response<tonic::body::Body>;
+type Answer<E> = BoxFuture<'static, Result<Response, E>>;
 
 /// The layer: `Server::builder().layer(commit_layer::layer())`.
-pub fn layer<F, E>() -> tower::util::MapFutureLayer<fn(F) -> BoxFuture<'static, Result<Response, E>>>
+pub fn layer<F, E>() -> tower::util::MapFutureLayer<fn(F) -> Answer<E>>
 where
     F: Future<Output = Result<Response, E>> + Send + 'static,
 {
@@ -24,7 +25,7 @@ where
 }
 
 /// Runs the handler, then waits for the fsync covering what it wrote.
-fn answer_when_durable<F, E>(handler: F) -> BoxFuture<'static, Result<Response, E>>
+fn answer_when_durable<F, E>(handler: F) -> Answer<E>
 where
     F: Future<Output = Result<Response, E>> + Send + 'static,
 {
