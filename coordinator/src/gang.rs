@@ -95,6 +95,27 @@ pub enum RendezvousAnswer {
 }
 
 impl CoordinatorState {
+    /// Why a queued gang cannot start, when the live workers are too few for it (it
+    /// would otherwise wait with no word), for `status`.
+    pub fn gang_wait_reason(&self, job: &crate::state::JobRecord, now: Instant) -> Option<String> {
+        if job.ranks <= 1 || !matches!(job.state, JobState::Queued { .. }) {
+            return None;
+        }
+        let live_after = now.checked_sub(self.settings.lease_timeout);
+        let capacity: u32 = self
+            .workers
+            .values()
+            .filter(|w| live_after.is_none_or(|after| w.last_seen >= after))
+            .map(|w| w.slots)
+            .sum();
+        (job.ranks > capacity).then(|| {
+            format!(
+                "waiting for {} slots at once (resources.data_parallel); the live workers have {capacity} in all: start more workers",
+                job.ranks
+            )
+        })
+    }
+
     /// Frees every slot the job holds on any worker (its running attempt's worker,
     /// every rank of its gang, and `also`), and drops ranks not yet delivered.
     pub fn release_slots(&mut self, job_id: &JobId, also: Option<&WorkerId>) {

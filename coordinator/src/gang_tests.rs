@@ -20,6 +20,10 @@ fn workspace() -> tempfile::TempDir {
     dir
 }
 
+fn queued_job(state: &crate::state::CoordinatorState) -> &crate::state::JobRecord {
+    state.jobs.values().next().expect("one job")
+}
+
 /// A coordinator on `dir` with the one-job stage submitted.
 fn submitted(dir: &tempfile::TempDir) -> std::sync::Arc<Coordinator> {
     let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("open");
@@ -49,8 +53,16 @@ fn a_gang_is_placed_whole_across_workers_and_a_lost_rank_requeues_all_of_it() {
     let coordinator = submitted(&dir);
     let mut state = coordinator.lock();
     let a = state.register_worker("a", 2, now).expect("register");
-    // Alone, worker a (2 slots) cannot hold a gang of 3: nothing starts.
+    // Alone, worker a (2 slots) cannot hold a gang of 3: nothing starts, and the
+    // status says why.
     assert!(state.lease(&a, 2, now).expect("lease").is_empty());
+    let reason = state
+        .gang_wait_reason(queued_job(&state), now)
+        .expect("a reason");
+    assert!(
+        reason.contains("3 slots at once") && reason.contains("have 2"),
+        "{reason}"
+    );
     let b = state.register_worker("b", 2, now).expect("register");
     let leases = state.lease(&a, 2, now).expect("lease");
     assert_eq!(

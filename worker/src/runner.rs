@@ -89,7 +89,8 @@ pub async fn run_attempt(
         attempt,
         rank: spec.rank,
     };
-    let live_logs = crate::log_stream::start(&context, &spec, &dir.root);
+    // Rank 0's output is the job's; the other ranks' logs stay in their job folders.
+    let live_logs = primary.then(|| crate::log_stream::start(&context, &spec, &dir.root));
     let timeout = Duration::from_millis(spec.timeout_ms.max(1));
     let (end, error, stderr_tail) = match &spec.kind {
         Some(v1::job_spec::Kind::Command(command)) => {
@@ -152,7 +153,9 @@ pub async fn run_attempt(
             String::new(),
         ),
     };
-    live_logs.stop();
+    if let Some(live_logs) = live_logs {
+        live_logs.stop();
+    }
     let Some(reporter) = reporter else {
         // A rank other than 0: only its end is reported (a failure stops the gang).
         let (outcome, exit_code, error) = classify(&end, error, timeout);

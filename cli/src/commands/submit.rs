@@ -62,18 +62,17 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         (Err(err), true) => return Err(err),
         (Err(_), false) => None,
     };
-    if let Some(root) = &root {
-        check_config(root)?;
-    }
+    let ranks = match &root {
+        Some(root) => check_config(root)?,
+        None => 1,
+    };
     let stages = stages_to_run(&args.stage, root.as_deref())?;
     if args.detach && stages.len() != 1 {
         bail!("--detach submits one stage (later stages need the earlier ones' results): pass --stage <stage>");
     }
     let cluster = if embedded {
         let root = root.as_deref().context("no workspace")?;
-        let slots = args
-            .slots
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        let slots = local_slots(args.slots, args.workers, ranks)?;
         eprintln!(
             "starting an embedded coordinator and {} local worker(s) with {slots} slot(s) each",
             args.workers
@@ -128,15 +127,35 @@ enum Ended {
 
 /// A config error stops `submit` before anything starts, with the file, line and
 /// column the config loader names.
-fn check_config(root: &Path) -> anyhow::Result<()> {
+/// Checks the config; returns the ranks each job needs (`resources.data_parallel`).
+fn check_config(root: &Path) -> anyhow::Result<u32> {
     let path = root.join("config.yaml");
-    ExperimentConfig::load(&path).map(|_| ()).map_err(|err| {
-        anyhow::anyhow!(
+    ExperimentConfig::load(&path)
+        .map(|loaded| loaded.config.resources.data_parallel)
+        .map_err(|err| {
+            anyhow::anyhow!(
             "config error: {err}\nfix {} and check it with `expcluster validate --workspace {}`",
             path.display(),
             root.display()
         )
-    })
+        })
+}
+
+/// Slots per local worker: `--slots`, else one per CPU core, and never fewer in all
+/// than one data-parallel gang needs (its ranks share the cores; a gang that could
+/// never be placed would wait forever).
+fn local_slots(asked: Option<u32>, workers: u32, ranks: u32) -> anyhow::Result<u32> {
+    let workers = workers.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    match asked {
+        Some(slots) if slots * workers < ranks => bail!(
+            "each job is a gang of {ranks} ranks (resources.data_parallel) but {workers} local worker(s) with {slots} slot(s) hold {}: pass --slots {}",
+            slots * workers,
+            ranks.div_ceil(workers)
+        ),
+        Some(slots) => Ok(slots),
+        None => Ok(cores.max(ranks.div_ceil(workers))),
+    }
 }
 
 fn stages_to_run(stage: &str, root: Option<&Path>) -> anyhow::Result<Vec<Stage>> {
@@ -337,5 +356,20 @@ fn print_outputs(outputs: &[String]) {
             "wrote {arrays} array(s) under experiment_results/ and {}",
             others.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_slots;
+
+    #[test]
+    fn local_workers_get_enough_slots_for_one_gang() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        assert_eq!(local_slots(None, 1, 1).unwrap(), cores);
+        assert_eq!(local_slots(None, 2, 64).unwrap(), cores.max(32));
+        assert_eq!(local_slots(Some(3), 1, 2).unwrap(), 3);
+        let err = local_slots(Some(1), 2, 4).unwrap_err().to_string();
+        assert!(err.contains("pass --slots 2"), "{err}");
     }
 }

@@ -53,11 +53,18 @@ impl ClientService for ClientApi {
                 "stage {stage} was never submitted: run `expcluster submit --stage {stage}`"
             ))
         })?;
+        let now = std::time::Instant::now();
         let jobs = run
             .jobs
             .iter()
             .filter_map(|id| state.jobs.get(id))
-            .map(convert::job_status)
+            .map(|job| {
+                let mut status = convert::job_status(job);
+                if let Some(reason) = state.gang_wait_reason(job, now) {
+                    status.error = reason;
+                }
+                status
+            })
             .collect();
         Ok(Response::new(v1::StageStatusResponse {
             stage: stage.to_string(),
