@@ -50,6 +50,13 @@ link_libtorch() {
     repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     torch_dir="$(ls -d "$VENV"/lib/python3*/site-packages/torch | head -n 1)"
     ln -sfn "$torch_dir" "$repo/.libtorch"
+    # Data-parallel CUDA jobs: cudarc opens `libnccl.so`, the wheel ships only the
+    # `libnccl.so.2` that libtorch_cuda loads. A link to that very file in libtorch's
+    # lib/ (on every expcluster binary's rpath) lets both share one NCCL.
+    local nccl="$torch_dir/../nvidia/nccl/lib/libnccl.so.2"
+    if [ -f "$nccl" ]; then
+        ln -sfn "../../nvidia/nccl/lib/libnccl.so.2" "$torch_dir/lib/libnccl.so"
+    fi
 }
 
 prepare_data() {

@@ -192,4 +192,17 @@ mod tests {
         let wrong = decode_unique_id(b"tcp:127.0.0.1:5000").expect_err("a TCP blob");
         assert!(wrong.contains("not an NCCL id"), "{wrong}");
     }
+
+    /// No GPU needed: scripts/setup.sh links libtorch's NCCL where every binary's
+    /// rpath finds it, so a CUDA gang can open it on a GPU node with no set-up.
+    #[test]
+    fn the_nccl_that_libtorch_ships_is_found_through_the_rpath() {
+        // SAFETY: only probes whether the library can be opened.
+        assert!(
+            unsafe { sys::is_culib_present() },
+            "libnccl.so is not on the loader path: run scripts/setup.sh"
+        );
+        let version = result::get_nccl_version().expect("ncclGetVersion");
+        assert!(version >= 2_00_00, "NCCL version code {version}");
+    }
 }
