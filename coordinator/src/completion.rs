@@ -172,7 +172,9 @@ impl CoordinatorState {
                 )));
             }
             let stored = format!("{job_id}.a{attempt}.{name}.log");
-            write_atomic(&logs_dir.join(&stored), content).map_err(CoordinatorError::storage)?;
+            // Fsynced with the next group commit: the answer waits for it.
+            crate::group_commit::write_atomic(&logs_dir.join(&stored), content)
+                .map_err(CoordinatorError::storage)?;
             return Ok(format!("logs/{stored}"));
         }
         if !is_safe_name(name) || !name.ends_with(".npy") || name.len() > 128 {
@@ -187,7 +189,8 @@ impl CoordinatorState {
             .join("jobs")
             .join(job_id.as_str())
             .join(&job.def.fingerprint);
-        write_atomic(&dir.join(name), content).map_err(CoordinatorError::storage)?;
+        crate::group_commit::write_atomic(&dir.join(name), content)
+            .map_err(CoordinatorError::storage)?;
         if !job.artifacts.iter().any(|stored| stored == name) {
             job.artifacts.push(name.to_owned());
         }

@@ -33,15 +33,30 @@ pub struct Slot {
     pub identity: (u64, u64),
     /// Whether the slot is in the pending list (guarded by the committer's lock).
     queued: AtomicBool,
+    /// `fsync` rather than `fdatasync` (a directory, after a rename in it).
+    full: bool,
 }
 
 impl Slot {
     pub fn new(file: &File, identity: (u64, u64)) -> std::io::Result<Arc<Self>> {
-        Ok(Arc::new(Self {
-            file: file.try_clone()?,
+        Ok(Self::owning(file.try_clone()?, identity, false))
+    }
+
+    fn owning(file: File, identity: (u64, u64), full: bool) -> Arc<Self> {
+        Arc::new(Self {
+            file,
             identity,
             queued: AtomicBool::new(false),
-        }))
+            full,
+        })
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        if self.full {
+            self.file.sync_all()
+        } else {
+            self.file.sync_data()
+        }
     }
 }
 
@@ -187,7 +202,7 @@ impl Committer {
 fn sync_all(batch: &[Arc<Slot>]) -> Result<(), String> {
     const PARALLEL: usize = 8;
     let sync = |slot: &Arc<Slot>| {
-        slot.file.sync_data().map_err(|err| {
+        slot.sync().map_err(|err| {
             format!("an fsync failed ({err}); restart the coordinator once the disk is healthy")
         })
     };
@@ -206,6 +221,49 @@ fn sync_all(batch: &[Arc<Slot>]) -> Result<(), String> {
                 .unwrap_or_else(|_| Err("an fsync thread panicked".to_owned()))
         })
     })
+}
+
+/// Replaces `path` with `bytes` for a caller whose answer waits on the committer (an
+/// RPC handler): the file is written and renamed into place now, so readers see it at
+/// once, and it and its directory are fsynced with the next group commit. Without
+/// deferral, [`crate::workspace::write_atomic`].
+///
+/// Only for a file that no other record needs durable before itself (an uploaded log
+/// or result array, acknowledged on its own before the worker completes the attempt):
+/// until the shared fsync, a crash can leave it empty or missing, and the caller has
+/// not been answered yet.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if !deferring() {
+        return crate::workspace::write_atomic(path, bytes);
+    }
+    if let Some(reason) = global().failure() {
+        return Err(std::io::Error::other(reason));
+    }
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name),
+        _ => return Err(std::io::Error::other("path has no parent or file name")),
+    };
+    std::fs::create_dir_all(dir)?;
+    let temp = dir.join(format!(
+        ".{}{}-{}",
+        name.to_string_lossy(),
+        crate::workspace::TEMP_MARKER,
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(bytes)?;
+        std::fs::rename(&temp, path)?;
+        Ok::<_, std::io::Error>((file, File::open(dir)?))
+    })();
+    let (file, dir) = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })?;
+    let committer = global();
+    committer.wrote(&Slot::owning(file, (0, 0), false));
+    committer.wrote(&Slot::owning(dir, (0, 0), true));
+    Ok(())
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Suffix of in-flight temp files; any left at start-up are from a crash and removed.
-const TEMP_MARKER: &str = ".expcluster-tmp";
+pub(crate) const TEMP_MARKER: &str = ".expcluster-tmp";
 
 /// Paths of one experiment's workspace. The coordinator is its only writer.
 #[derive(Debug, Clone)]
