@@ -292,3 +292,85 @@ fn is_timing(name: &str) -> bool {
         .iter()
         .any(|t| name.contains(t))
 }
+
+#[test]
+fn a_worker_killed_under_a_trainer_gang_requeues_it_and_the_job_completes_elsewhere() {
+    let config = "name: gang-kill\nprimary_metric: {name: test_accuracy, goal: max}\n\
+         job:\n  trainer:\n    dataset: {kind: blobs, n_train: 4000, n_test: 200, n_features: 8, n_classes: 4, noise: 2.0}\n\
+         \x20   model: {kind: mlp, hidden: [64, 64]}\n    optimizer: {kind: adam, lr: 1.0e-3}\n\
+         \x20   epochs: 40\n    batch_size: 50\n    checkpoint_every: 5\n    threads: 1\n\
+         methods:\n  proposed: {}\n\
+         stages:\n  baselines: {seeds: 1}\n\
+         resources: {data_parallel: 2, max_attempts: 3, timeout: 5m}\n";
+    let ws = TestWorkspace::new("gang-kill", config, &[]);
+    let (_coordinator, address) = start_coordinator(&ws.root, &["--lease-timeout", "2s"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut workers: Vec<_> = (0..3)
+        .map(|i| {
+            Some(start_worker(
+                &address,
+                1,
+                &scratch.path().join(format!("w{i}")),
+            ))
+        })
+        .collect();
+    submit_detached(&address, "baselines", &[]);
+    // The worker running rank 1 of attempt 1 is the one whose job folder says so.
+    let mut victim = None;
+    wait_until(
+        Duration::from_secs(60),
+        "rank 1 of attempt 1 starts",
+        || {
+            victim = (0..3).find(|i| {
+                let jobs = scratch.path().join(format!("w{i}/jobs"));
+                std::fs::read_dir(jobs)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|job| job.path().join("a1.r1").exists())
+            });
+            victim.is_some()
+        },
+    );
+    let victim = victim.unwrap();
+    // Let it train a little, then the node dies.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        completed(&ws, "baselines").is_empty(),
+        "the job must still be running when its rank dies: make it longer"
+    );
+    workers[victim]
+        .take()
+        .unwrap()
+        .signal(nix::sys::signal::Signal::SIGKILL);
+    wait_until(Duration::from_secs(180), "the job completes", || {
+        !completed(&ws, "baselines").is_empty()
+    });
+    let event = &completed(&ws, "baselines")[0];
+    assert_eq!(event["status"], "succeeded", "{event}");
+    assert!(event["attempt"].as_u64().unwrap() >= 2, "{event}");
+    let ends: Vec<String> = ws
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "job_requeued" || e["type"] == "job_attempt_failed")
+        .map(|e| format!("{} attempt {} {}", e["type"], e["attempt"], e["reason"]))
+        .collect();
+    eprintln!("attempt ends: {ends:?}");
+    assert!(
+        ends.iter().any(|e| e.contains("attempt 1 ")),
+        "attempt 1 ended as requeued or failed: {ends:?}"
+    );
+    // Every epoch is on record exactly once, however the attempts split the work.
+    let series = &ws.job_results(event)["series"];
+    for (name, values) in series.as_object().unwrap() {
+        if name.starts_with("step_") || is_timing(name) {
+            continue;
+        }
+        assert_eq!(
+            values.as_array().map(Vec::len),
+            Some(40),
+            "{name}: one value per epoch"
+        );
+    }
+    drop(workers);
+}
