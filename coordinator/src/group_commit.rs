@@ -276,7 +276,13 @@ pub fn global() -> &'static Arc<Committer> {
 
 /// Turns on deferred fsyncs for this process (a serving coordinator). If the sync
 /// thread cannot be started, appends keep their own fsync (slower, still correct).
+/// `EXPCLUSTER_GROUP_COMMIT=off` keeps them too: the benchmarks' "before", and a way
+/// out should a file system misbehave with shared fsyncs.
 pub fn enable() {
+    if std::env::var("EXPCLUSTER_GROUP_COMMIT").is_ok_and(|v| v == "off") {
+        tracing::warn!("EXPCLUSTER_GROUP_COMMIT=off: every append fsyncs on its own");
+        return;
+    }
     match global().start() {
         Ok(()) => ENABLED.store(true, Ordering::Release),
         Err(err) => {
