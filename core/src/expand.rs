@@ -14,6 +14,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// What a job's variant is, relative to the proposed method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +38,9 @@ pub struct JobDefinition {
     pub sweep_point: IndexMap<String, Value>,
     pub seed: u64,
     /// The job template with every override applied (trainer/command/env/params).
-    pub resolved: Value,
+    /// Shared by the seeds of one variant and sweep point (a 100,000-job stage would
+    /// otherwise hold 100,000 copies).
+    pub resolved: Arc<Value>,
     /// Digest of what the job runs: the resolved job, the seed and the code.
     pub fingerprint: String,
 }
@@ -128,13 +131,13 @@ pub fn expand_stage(
             let mut all_layers = layers.clone();
             all_layers.push(&spec.overrides);
             all_layers.push(&point_overrides);
-            let resolved = loaded.resolve(&all_layers).map_err(|err| {
+            let resolved = Arc::new(loaded.resolve(&all_layers).map_err(|err| {
                 loaded.error_at(
                     &["stages", stage.as_str()],
                     format!("override `{}`: {}", err.path, err.reason),
                     "an override path must name a key of `job`",
                 )
-            })?;
+            })?);
             for offset in 0..u64::from(spec.seeds) {
                 let seed = spec.seed_base + offset;
                 jobs.push(job_definition(
@@ -171,7 +174,7 @@ fn job_definition(
     kind: VariantKind,
     point: &IndexMap<String, Value>,
     seed: u64,
-    resolved: Value,
+    resolved: Arc<Value>,
     code_digest: &str,
 ) -> JobDefinition {
     let seed_part = format!("s{seed}");
