@@ -9,22 +9,22 @@
 pub mod auth;
 pub mod auth_layer;
 pub mod claims;
-pub mod commit_layer;
 pub mod code_files;
+pub mod commit_layer;
 pub mod completion;
 pub mod durable;
-pub mod group_commit;
 pub mod error;
 pub mod feedback;
 pub mod gang;
+#[cfg(test)]
+mod gang_tests;
+pub mod group_commit;
 pub mod idea;
 pub mod lifecycle;
 pub mod live_logs;
 pub mod recovery;
 #[cfg(test)]
 mod recovery_tests;
-#[cfg(test)]
-mod gang_tests;
 pub mod research_log;
 pub mod results;
 pub mod scheduler;

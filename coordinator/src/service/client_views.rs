@@ -86,7 +86,8 @@ pub fn job_log(
         request.attempt
     };
     let status = convert::job_status(job);
-    let attempt_running = matches!(&job.state, JobState::Running { attempt: running, .. } if *running == attempt);
+    let attempt_running =
+        matches!(&job.state, JobState::Running { attempt: running, .. } if *running == attempt);
     let mut answer = v1::JobLogResponse {
         next_offset: request.offset,
         attempt,

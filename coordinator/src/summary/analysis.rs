@@ -173,7 +173,9 @@ pub fn analyse(loaded: &LoadedConfig, stage: Stage, outcomes: &[JobOutcome]) -> 
                 kind: first.map_or(VariantKind::Method, |def| def.kind),
                 sweep_point: first.map(|def| def.sweep_point.clone()).unwrap_or_default(),
                 seeds: group.jobs.iter().map(|job| job.def.seed).collect(),
-                resolved: first.map(|def| Value::clone(&def.resolved)).unwrap_or_default(),
+                resolved: first
+                    .map(|def| Value::clone(&def.resolved))
+                    .unwrap_or_default(),
                 finals: metrics
                     .iter()
                     .map(|m| (m.clone(), group.finals(m)))
