@@ -361,6 +361,7 @@ fn print_outputs(outputs: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::local_slots;
 
     #[test]
