@@ -5,11 +5,11 @@
 //! its lease, then resumed) cannot add to or finish a job that moved on.
 
 use crate::error::CoordinatorError;
+use crate::job_metrics::{self, push_spool_line, AttemptResult};
 use crate::lifecycle::{retry_backoff, JobEvent, JobState};
 use crate::state::{CoordinatorState, JobRecord};
-use crate::workspace::write_atomic;
 use expcluster_core::ids::is_safe_name;
-use expcluster_core::json_float::{map_to_json, series_to_json};
+use expcluster_core::json_float::map_to_json;
 use expcluster_core::npy::validate_npy;
 use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use serde_json::json;
@@ -126,23 +126,27 @@ impl CoordinatorState {
         if job.spool.is_none() {
             std::fs::create_dir_all(&spool_dir).map_err(CoordinatorError::storage)?;
             let path = spool_dir.join(format!("{job_id}.a{attempt}.jsonl"));
+            // The attempt's first point starts the file afresh: a spool of the same
+            // name left by an earlier run of this job (a rerun stage) is not this
+            // attempt's, and recovery rebuilds metrics.json from it.
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .map_err(CoordinatorError::storage)?;
+            if job.next_seq == 0 {
+                file.set_len(0).map_err(CoordinatorError::storage)?;
+            }
             job.spool = Some(file);
         }
-        let mut lines = String::new();
+        // Formatted directly (no JSON value per point): ingestion's hot path.
+        let mut lines = Vec::with_capacity(accepted.len() * 48);
         for point in &accepted {
-            lines.push_str(
-                &json!([point.seq, point.name, point.step, point.value.to_string()]).to_string(),
-            );
-            lines.push('\n');
+            push_spool_line(&mut lines, point.seq, &point.name, point.step, point.value);
         }
         if let Some(spool) = job.spool.as_mut() {
             job.spool_guard
-                .append(spool, lines.as_bytes())
+                .append(spool, &lines)
                 .map_err(CoordinatorError::storage)?;
         }
         for point in accepted {
@@ -295,23 +299,19 @@ impl CoordinatorState {
         let dir = self
             .workspace
             .job_results_dir(job_id.as_str(), &job.def.fingerprint);
-        let record = json!({
-            "job_id": job_id,
-            "stage_run": job.stage_run,
-            "stage": job.def.stage,
-            "variant": job.def.variant,
-            "kind": job.def.kind,
-            "seed": job.def.seed,
-            "sweep_point": job.def.sweep_point,
-            "fingerprint": job.def.fingerprint,
-            "attempt": attempt,
-            "series": series_to_json(&job.series),
-            "final_metrics": map_to_json(&final_metrics),
-            "artifacts": job.artifacts,
-            "duration_s": job.duration_s,
-        });
-        let bytes = serde_json::to_vec_pretty(&record).map_err(CoordinatorError::storage)?;
-        write_atomic(&dir.join("metrics.json"), &bytes).map_err(CoordinatorError::storage)?;
+        let result = AttemptResult {
+            stage_run: job.stage_run,
+            attempt,
+            artifacts: &job.artifacts,
+            duration_s: job.duration_s,
+        };
+        let bytes = job_metrics::render(&job.def, &result, &job.series)
+            .map_err(CoordinatorError::storage)?;
+        // No fsync: the spool (synced before the points were acknowledged) and the
+        // job_completed event below hold all of it, and recovery rebuilds the file
+        // from them if a crash loses it (job_metrics.rs).
+        job_metrics::write_unsynced(&dir.join("metrics.json"), &bytes)
+            .map_err(CoordinatorError::storage)?;
         let mut event = attempt_event(job, attempt, worker, "succeeded");
         event.insert("metrics".into(), map_to_json(&final_metrics));
         event.insert("artifacts".into(), json!(job.artifacts));

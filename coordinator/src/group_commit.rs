@@ -233,13 +233,28 @@ fn sync_all(batch: &[Arc<Slot>]) -> Result<(), String> {
 /// until the shared fsync, a crash can leave it empty or missing, and the caller has
 /// not been answered yet.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     if !deferring() {
         return crate::workspace::write_atomic(path, bytes);
     }
     if let Some(reason) = global().failure() {
         return Err(std::io::Error::other(reason));
     }
+    let (file, dir) = replace_unsynced(path, bytes)?;
+    let dir = File::open(dir)?;
+    let committer = global();
+    committer.wrote(&Slot::owning(file, (0, 0), false));
+    committer.wrote(&Slot::owning(dir, (0, 0), true));
+    Ok(())
+}
+
+/// Replaces `path` with `bytes` (a temporary file renamed into place, so readers never
+/// see half a file) without fsyncing; returns the file and its directory, for a caller
+/// that syncs them later (or not at all, for a file recovery can rebuild).
+pub fn replace_unsynced<'a>(
+    path: &'a std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<(File, &'a std::path::Path)> {
+    use std::io::Write;
     let (dir, name) = match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) => (dir, name),
         _ => return Err(std::io::Error::other("path has no parent or file name")),
@@ -255,15 +270,12 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         let mut file = File::create(&temp)?;
         file.write_all(bytes)?;
         std::fs::rename(&temp, path)?;
-        Ok::<_, std::io::Error>((file, File::open(dir)?))
+        Ok::<_, std::io::Error>(file)
     })();
-    let (file, dir) = written.inspect_err(|_| {
+    let file = written.inspect_err(|_| {
         let _ = std::fs::remove_file(&temp);
     })?;
-    let committer = global();
-    committer.wrote(&Slot::owning(file, (0, 0), false));
-    committer.wrote(&Slot::owning(dir, (0, 0), true));
-    Ok(())
+    Ok((file, dir))
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);

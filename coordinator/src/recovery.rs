@@ -132,6 +132,8 @@ impl CoordinatorState {
 
         // Outcomes per (run, job, attempt), from the research log, in order.
         let mut outcome_attempts: HashSet<(u64, JobId, u32)> = HashSet::new();
+        // The latest success of each (job, fingerprint): whose metrics.json is on disk.
+        let mut successes: HashMap<(JobId, String), &Value> = HashMap::new();
         for event in &log {
             let kind = event["type"].as_str().unwrap_or_default();
             if kind == "stage_started" {
@@ -190,7 +192,10 @@ impl CoordinatorState {
                     .insert(attempt, (CompletionKey { outcome, exit_code }, requeued));
             }
             job.state = match (kind, event["status"].as_str()) {
-                ("job_completed", Some("succeeded")) => JobState::Succeeded { attempt },
+                ("job_completed", Some("succeeded")) => {
+                    successes.insert((job_id.clone(), job.def.fingerprint.clone()), event);
+                    JobState::Succeeded { attempt }
+                }
                 ("job_completed", _) => JobState::Failed {
                     reason: event["error"].as_str().unwrap_or_default().to_owned(),
                 },
@@ -267,7 +272,10 @@ impl CoordinatorState {
             match &job.state {
                 JobState::Running { attempt, .. } => {
                     let attempt = *attempt;
-                    reload_spool(job, &spool_dir.join(format!("{id}.a{attempt}.jsonl")));
+                    crate::job_metrics::replay_spool(
+                        job,
+                        &spool_dir.join(format!("{id}.a{attempt}.jsonl")),
+                    );
                     recovered.running_attempts += 1;
                 }
                 JobState::Queued { .. } => {
@@ -277,8 +285,28 @@ impl CoordinatorState {
                 JobState::Succeeded { .. } | JobState::Failed { .. } | JobState::Cancelled => {}
             }
         }
+        self.repair_job_metrics(successes);
         self.finish_stages_if_done()?;
         Ok(recovered)
+    }
+
+    /// Rebuilds the metrics.json files a crash lost (they are written unsynced).
+    fn repair_job_metrics(&self, successes: HashMap<(JobId, String), &Value>) {
+        for ((job, fingerprint), event) in successes {
+            // The definition of that fingerprint (a later run may have changed it).
+            let Some(def) = self
+                .jobs
+                .get(&job)
+                .map(|record| &record.def)
+                .filter(|def| def.fingerprint == fingerprint)
+            else {
+                continue;
+            };
+            let success = crate::job_metrics::Success { job, event };
+            if let Err(err) = crate::job_metrics::repair(&self.workspace, def, &success) {
+                tracing::error!(job = %success.job, %err, "cannot rebuild metrics.json");
+            }
+        }
     }
 
     fn restore_worker(&mut self, record: &Value, now: Instant) {
@@ -340,43 +368,5 @@ impl CoordinatorState {
             code: load_code(&self.workspace, digest),
         });
         Ok(())
-    }
-}
-
-/// Reloads an attempt's acknowledged metric points; a torn last line (a crash while
-/// appending, never acknowledged) is ignored and truncated away.
-fn reload_spool(job: &mut JobRecord, path: &std::path::Path) {
-    let Ok(bytes) = std::fs::read(path) else {
-        return;
-    };
-    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < bytes.len() {
-        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
-            let _ = file.set_len(complete as u64);
-        }
-    }
-    for line in bytes[..complete]
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-    {
-        let Ok(Value::Array(fields)) = serde_json::from_slice::<Value>(line) else {
-            continue;
-        };
-        let (Some(seq), Some(name), Some(step), Some(value)) = (
-            fields.first().and_then(Value::as_u64),
-            fields.get(1).and_then(Value::as_str),
-            fields.get(2).and_then(Value::as_u64),
-            fields
-                .get(3)
-                .and_then(Value::as_str)
-                .and_then(|v| v.parse::<f64>().ok()),
-        ) else {
-            continue;
-        };
-        if seq != job.next_seq {
-            continue;
-        }
-        job.record_point(name, step, value);
-        job.next_seq += 1;
     }
 }

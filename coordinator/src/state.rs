@@ -102,7 +102,13 @@ impl JobRecord {
     /// step already stored keeps its first value, so resends and replays are
     /// deterministic.
     pub fn record_point(&mut self, name: &str, step: u64, value: f64) {
-        let series = self.series.entry(name.to_owned()).or_default();
+        // Looked up first: the name is only copied for a new series, not per point.
+        if !self.series.contains_key(name) {
+            self.series.insert(name.to_owned(), Vec::new());
+        }
+        let Some(series) = self.series.get_mut(name) else {
+            return;
+        };
         let step = step as usize;
         if step >= series.len() {
             series.resize(step, f64::NAN);

@@ -380,3 +380,98 @@ fn a_damaged_line_in_the_middle_stops_the_start_and_repair_keeps_a_backup() {
     let (events, _) = read_log(&ws);
     check_journal(&events, &BTreeSet::new());
 }
+
+/// Seeds 0 and 1 print a loss series and a score at once; seed 2 waits for `flag`, so
+/// the stage is still open when the coordinator is killed.
+fn series_runfile(flag: &std::path::Path) -> String {
+    format!(
+        "import os, time\nseed = int(os.environ['EXP_SEED'])\nfor step in range(4):\n    \
+         print('loss:', (step + 1) / (seed + 3), flush=True)\n\
+         while seed == 2 and not os.path.exists({flag:?}):\n    time.sleep(0.05)\n\
+         print('score:', seed + 0.5)\n"
+    )
+}
+
+/// metrics.json is written without an fsync of its own (issue 10): a coordinator
+/// killed right after two completions were acknowledged, whose metrics.json files are
+/// then lost (one deleted, one truncated, as a crash before writeback would leave
+/// them), rebuilds both on restart from the spool and the research log, identical to
+/// what was written; the stage then finishes with their values in its arrays.
+#[test]
+fn metrics_json_lost_after_an_acknowledged_completion_is_rebuilt_on_restart() {
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("go");
+    let config = "name: journal\nprimary_metric: {name: score, goal: max}\n\
+                  metrics: [loss, score]\njob:\n  command: [python, runfile.py]\n\
+                  methods:\n  proposed: {}\nstages:\n  baselines: {seeds: 3}\n\
+                  resources: {max_attempts: 3, timeout: 2m}\n";
+    let ws = TestWorkspace::new("journal", config, &[("runfile.py", &series_runfile(&flag))]);
+    let scratch = tempfile::tempdir().unwrap();
+    let (mut coordinator, address) = start_coordinator(&ws.root, &[]);
+    let worker = start_worker(&address, 3, &scratch.path().join("w0"));
+    let submitted = expcluster(&[
+        "submit",
+        "--stage",
+        "baselines",
+        "--detach",
+        "--coordinator",
+        &address,
+    ]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while succeeded_jobs(&address).map_or(0, |done| done.len()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seeds 0 and 1 did not succeed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Both completions are acknowledged (status answered after they were durable).
+    coordinator.signal(Signal::SIGKILL);
+    assert!(coordinator.wait_exit(Duration::from_secs(10)).is_some());
+    drop(worker);
+
+    let successes = ws.events_of("job_completed");
+    assert_eq!(successes.len(), 2, "{successes:?}");
+    let mut originals = Vec::new();
+    for (index, event) in successes.iter().enumerate() {
+        let original = ws.job_results(event);
+        let seed = event["seed"].as_u64().unwrap() as f64;
+        let expected: Vec<f64> = (1..=4).map(|step| step as f64 / (seed + 3.0)).collect();
+        assert_eq!(original["series"]["loss"], serde_json::json!(expected));
+        let path = ws.path(&format!(
+            "experiment_results/jobs/{}/{}/metrics.json",
+            event["job_id"].as_str().unwrap(),
+            event["fingerprint"].as_str().unwrap()
+        ));
+        if index == 0 {
+            std::fs::remove_file(&path).unwrap();
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        originals.push(original);
+    }
+
+    let (_coordinator, address) = start_coordinator(&ws.root, &[]);
+    for (event, original) in successes.iter().zip(&originals) {
+        assert_eq!(
+            &ws.job_results(event),
+            original,
+            "metrics.json of {} rebuilt as it was",
+            event["job_id"]
+        );
+    }
+    std::fs::write(&flag, "").unwrap();
+    let _worker = start_worker(&address, 3, &scratch.path().join("w1"));
+    expcluster_tests::wait_until(Duration::from_secs(120), "the stage to finish", || {
+        !ws.events_of("experiment_completed").is_empty()
+    });
+    let scores =
+        expcluster_tests::numpy_load(&ws.path("experiment_results/baseline_proposed_score.npy"));
+    assert_eq!(scores["values"], serde_json::json!([0.5, 1.5, 2.5]));
+}

@@ -1,0 +1,207 @@
+//! A succeeded job's `metrics.json`, and its repair after a crash.
+//!
+//! Everything `metrics.json` says is already durable before a completion is
+//! acknowledged: the series in the attempt's metric spool
+//! (`.expcluster/metrics/<job>.a<N>.jsonl`, every point acknowledged, and so synced,
+//! before the worker may complete), the rest in the research log's `job_completed`
+//! event. So the file is written without fsyncs of its own (they were most of a
+//! completion's cost, taken under the state mutex), and recovery rewrites, durably,
+//! any `metrics.json` of a succeeded attempt that a crash left missing, truncated,
+//! unparsable or from another attempt. Spools are kept for that reason.
+
+use crate::state::JobRecord;
+use crate::workspace::{write_atomic, Workspace};
+use expcluster_core::json_float::{map_to_json, series_to_json};
+use expcluster_core::{JobDefinition, JobId};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// What `metrics.json` holds besides the job's definition and series.
+pub struct AttemptResult<'a> {
+    pub stage_run: u64,
+    pub attempt: u32,
+    pub artifacts: &'a [String],
+    pub duration_s: f64,
+}
+
+/// The bytes of a job's `metrics.json`.
+pub fn render(
+    def: &JobDefinition,
+    result: &AttemptResult<'_>,
+    series: &BTreeMap<String, Vec<f64>>,
+) -> io::Result<Vec<u8>> {
+    let final_metrics: BTreeMap<String, f64> = series
+        .iter()
+        .filter_map(|(name, values)| values.last().map(|last| (name.clone(), *last)))
+        .collect();
+    let record = json!({
+        "job_id": def.id,
+        "stage_run": result.stage_run,
+        "stage": def.stage,
+        "variant": def.variant,
+        "kind": def.kind,
+        "seed": def.seed,
+        "sweep_point": def.sweep_point,
+        "fingerprint": def.fingerprint,
+        "attempt": result.attempt,
+        "series": series_to_json(series),
+        "final_metrics": map_to_json(&final_metrics),
+        "artifacts": result.artifacts,
+        "duration_s": result.duration_s,
+    });
+    serde_json::to_vec_pretty(&record).map_err(io::Error::other)
+}
+
+/// Replaces `path` with `bytes` without fsyncing: for files recovery can rebuild.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    crate::group_commit::replace_unsynced(path, bytes).map(drop)
+}
+
+/// A succeeded attempt as the research log recorded it, for [`repair`].
+pub struct Success<'a> {
+    pub job: JobId,
+    pub event: &'a Value,
+}
+
+/// Whether `path` holds a complete `metrics.json` of this attempt.
+fn is_intact(path: &Path, stage_run: u64, attempt: u32) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    serde_json::from_slice::<Value>(&bytes).is_ok_and(|stored| {
+        stored["stage_run"].as_u64() == Some(stage_run)
+            && stored["attempt"].as_u64() == Some(u64::from(attempt))
+    })
+}
+
+/// Rewrites (durably) the `metrics.json` of `success` if a crash lost it, from the
+/// attempt's spool and the log event. Returns whether it rewrote the file.
+///
+/// `def` is the job's definition; the series is only trusted if its final values are
+/// the ones the log recorded (a spool reused by a later attempt of the same name would
+/// not be), otherwise the file stays missing and the stage counts the job as failed.
+pub fn repair(
+    workspace: &Workspace,
+    def: &JobDefinition,
+    success: &Success<'_>,
+) -> io::Result<bool> {
+    let event = success.event;
+    let (Some(stage_run), Some(attempt)) = (
+        event["stage_run"].as_u64(),
+        event["attempt"]
+            .as_u64()
+            .and_then(|a| u32::try_from(a).ok()),
+    ) else {
+        return Ok(false);
+    };
+    let path = workspace
+        .job_results_dir(success.job.as_str(), &def.fingerprint)
+        .join("metrics.json");
+    if is_intact(&path, stage_run, attempt) {
+        return Ok(false);
+    }
+    let mut scratch = JobRecord::new(def.clone(), 1, std::time::Duration::ZERO, stage_run);
+    let spool = workspace
+        .state_dir()
+        .join("metrics")
+        .join(format!("{}.a{attempt}.jsonl", success.job));
+    replay_spool(&mut scratch, &spool);
+    let logged = expcluster_core::json_float::map_from_json(&event["metrics"]);
+    let finals = scratch.final_metrics();
+    let same = logged.len() == finals.len()
+        && logged.iter().all(|(name, value)| {
+            finals
+                .get(name)
+                .is_some_and(|v| v.to_bits() == value.to_bits() || (v.is_nan() && value.is_nan()))
+        });
+    if !same {
+        tracing::error!(job = %success.job, attempt, spool = %spool.display(), "cannot rebuild metrics.json: the spool does not match the research log");
+        return Ok(false);
+    }
+    let artifacts: Vec<String> =
+        serde_json::from_value(event["artifacts"].clone()).unwrap_or_default();
+    let result = AttemptResult {
+        stage_run,
+        attempt,
+        artifacts: &artifacts,
+        duration_s: event["duration_s"].as_f64().unwrap_or(0.0),
+    };
+    let bytes = render(def, &result, &scratch.series)?;
+    write_atomic(&path, &bytes)?;
+    tracing::warn!(job = %success.job, attempt, "rebuilt metrics.json from the spool and the research log");
+    Ok(true)
+}
+
+/// Reloads an attempt's acknowledged metric points; a torn last line (a crash while
+/// appending, never acknowledged) is ignored and truncated away.
+pub(crate) fn replay_spool(job: &mut JobRecord, path: &Path) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < bytes.len() {
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = file.set_len(complete as u64);
+        }
+    }
+    for line in bytes[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        let Ok(Value::Array(fields)) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        let (Some(seq), Some(name), Some(step), Some(value)) = (
+            fields.first().and_then(Value::as_u64),
+            fields.get(1).and_then(Value::as_str),
+            fields.get(2).and_then(Value::as_u64),
+            fields
+                .get(3)
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        if seq != job.next_seq {
+            continue;
+        }
+        job.record_point(name, step, value);
+        job.next_seq += 1;
+    }
+}
+
+/// Appends one spool line per point to `out`, in the spool's format
+/// (`[seq,"name",step,"value"]`, the value as Rust's shortest round-trip text), without
+/// building a JSON value per point.
+pub fn push_spool_line(out: &mut Vec<u8>, seq: u64, name: &str, step: u64, value: f64) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "[{seq},");
+    let _ = serde_json::to_writer(&mut *out, name);
+    let _ = writeln!(out, ",{step},\"{value}\"]");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_spool_line;
+    use serde_json::json;
+
+    #[test]
+    fn spool_lines_match_the_json_value_format() {
+        for (name, value) in [
+            ("loss", 0.5),
+            ("acc", 1.0),
+            ("x", f64::NAN),
+            ("y", f64::INFINITY),
+            ("z", -1e-300),
+            ("w", 1e300),
+            ("q\"u", 0.1 + 0.2),
+        ] {
+            let mut out = Vec::new();
+            push_spool_line(&mut out, 7, name, 3, value);
+            let old = json!([7, name, 3, value.to_string()]).to_string() + "\n";
+            assert_eq!(String::from_utf8(out).expect("utf-8"), old);
+        }
+    }
+}
