@@ -184,23 +184,31 @@ pub async fn run_attempt(
         }
     };
     let (outcome, exit_code, error) = classify(&end, error, timeout);
-    if outcome == v1::Outcome::Succeeded {
-        if let Err(err) = upload_results(&context, &spec, &dir).await {
-            let request = completion(
-                &context,
-                &spec,
-                v1::Outcome::Failed,
-                exit_code,
-                format!("uploading results failed: {err}"),
-                stderr_tail,
-                metric_count,
-                started,
-            );
-            send_completion(&context, request).await;
-            return;
+    // The logs and the result arrays go up side by side (each upload is answered after
+    // a shared fsync on the coordinator, so one round trip serves them all); both are
+    // in before the completion, which ends the attempt's right to upload.
+    let results = async {
+        if outcome == v1::Outcome::Succeeded {
+            upload_results(&context, &spec, &dir).await
+        } else {
+            Ok(())
         }
+    };
+    let (results, ()) = tokio::join!(results, upload_logs(&context, &spec, &dir));
+    if let Err(err) = results {
+        let request = completion(
+            &context,
+            &spec,
+            v1::Outcome::Failed,
+            exit_code,
+            format!("uploading results failed: {err}"),
+            stderr_tail,
+            metric_count,
+            started,
+        );
+        send_completion(&context, request).await;
+        return;
     }
-    upload_logs(&context, &spec, &dir).await;
     let request = completion(
         &context,
         &spec,
@@ -356,30 +364,34 @@ async fn upload_results(
     Ok(())
 }
 
+/// Uploads the attempt's three logs concurrently.
 async fn upload_logs(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir) {
-    for name in ["stdout", "stderr", "worker"] {
-        let Ok(mut content) = std::fs::read(dir.root.join(format!("{name}.log"))) else {
-            continue;
-        };
-        if content.len() > MAX_LOG_UPLOAD {
-            content.drain(..content.len() - MAX_LOG_UPLOAD);
-        }
-        let upload = v1::ArtifactUpload {
-            worker_id: context.worker_id.clone(),
-            job_id: spec.job_id.clone(),
-            attempt: spec.attempt,
-            name: name.to_owned(),
-            content,
-            kind: v1::ArtifactKind::Log as i32,
-        };
-        let result = with_retries(context, |mut client| {
-            let upload = upload.clone();
-            async move { client.upload_artifact(upload).await.map(|_| ()) }
-        })
-        .await;
-        if let Err(status) = result {
-            tracing::warn!(job_id = %spec.job_id, log = name, %status, "log not uploaded");
-        }
+    let uploads = ["stdout", "stderr", "worker"].map(|name| upload_log(context, spec, dir, name));
+    futures::future::join_all(uploads).await;
+}
+
+async fn upload_log(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir, name: &str) {
+    let Ok(mut content) = std::fs::read(dir.root.join(format!("{name}.log"))) else {
+        return;
+    };
+    if content.len() > MAX_LOG_UPLOAD {
+        content.drain(..content.len() - MAX_LOG_UPLOAD);
+    }
+    let upload = v1::ArtifactUpload {
+        worker_id: context.worker_id.clone(),
+        job_id: spec.job_id.clone(),
+        attempt: spec.attempt,
+        name: name.to_owned(),
+        content,
+        kind: v1::ArtifactKind::Log as i32,
+    };
+    let result = with_retries(context, |mut client| {
+        let upload = upload.clone();
+        async move { client.upload_artifact(upload).await.map(|_| ()) }
+    })
+    .await;
+    if let Err(status) = result {
+        tracing::warn!(job_id = %spec.job_id, log = name, %status, "log not uploaded");
     }
 }
 
