@@ -265,6 +265,20 @@ pub fn start_worker(address: &str, slots: u32, work_dir: &Path) -> Proc {
     Proc { child }
 }
 
+/// Asserts that a finished command succeeded, showing its stdout and stderr when it
+/// did not; returns its stdout.
+#[track_caller]
+pub fn assert_success(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the command failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Runs `expcluster <args>` to its end.
 /// A call with `--coordinator ADDRESS` carries the client token of the coordinator
 /// started at that address.

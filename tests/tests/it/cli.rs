@@ -7,8 +7,8 @@
 //! deliberate change (review the diff).
 
 use expcluster_tests::{
-    expcluster, expcluster_bin, path_with_venv, start_coordinator, start_worker, wait_until,
-    TestWorkspace,
+    assert_success, expcluster, expcluster_bin, path_with_venv, start_coordinator, start_worker,
+    wait_until, TestWorkspace,
 };
 use std::path::Path;
 use std::process::Command;
@@ -103,13 +103,7 @@ fn check_snapshot(name: &str, actual: &str) {
 }
 
 fn stdout_of(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    assert_success(output)
 }
 
 #[test]

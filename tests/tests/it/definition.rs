@@ -3,7 +3,7 @@
 //! UPDATE_GOLDEN=1), the generated experiment running as is, resubmission by
 //! fingerprint, and the index of the stage arrays.
 
-use expcluster_tests::{expcluster, numpy_load, TestWorkspace};
+use expcluster_tests::{assert_success, expcluster, numpy_load, TestWorkspace};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -181,7 +181,7 @@ fn init_creates_the_seed_layout_and_never_overwrites() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path().join("experiments");
     let output = expcluster(&["init", "golden-idea", "--root", root.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_success(&output);
     let workspace = root.join("golden-idea");
 
     let mut golden = String::new();
@@ -256,7 +256,7 @@ fn the_generated_experiment_validates_and_its_implementation_stage_runs() {
     let ws = workspace.to_str().unwrap();
 
     let output = expcluster(&["validate", "--workspace", ws]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_success(&output);
     check_golden("validate_init.txt", &text(&output.stdout));
     assert!(
         std::fs::read_to_string(workspace.join("research_log.jsonl"))
@@ -266,12 +266,7 @@ fn the_generated_experiment_validates_and_its_implementation_stage_runs() {
     );
 
     let output = expcluster(&["submit", "--stage", "implementation", "--workspace", ws]);
-    assert!(
-        output.status.success(),
-        "submit failed:\n{}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    assert_success(&output);
     let losses = numpy_load(&workspace.join("experiment_results/train_losses.npy"));
     assert_eq!(
         losses["shape"],
@@ -326,12 +321,7 @@ fn submit(ws: &TestWorkspace, extra: &[&str]) -> String {
     ];
     args.extend_from_slice(extra);
     let output = expcluster(&args);
-    assert!(
-        output.status.success(),
-        "submit failed:\n{}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    assert_success(&output);
     text(&output.stdout)
 }
 
@@ -475,12 +465,7 @@ fn index_json_names_the_jobs_behind_every_array_and_curves_are_seeds_by_epochs()
         "--workspace",
         ws.root.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    assert_success(&output);
     let events = ws.events_of("job_completed");
     assert_eq!(
         events.len(),

@@ -3,7 +3,8 @@
 //! with every metric point stored exactly once.
 
 use expcluster_tests::{
-    expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace,
+    assert_success, expcluster, numpy_load, start_coordinator, start_worker, wait_until,
+    TestWorkspace,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -79,12 +80,7 @@ fn running_past(address: &str, min_step: f64) -> bool {
 
 fn finished_ok(submit: JoinHandle<Output>) {
     let output = submit.join().expect("submit thread");
-    assert!(
-        output.status.success(),
-        "submit failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 fn completed_series(ws: &TestWorkspace, event: &Value) -> Vec<f64> {
@@ -285,11 +281,7 @@ fn cancel_stops_the_running_job_on_its_worker_and_records_it() {
         "--coordinator",
         &address,
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     assert!(String::from_utf8_lossy(&output.stdout).contains("cancelled 1 job(s)"));
     let submitted = submit.join().unwrap();
     assert!(String::from_utf8_lossy(&submitted.stdout).contains("cancelled"));

@@ -3,7 +3,8 @@
 //! `.npy` files, everything checked in the workspace with numpy.
 
 use expcluster_tests::{
-    expcluster, numpy_load, start_coordinator, start_worker, wait_until, TestWorkspace,
+    assert_success, expcluster, numpy_load, start_coordinator, start_worker, wait_until,
+    TestWorkspace,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -56,12 +57,7 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
     let _w2 = start_worker(&address, 1, &scratch.path().join("w2"));
 
     let output = expcluster(&["submit", "--stage", "baselines", "--coordinator", &address]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "submit failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = assert_success(&output);
     assert!(
         stdout.contains("test_accuracy"),
         "submit prints the metrics: {stdout}"
@@ -222,11 +218,7 @@ fn non_metric_lines_are_ignored_with_a_warning_in_the_job_log() {
         "--workspace",
         ws.root.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let notes =
         std::fs::read_to_string(ws.path("logs/implementation.proposed.s0.a1.worker.log")).unwrap();
     assert!(
@@ -290,11 +282,7 @@ fn metrics_stream_while_the_job_runs() {
     );
     std::fs::write(&release_file, b"go").unwrap();
     let output = submit.join().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 /// Waits (up to 20 s) until `count` jobs have started, so it only finishes if they ran
@@ -351,11 +339,7 @@ fn slots_per_gpu_runs_several_jobs_on_one_gpu_at_once() {
         "--coordinator",
         &address,
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 2);
     for event in completed {

@@ -2,7 +2,9 @@
 //! `torch.distributed` (gloo) command jobs given torchrun's environment, a rank
 //! killed mid-run, and gangs that do not fit the free slots.
 
-use expcluster_tests::{expcluster, start_coordinator, start_worker, wait_until, TestWorkspace};
+use expcluster_tests::{
+    assert_success, expcluster, start_coordinator, start_worker, wait_until, TestWorkspace,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -67,11 +69,7 @@ fn submit_detached(address: &str, stage: &str, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     let output = expcluster(&args);
-    assert!(
-        output.status.success(),
-        "submit {stage}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 fn completed(ws: &TestWorkspace, stage: &str) -> Vec<Value> {

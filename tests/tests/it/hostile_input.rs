@@ -5,7 +5,9 @@
 
 use crate::security::{clients, config, security, token, tree, RUNFILE};
 use expcluster_proto::v1;
-use expcluster_tests::{expcluster, start_coordinator, start_worker, TestWorkspace};
+use expcluster_tests::{
+    assert_success, expcluster, start_coordinator, start_worker, TestWorkspace,
+};
 use expcluster_worker::client::{channel, ProtocolHeader, WorkerClient};
 use tonic::Code;
 
@@ -320,11 +322,7 @@ fn a_job_planting_symlinks_in_its_output_gets_none_of_them_stored() {
         "--coordinator",
         &address,
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let done = &ws.events_of("job_completed")[0];
     let job_dir = ws.path(&format!(
         "experiment_results/jobs/{}/{}",
@@ -360,11 +358,7 @@ fn every_array_numpy_writes_passes_the_validator() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let mut checked = 0;
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();

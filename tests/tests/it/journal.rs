@@ -7,8 +7,8 @@
 //! the interrupted stage.
 
 use expcluster_tests::{
-    expcluster, expcluster_bin, path_with_venv, start_coordinator, start_worker, token_file, Proc,
-    TestWorkspace,
+    assert_success, expcluster, expcluster_bin, path_with_venv, start_coordinator, start_worker,
+    token_file, Proc, TestWorkspace,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -230,11 +230,7 @@ fn workspace_with_a_log(idea: &str) -> TestWorkspace {
         "--workspace",
         ws.root.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     ws
 }
 
@@ -313,11 +309,7 @@ fn a_torn_last_line_is_set_aside_with_a_warning() {
         "--workspace",
         ws.root.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let (after, torn) = read_log(&ws);
     assert!(!torn);
     assert!(after.len() > events.len());
@@ -417,11 +409,7 @@ fn metrics_json_lost_after_an_acknowledged_completion_is_rebuilt_on_restart() {
         "--coordinator",
         &address,
     ]);
-    assert!(
-        submitted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submitted.stderr)
-    );
+    assert_success(&submitted);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while succeeded_jobs(&address).map_or(0, |done| done.len()) < 2 {
         assert!(

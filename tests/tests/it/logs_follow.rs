@@ -4,8 +4,8 @@
 //! coordinator, worker and CLI processes on loopback.
 
 use expcluster_tests::{
-    expcluster, expcluster_bin, start_coordinator, start_worker, token_file, wait_until, Proc,
-    TestWorkspace,
+    assert_success, expcluster, expcluster_bin, start_coordinator, start_worker, token_file,
+    wait_until, Proc, TestWorkspace,
 };
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -124,11 +124,7 @@ fn submit(address: &str) {
         "--coordinator",
         address,
     ]);
-    assert!(
-        output.status.success(),
-        "submit: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::{clients, config, security, token, RUNFILE};
 use expcluster_proto::v1;
-use expcluster_tests::{expcluster, start_coordinator, token_file, TestWorkspace};
+use expcluster_tests::{assert_success, expcluster, start_coordinator, token_file, TestWorkspace};
 use expcluster_worker::client::{ClientSecurity, ClientTlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -140,12 +140,7 @@ async fn a_stage_runs_over_tls_and_plaintext_callers_get_nothing() {
         "--tls-ca",
         s(&pki.ca),
     ]);
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     assert_eq!(ws.events_of("job_completed").len(), 1);
     assert_eq!(ws.events_of("job_completed")[0]["status"], "succeeded");
 
@@ -255,10 +250,6 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_of_its_ca() {
         "--tls-key",
         s(&pki.client_key),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     assert_eq!(ws.events_of("job_completed")[0]["status"], "succeeded");
 }

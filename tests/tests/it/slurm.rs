@@ -8,7 +8,8 @@
 //! worker is a plain `scancel`.
 
 use expcluster_tests::{
-    expcluster_bin, path_with_venv, python, start_coordinator, wait_until, Proc, TestWorkspace,
+    assert_success, expcluster_bin, path_with_venv, python, start_coordinator, wait_until, Proc,
+    TestWorkspace,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -132,11 +133,7 @@ fn sbatch(script_name: &str, flags: &[&str], env: &[(&str, &Path)], output: &Pat
         command.env(name, value);
     }
     let result = command.output().expect("run sbatch");
-    assert!(
-        result.status.success(),
-        "sbatch failed: {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert_success(&result);
     let id = String::from_utf8_lossy(&result.stdout)
         .trim()
         .split(';')
@@ -412,11 +409,7 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         .arg(&ws.root)
         .output()
         .unwrap();
-    assert!(
-        launched.status.success(),
-        "slurm launch failed: {}",
-        String::from_utf8_lossy(&launched.stderr)
-    );
+    assert_success(&launched);
     let array = SlurmJob {
         id: String::from_utf8_lossy(&launched.stdout).trim().to_owned(),
     };
@@ -459,11 +452,7 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         .arg(&ws.root)
         .output()
         .unwrap();
-    assert!(
-        stopped.status.success(),
-        "slurm stop failed: {}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    assert_success(&stopped);
     wait_until(
         Duration::from_secs(30),
         "the worker array is gone after slurm stop",

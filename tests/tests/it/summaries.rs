@@ -3,7 +3,9 @@
 //! control, so the data decides each claim; every number of the written summaries is
 //! checked against numpy/scipy computed here from the stored `.npy` arrays.
 
-use expcluster_tests::{expcluster, python, start_coordinator, start_worker, TestWorkspace};
+use expcluster_tests::{
+    assert_success, expcluster, python, start_coordinator, start_worker, TestWorkspace,
+};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -64,11 +66,7 @@ fn submit(address: &str, stage: &str) -> String {
 fn run_ok(args: &[&str]) -> String {
     let output = expcluster(args);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "expcluster {args:?} failed: {text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     text
 }
 
@@ -168,11 +166,7 @@ fn assert_agrees_with_scipy(ws: &TestWorkspace, summary: &str) {
         .arg(summary)
         .output()
         .expect("python");
-    assert!(
-        output.status.success(),
-        "scipy check crashed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(
         report["errors"],
