@@ -366,6 +366,7 @@ impl CoordinatorState {
                 .unwrap_or_default()
                 .to_owned(),
             code: load_code(&self.workspace, digest),
+            final_prefix: 0,
         });
         Ok(())
     }

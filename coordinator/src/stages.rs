@@ -134,6 +134,7 @@ impl CoordinatorState {
             outputs: Vec::new(),
             primary_metric: loaded.config.primary_metric.name.clone(),
             code,
+            final_prefix: 0,
         });
         self.finish_stages_if_done()?;
         Ok(Submitted {
@@ -146,19 +147,21 @@ impl CoordinatorState {
 
     /// Finishes every stage run whose jobs are all terminal.
     pub fn finish_stages_if_done(&mut self) -> Result<(), CoordinatorError> {
-        let ready: Vec<usize> = self
-            .stage_runs
-            .iter()
-            .enumerate()
-            .filter(|(_, run)| {
-                !run.finished
-                    && run
-                        .jobs
-                        .iter()
-                        .all(|id| self.jobs.get(id).is_some_and(|job| job.state.is_terminal()))
-            })
-            .map(|(index, _)| index)
-            .collect();
+        let jobs = &self.jobs;
+        let mut ready = Vec::new();
+        for (index, run) in self.stage_runs.iter_mut().enumerate() {
+            if run.finished {
+                continue;
+            }
+            // A final state is final: the prefix only grows.
+            run.final_prefix += run.jobs[run.final_prefix..]
+                .iter()
+                .take_while(|id| jobs.get(*id).is_some_and(|job| job.state.is_terminal()))
+                .count();
+            if run.final_prefix == run.jobs.len() {
+                ready.push(index);
+            }
+        }
         for index in ready {
             self.finish_stage(index)?;
         }
