@@ -205,9 +205,18 @@ impl CoordinatorState {
                     )))
                 }
                 Some(_) => {}
-                None => gang.rendezvous = Some(publish.to_vec()),
+                None => {
+                    // Durable before any rank hears of it: after a coordinator restart
+                    // the waiting ranks still get the id rank 0 already acted on.
+                    self.journal_record(
+                        "rendezvous",
+                        serde_json::json!({"job_id": job_id, "attempt": attempt, "id_hex": hex::encode(publish)}),
+                    )?;
+                    self.gang_member(worker, job_id, attempt)?.rendezvous = Some(publish.to_vec());
+                }
             }
         }
+        let gang = self.gang_member(worker, job_id, attempt)?;
         Ok(match &gang.rendezvous {
             Some(id) => RendezvousAnswer::Ready(id.clone()),
             None => RendezvousAnswer::NotYet,

@@ -156,7 +156,7 @@ fn a_failed_rank_fails_the_attempt_once_and_a_late_rank_completion_is_harmless()
 }
 
 #[test]
-fn a_restart_keeps_the_placement_of_a_running_gang() {
+fn a_restart_keeps_the_placement_and_the_rendezvous_of_a_running_gang() {
     let dir = workspace();
     let now = Instant::now();
     let (a, b, job) = {
@@ -166,6 +166,9 @@ fn a_restart_keeps_the_placement_of_a_running_gang() {
         let b = state.register_worker("b", 1, now).expect("register");
         let leases = state.lease(&a, 2, now).expect("lease");
         let job = leases[0].job.clone();
+        state
+            .rendezvous(&a, &job, 1, 0, b"127.0.0.1:4321")
+            .expect("publish");
         (a, b, job)
     };
     let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("reopen");
@@ -175,6 +178,11 @@ fn a_restart_keeps_the_placement_of_a_running_gang() {
     assert_eq!(workers, vec![a.clone(), a.clone(), b.clone()]);
     assert_eq!(state.workers[&a].free_slots(), 0);
     assert_eq!(state.workers[&b].free_slots(), 0);
+    // Rank 2 still gets the id rank 0 published before the restart.
+    assert_eq!(
+        state.rendezvous(&b, &job, 1, 2, b"").expect("fetch"),
+        RendezvousAnswer::Ready(b"127.0.0.1:4321".to_vec())
+    );
     // Rank 2's worker heartbeats its rank after the restart: it is still current.
     assert!(state
         .heartbeat(&b, &[(job.clone(), 1)], Instant::now())

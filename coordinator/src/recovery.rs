@@ -89,8 +89,19 @@ impl CoordinatorState {
 
         let mut stage_records: HashMap<u64, &Value> = HashMap::new();
         let mut leases: Vec<RecoveredLease> = Vec::new();
+        // Rank 0's published communicator ids, by (job, attempt).
+        let mut rendezvous: HashMap<(String, u64), Vec<u8>> = HashMap::new();
         for record in &journal {
             match record["type"].as_str() {
+                Some("rendezvous") => {
+                    if let (Some(job), Some(attempt), Some(Ok(id))) = (
+                        record["job_id"].as_str(),
+                        u64_of(record, "attempt"),
+                        record["id_hex"].as_str().map(hex::decode),
+                    ) {
+                        rendezvous.insert((job.to_owned(), attempt), id);
+                    }
+                }
                 Some("stage") => {
                     if let Some(run) = u64_of(record, "stage_run") {
                         stage_records.insert(run, record);
@@ -250,7 +261,9 @@ impl CoordinatorState {
                         None => by_worker.push((holder.clone(), 1)),
                     }
                 }
-                job.gang = Some(crate::gang::Gang::new(&by_worker, deadline));
+                let mut restored = crate::gang::Gang::new(&by_worker, deadline);
+                restored.rendezvous = rendezvous.remove(&(job_id.to_string(), u64::from(attempt)));
+                job.gang = Some(restored);
                 holders = by_worker;
             }
             for (holder, count) in holders {
