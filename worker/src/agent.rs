@@ -118,6 +118,7 @@ pub async fn run_worker(
                 break;
             };
             let (stop_tx, stop_rx) = watch::channel(None);
+            let slot_gpu = slot.clone();
             let key = (spec.job_id.clone(), spec.attempt, spec.rank);
             running
                 .lock()
@@ -127,14 +128,20 @@ pub async fn run_worker(
             let running = running.clone();
             let slot_tx = slot_tx.clone();
             let slot_freed = slot_freed.clone();
+            // The slot comes back when the job's process (or training) ends; the
+            // attempt stays in `running` (its lease renewed) until its end is reported.
+            let (slot_free_tx, slot_free_rx) = tokio::sync::oneshot::channel();
             attempts.spawn(async move {
-                run_attempt(context, spec, slot.clone(), stop_rx).await;
+                let _ = slot_free_rx.await;
+                let _ = slot_tx.send(slot);
+                slot_freed.notify_one();
+            });
+            attempts.spawn(async move {
+                run_attempt(context, spec, slot_gpu, stop_rx, slot_free_tx).await;
                 running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key);
-                let _ = slot_tx.send(slot);
-                slot_freed.notify_one();
             });
         }
     }

@@ -37,11 +37,17 @@ pub struct Slot {
 }
 
 /// Runs one leased attempt to its reported end.
+///
+/// `slot_free` is sent (or dropped) as soon as the job itself has ended: reporting
+/// its end (the last metric acknowledgements, uploads, the completion) waits on the
+/// coordinator's disk, not on the slot's CPU or GPU, so the next job may start
+/// meanwhile.
 pub async fn run_attempt(
     context: Arc<WorkerContext>,
     spec: v1::JobSpec,
     slot: Slot,
     stop: watch::Receiver<Option<StopReason>>,
+    slot_free: tokio::sync::oneshot::Sender<()>,
 ) {
     let started = Instant::now();
     let job_id = spec.job_id.clone();
@@ -156,6 +162,7 @@ pub async fn run_attempt(
     if let Some(live_logs) = live_logs {
         live_logs.stop();
     }
+    let _ = slot_free.send(());
     let Some(reporter) = reporter else {
         // A rank other than 0: only its end is reported (a failure stops the gang).
         let (outcome, exit_code, error) = classify(&end, error, timeout);
