@@ -73,19 +73,16 @@ impl CoordinatorState {
                 attempt: a,
                 ..
             } if *a == attempt && w == worker => Ok(job),
-            JobState::Running {
-                worker: w,
-                attempt: a,
-                ..
-            } if *a == attempt && w != worker => Err(CoordinatorError::NotYourJob {
-                job: job_id.to_string(),
-                attempt,
-                worker: worker.to_string(),
-            }),
-            _ => Err(CoordinatorError::StaleAttempt {
-                job: job_id.to_string(),
-                attempt,
-            }),
+            state => {
+                let held_elsewhere =
+                    matches!(state, JobState::Running { attempt: a, .. } if *a == attempt);
+                Err(CoordinatorError::refused_attempt(
+                    job_id,
+                    attempt,
+                    worker,
+                    held_elsewhere,
+                ))
+            }
         }
     }
 

@@ -27,6 +27,29 @@ pub enum CoordinatorError {
 }
 
 impl CoordinatorError {
+    /// The refusal of a report about `attempt` of `job` from `worker`: not its slot
+    /// (`held_elsewhere`: the attempt is current but leased to another worker), or an
+    /// attempt that is over.
+    pub fn refused_attempt(
+        job: &impl std::fmt::Display,
+        attempt: u32,
+        worker: &impl std::fmt::Display,
+        held_elsewhere: bool,
+    ) -> Self {
+        if held_elsewhere {
+            CoordinatorError::NotYourJob {
+                job: job.to_string(),
+                attempt,
+                worker: worker.to_string(),
+            }
+        } else {
+            CoordinatorError::StaleAttempt {
+                job: job.to_string(),
+                attempt,
+            }
+        }
+    }
+
     pub fn storage(err: impl std::fmt::Display) -> Self {
         CoordinatorError::Storage(err.to_string())
     }

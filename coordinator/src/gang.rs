@@ -153,15 +153,12 @@ impl CoordinatorState {
         let current = matches!(&job.state, JobState::Running { attempt: a, .. } if *a == attempt);
         match job.gang.as_mut() {
             Some(gang) if current && gang.has_worker(worker) => Ok(gang),
-            Some(_) if current => Err(CoordinatorError::NotYourJob {
-                job: job_id.to_string(),
+            gang => Err(CoordinatorError::refused_attempt(
+                job_id,
                 attempt,
-                worker: worker.to_string(),
-            }),
-            _ => Err(CoordinatorError::StaleAttempt {
-                job: job_id.to_string(),
-                attempt,
-            }),
+                worker,
+                current && gang.is_some(),
+            )),
         }
     }
 
