@@ -107,12 +107,9 @@ impl CoordinatorState {
         // Ranks placed here by another worker's call come first: their gang waits.
         let delivered = free_slots.min(record.pending.len());
         let mut leases: Vec<Lease> = record.pending.drain(..delivered).collect();
+        // The worker's own count of free slots is the truth for its slots (it frees a
+        // slot when a job ends, before the coordinator hears the end).
         let caller_free = (free_slots - delivered) as u32;
-        let caller_free = if leases.is_empty() {
-            caller_free
-        } else {
-            caller_free.min(record.free_slots())
-        };
         let queued = self.queue.iter().enumerate().filter_map(|(index, id)| {
             let job = self.jobs.get(id)?;
             match &job.state {
@@ -131,26 +128,19 @@ impl CoordinatorState {
         let workers = &self.workers;
         let cluster = || cluster_view(workers, worker, live_after);
         let picks = pick_jobs(queued, worker, caller_free, cluster, now);
-        let mut picked: Vec<(JobId, Option<Assignment>)> = Vec::new();
-        for pick in &picks {
+        // Picks come in queue order: taking them out from the back keeps the earlier
+        // indices valid.
+        let mut picked: Vec<(JobId, Option<Assignment>)> = Vec::with_capacity(picks.len());
+        for pick in picks.into_iter().rev() {
             let (index, assignment) = match pick {
-                Pick::Single(index) => (*index, None),
-                Pick::Gang(index, assignment) => (*index, Some(assignment.clone())),
+                Pick::Single(index) => (index, None),
+                Pick::Gang(index, assignment) => (index, Some(assignment)),
             };
-            if let Some(id) = self.queue.get(index) {
-                picked.push((id.clone(), assignment));
+            if let Some(id) = self.queue.remove(index) {
+                picked.push((id, assignment));
             }
         }
-        let mut indices: Vec<usize> = picks
-            .iter()
-            .map(|pick| match pick {
-                Pick::Single(index) | Pick::Gang(index, _) => *index,
-            })
-            .collect();
-        indices.sort_unstable();
-        for index in indices.iter().rev() {
-            self.queue.remove(*index);
-        }
+        picked.reverse();
         // Entries ahead of the picked ones that are no longer queued (cancelled jobs)
         // are dropped as they are met.
         while self.queue.front().is_some_and(|id| {

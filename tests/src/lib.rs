@@ -128,6 +128,16 @@ impl TestWorkspace {
         Self { _dir: dir, root }
     }
 
+    /// `expcluster submit --stage <stage> --workspace <root> <extra>` (coordinator and
+    /// workers in-process), which must succeed; returns its stdout.
+    #[track_caller]
+    pub fn submit_here(&self, stage: &str, extra: &[&str]) -> String {
+        let root = self.root.to_str().expect("a UTF-8 workspace path");
+        let mut args = vec!["submit", "--stage", stage, "--workspace", root];
+        args.extend_from_slice(extra);
+        assert_success(&expcluster(&args))
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }
@@ -277,6 +287,15 @@ pub fn assert_success(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// `expcluster submit --stage <stage> --coordinator <address> <extra>`, which must
+/// succeed; returns its stdout.
+#[track_caller]
+pub fn submit_to(address: &str, stage: &str, extra: &[&str]) -> String {
+    let mut args = vec!["submit", "--stage", stage, "--coordinator", address];
+    args.extend_from_slice(extra);
+    assert_success(&expcluster(&args))
 }
 
 /// Runs `expcluster <args>` to its end.

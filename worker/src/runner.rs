@@ -163,59 +163,44 @@ pub async fn run_attempt(
         live_logs.stop();
     }
     let _ = slot_free.send(());
-    let Some(reporter) = reporter else {
-        // A rank other than 0: only its end is reported (a failure stops the gang).
-        let (outcome, exit_code, error) = classify(&end, error, timeout);
-        let request = completion(
-            &context,
-            &spec,
-            outcome,
-            exit_code,
-            error,
-            stderr_tail,
-            0,
-            started,
-        );
-        send_completion(&context, request).await;
-        return;
-    };
-    let metric_count = match reporter.await {
-        Ok(ReportEnd::AllAcked(count)) => count,
-        Ok(ReportEnd::Refused(reason)) => {
-            tracing::warn!(%job_id, attempt, %reason, "the coordinator refused this attempt's metrics; abandoning it");
-            return;
-        }
-        Err(err) => {
-            tracing::error!(%job_id, attempt, %err, "metric reporter failed");
-            return;
-        }
-    };
     let (outcome, exit_code, error) = classify(&end, error, timeout);
-    // The logs and the result arrays go up side by side (each upload is answered after
-    // a shared fsync on the coordinator, so one round trip serves them all); both are
-    // in before the completion, which ends the attempt's right to upload.
-    let results = async {
-        if outcome == v1::Outcome::Succeeded {
-            upload_results(&context, &spec, &dir).await
-        } else {
-            Ok(())
+    let (outcome, error, metric_count) = match reporter {
+        // A rank other than 0: only its end is reported (a failure stops the gang).
+        None => (outcome, error, 0),
+        Some(reporter) => {
+            let metric_count = match reporter.await {
+                Ok(ReportEnd::AllAcked(count)) => count,
+                Ok(ReportEnd::Refused(reason)) => {
+                    tracing::warn!(%job_id, attempt, %reason, "the coordinator refused this attempt's metrics; abandoning it");
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(%job_id, attempt, %err, "metric reporter failed");
+                    return;
+                }
+            };
+            // The logs and the result arrays go up side by side (each upload is
+            // answered after a shared fsync on the coordinator, so one round trip
+            // serves them all); both are in before the completion, which ends the
+            // attempt's right to upload.
+            let results = async {
+                if outcome == v1::Outcome::Succeeded {
+                    upload_results(&context, &spec, &dir).await
+                } else {
+                    Ok(())
+                }
+            };
+            let (results, ()) = tokio::join!(results, upload_logs(&context, &spec, &dir));
+            match results {
+                Ok(()) => (outcome, error, metric_count),
+                Err(err) => (
+                    v1::Outcome::Failed,
+                    format!("uploading results failed: {err}"),
+                    metric_count,
+                ),
+            }
         }
     };
-    let (results, ()) = tokio::join!(results, upload_logs(&context, &spec, &dir));
-    if let Err(err) = results {
-        let request = completion(
-            &context,
-            &spec,
-            v1::Outcome::Failed,
-            exit_code,
-            format!("uploading results failed: {err}"),
-            stderr_tail,
-            metric_count,
-            started,
-        );
-        send_completion(&context, request).await;
-        return;
-    }
     let request = completion(
         &context,
         &spec,

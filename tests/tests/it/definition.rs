@@ -310,19 +310,9 @@ fn resubmission_config(baseline_base: f64) -> String {
 }
 
 fn submit(ws: &TestWorkspace, extra: &[&str]) -> String {
-    let mut args = vec![
-        "submit",
-        "--stage",
-        "baselines",
-        "--slots",
-        "2",
-        "--workspace",
-        ws.root.to_str().unwrap(),
-    ];
+    let mut args = vec!["--slots", "2"];
     args.extend_from_slice(extra);
-    let output = expcluster(&args);
-    assert_success(&output);
-    text(&output.stdout)
+    ws.submit_here("baselines", &args)
 }
 
 /// (job id, fingerprint) of every successful job_completed event, in log order.
@@ -455,17 +445,7 @@ fn index_json_names_the_jobs_behind_every_array_and_curves_are_seeds_by_epochs()
         &resubmission_config(0.25),
         &[("runfile.py", RUNFILE)],
     );
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "full",
-        "--force",
-        "--slots",
-        "2",
-        "--workspace",
-        ws.root.to_str().unwrap(),
-    ]);
-    assert_success(&output);
+    ws.submit_here("full", &["--force", "--slots", "2"]);
     let events = ws.events_of("job_completed");
     assert_eq!(
         events.len(),

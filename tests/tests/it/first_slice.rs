@@ -3,7 +3,7 @@
 //! `.npy` files, everything checked in the workspace with numpy.
 
 use expcluster_tests::{
-    assert_success, expcluster, numpy_load, start_coordinator, start_worker, wait_until,
+    assert_success, expcluster, numpy_load, start_coordinator, start_worker, submit_to, wait_until,
     TestWorkspace,
 };
 use serde_json::Value;
@@ -56,8 +56,7 @@ fn a_stage_of_command_jobs_lands_every_metric_and_array_in_the_workspace() {
     let _w1 = start_worker(&address, 1, &scratch.path().join("w1"));
     let _w2 = start_worker(&address, 1, &scratch.path().join("w2"));
 
-    let output = expcluster(&["submit", "--stage", "baselines", "--coordinator", &address]);
-    let stdout = assert_success(&output);
+    let stdout = submit_to(&address, "baselines", &[]);
     assert!(
         stdout.contains("test_accuracy"),
         "submit prints the metrics: {stdout}"
@@ -332,14 +331,7 @@ fn slots_per_gpu_runs_several_jobs_on_one_gpu_at_once() {
             .spawn()
             .unwrap(),
     };
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--coordinator",
-        &address,
-    ]);
-    assert_success(&output);
+    submit_to(&address, "implementation", &[]);
     let completed = ws.events_of("job_completed");
     assert_eq!(completed.len(), 2);
     for event in completed {

@@ -2,9 +2,7 @@
 //! `torch.distributed` (gloo) command jobs given torchrun's environment, a rank
 //! killed mid-run, and gangs that do not fit the free slots.
 
-use expcluster_tests::{
-    assert_success, expcluster, start_coordinator, start_worker, wait_until, TestWorkspace,
-};
+use expcluster_tests::{start_coordinator, start_worker, submit_to, wait_until, TestWorkspace};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -59,17 +57,9 @@ fn gloo_config(ranks: u32, params: &str, stages: &str) -> String {
 }
 
 fn submit_detached(address: &str, stage: &str, extra: &[&str]) {
-    let mut args = vec![
-        "submit",
-        "--stage",
-        stage,
-        "--detach",
-        "--coordinator",
-        address,
-    ];
+    let mut args = vec!["--detach"];
     args.extend_from_slice(extra);
-    let output = expcluster(&args);
-    assert_success(&output);
+    submit_to(address, stage, &args);
 }
 
 fn completed(ws: &TestWorkspace, stage: &str) -> Vec<Value> {

@@ -5,9 +5,7 @@
 
 use crate::security::{clients, config, security, token, tree, RUNFILE};
 use expcluster_proto::v1;
-use expcluster_tests::{
-    assert_success, expcluster, start_coordinator, start_worker, TestWorkspace,
-};
+use expcluster_tests::{assert_success, start_coordinator, start_worker, submit_to, TestWorkspace};
 use expcluster_worker::client::{channel, ProtocolHeader, WorkerClient};
 use tonic::Code;
 
@@ -315,14 +313,7 @@ fn a_job_planting_symlinks_in_its_output_gets_none_of_them_stored() {
     let scratch = tempfile::tempdir().unwrap();
     let _worker = start_worker(&address, 1, scratch.path());
     let outside_before = tree(outside_dir.path());
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--coordinator",
-        &address,
-    ]);
-    assert_success(&output);
+    submit_to(&address, "implementation", &[]);
     let done = &ws.events_of("job_completed")[0];
     let job_dir = ws.path(&format!(
         "experiment_results/jobs/{}/{}",

@@ -223,14 +223,7 @@ fn torn_files(ws: &TestWorkspace) -> Vec<std::path::PathBuf> {
 /// A workspace whose log holds the events of a real (small) stage.
 fn workspace_with_a_log(idea: &str) -> TestWorkspace {
     let ws = TestWorkspace::new(idea, &config(3), &[("runfile.py", RUNFILE)]);
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--workspace",
-        ws.root.to_str().unwrap(),
-    ]);
-    assert_success(&output);
+    ws.submit_here("implementation", &[]);
     ws
 }
 
@@ -302,14 +295,7 @@ fn a_torn_last_line_is_set_aside_with_a_warning() {
     );
 
     // The next writer continues the sequence right after the last complete event.
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--workspace",
-        ws.root.to_str().unwrap(),
-    ]);
-    assert_success(&output);
+    ws.submit_here("implementation", &[]);
     let (after, torn) = read_log(&ws);
     assert!(!torn);
     assert!(after.len() > events.len());

@@ -4,8 +4,8 @@
 //! coordinator, worker and CLI processes on loopback.
 
 use expcluster_tests::{
-    assert_success, expcluster, expcluster_bin, start_coordinator, start_worker, token_file,
-    wait_until, Proc, TestWorkspace,
+    expcluster, expcluster_bin, start_coordinator, start_worker, submit_to, token_file, wait_until,
+    Proc, TestWorkspace,
 };
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -116,15 +116,7 @@ impl Follower {
 }
 
 fn submit(address: &str) {
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--detach",
-        "--coordinator",
-        address,
-    ]);
-    assert_success(&output);
+    submit_to(address, "implementation", &["--detach"]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::{clients, config, security, token, RUNFILE};
 use expcluster_proto::v1;
-use expcluster_tests::{assert_success, expcluster, start_coordinator, token_file, TestWorkspace};
+use expcluster_tests::{expcluster, start_coordinator, submit_to, token_file, TestWorkspace};
 use expcluster_worker::client::{ClientSecurity, ClientTlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -131,16 +131,7 @@ async fn a_stage_runs_over_tls_and_plaintext_callers_get_nothing() {
         .spawn()
         .unwrap();
     let _worker = expcluster_tests::Proc { child: worker };
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--coordinator",
-        &address,
-        "--tls-ca",
-        s(&pki.ca),
-    ]);
-    assert_success(&output);
+    submit_to(&address, "implementation", &["--tls-ca", s(&pki.ca)]);
     assert_eq!(ws.events_of("job_completed").len(), 1);
     assert_eq!(ws.events_of("job_completed")[0]["status"], "succeeded");
 
@@ -237,19 +228,17 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_of_its_ca() {
         .spawn()
         .unwrap();
     let _worker = expcluster_tests::Proc { child: worker };
-    let output = expcluster(&[
-        "submit",
-        "--stage",
-        "implementation",
-        "--coordinator",
+    submit_to(
         &address,
-        "--tls-ca",
-        s(&pki.ca),
-        "--tls-cert",
-        s(&pki.client_cert),
-        "--tls-key",
-        s(&pki.client_key),
-    ]);
-    assert_success(&output);
+        "implementation",
+        &[
+            "--tls-ca",
+            s(&pki.ca),
+            "--tls-cert",
+            s(&pki.client_cert),
+            "--tls-key",
+            s(&pki.client_key),
+        ],
+    );
     assert_eq!(ws.events_of("job_completed")[0]["status"], "succeeded");
 }
