@@ -8,9 +8,25 @@ use crate::results::{write_stage_results, JobOutcome};
 use crate::state::{CoordinatorState, JobRecord, StageRun};
 use expcluster_core::config::LoadedConfig;
 use expcluster_core::expand::{expand_stage, StageRequest};
-use expcluster_core::{ExperimentConfig, JobId, Stage};
+use expcluster_core::{ExperimentConfig, JobDefinition, JobId, Stage};
+use serde::Serialize;
 use serde_json::json;
 use std::collections::HashSet;
+
+/// The journal's `stage` record: what recovery needs to rebuild a stage run and its
+/// jobs. Fields in the order the record has always had (recovery reads it by name).
+#[derive(Serialize)]
+struct StageRecord<'a> {
+    stage_run: u64,
+    stage: Stage,
+    jobs: &'a [JobDefinition],
+    reused: Vec<&'a JobId>,
+    primary_metric: &'a str,
+    code_digest: &'a str,
+    max_attempts: u32,
+    data_parallel: u32,
+    timeout_ms: u64,
+}
 
 /// The answer to a submission.
 #[derive(Debug, Clone)]
@@ -69,22 +85,28 @@ impl CoordinatorState {
             .filter(|def| !rerun && self.completed.get(&def.id) == Some(&def.fingerprint))
             .map(|def| &def.id)
             .collect();
-        self.journal_record(
-            "stage",
-            json!({
-                "stage_run": run_id,
-                "stage": stage,
-                "jobs": definitions,
-                "reused": reused_ids,
-                "primary_metric": loaded.config.primary_metric.name,
-                "code_digest": code.digest,
-                "max_attempts": resources.max_attempts,
-                "data_parallel": resources.data_parallel,
-                "timeout_ms": resources.timeout().as_millis() as u64,
-            }),
-        )?;
+        // Serialized straight into the journal line: no `Value` copy of every
+        // definition (that copy, not the jobs, was most of a large submission's peak).
+        let record = StageRecord {
+            stage_run: run_id,
+            stage,
+            jobs: &definitions,
+            reused: reused_ids,
+            primary_metric: &loaded.config.primary_metric.name,
+            code_digest: &code.digest,
+            max_attempts: resources.max_attempts,
+            data_parallel: resources.data_parallel,
+            timeout_ms: resources.timeout().as_millis() as u64,
+        };
+        self.journal
+            .append_serialized("stage", self.idea_version, &record)
+            .map_err(CoordinatorError::storage)?;
+        // Sized up front: growing the jobs map by doubling holds the old and the new
+        // table at once, a transient peak of 1.5x the map.
+        self.jobs.reserve(definitions.len());
+        self.queue.reserve(definitions.len());
         let mut reused = HashSet::new();
-        let mut job_ids = Vec::new();
+        let mut job_ids = Vec::with_capacity(definitions.len());
         for def in definitions {
             let id = def.id.clone();
             job_ids.push(id.clone());
@@ -113,13 +135,14 @@ impl CoordinatorState {
             self.queue.push_back(id);
         }
         let total = job_ids.len();
+        let jobs_reused = reused.len();
         self.log_event(
             "stage_started",
             json!({
                 "stage": stage,
                 "stage_run": run_id,
                 "jobs_total": total,
-                "jobs_reused": reused.len(),
+                "jobs_reused": jobs_reused,
                 "code_digest": code.digest,
                 "config": loaded.config.name,
             }),
@@ -128,7 +151,7 @@ impl CoordinatorState {
             id: run_id,
             stage,
             jobs: job_ids,
-            reused: reused.clone(),
+            reused,
             idea_version: self.idea_version,
             finished: false,
             outputs: Vec::new(),
@@ -140,7 +163,7 @@ impl CoordinatorState {
         Ok(Submitted {
             stage_run: run_id,
             jobs_total: total,
-            jobs_reused: reused.len(),
+            jobs_reused,
             attached: false,
         })
     }
@@ -267,5 +290,63 @@ impl CoordinatorState {
         });
         self.finish_stages_if_done()?;
         Ok(cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The typed record serializes exactly as the `json!` literal it replaced (same
+    /// keys, order and values), so journals written before and after read the same.
+    #[test]
+    fn the_stage_record_matches_the_former_json_literal() {
+        let text = "name: x\nprimary_metric: {name: acc, goal: max}\n\
+                    job: {command: [python, runfile.py], params: {lr: 0.1, depth: 2}}\n\
+                    methods: {proposed: {}, other: {params.depth: 3}}\n\
+                    stages: {full: {seeds: 2, sweep: {params.lr: [0.01, 1.5e-7]}}}\n";
+        let loaded = ExperimentConfig::parse(text, Path::new("config.yaml")).expect("valid");
+        let definitions = expand_stage(
+            &loaded,
+            StageRequest {
+                stage: Stage::Full,
+                code_digest: "digest",
+            },
+        )
+        .expect("expands");
+        let reused: Vec<&JobId> = definitions.iter().take(1).map(|def| &def.id).collect();
+        let resources = &loaded.config.resources;
+        let former = json!({
+            "stage_run": 3,
+            "stage": Stage::Full,
+            "jobs": definitions,
+            "reused": reused,
+            "primary_metric": loaded.config.primary_metric.name,
+            "code_digest": "digest",
+            "max_attempts": resources.max_attempts,
+            "data_parallel": resources.data_parallel,
+            "timeout_ms": resources.timeout().as_millis() as u64,
+        });
+        let record = StageRecord {
+            stage_run: 3,
+            stage: Stage::Full,
+            jobs: &definitions,
+            reused: reused.clone(),
+            primary_metric: &loaded.config.primary_metric.name,
+            code_digest: "digest",
+            max_attempts: resources.max_attempts,
+            data_parallel: resources.data_parallel,
+            timeout_ms: resources.timeout().as_millis() as u64,
+        };
+        assert_eq!(definitions.len(), 8);
+        assert_eq!(
+            serde_json::to_string(&record).expect("record"),
+            former.to_string()
+        );
+        // And recovery's reading of it gives the definitions back.
+        let back: Vec<JobDefinition> =
+            serde_json::from_value(former["jobs"].clone()).expect("definitions");
+        assert_eq!(back, definitions);
     }
 }
