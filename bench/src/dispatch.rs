@@ -51,6 +51,16 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             ms(reference.2),
             "-".to_owned(),
         ]);
+        eprintln!("dispatch: the gRPC floor with {workers} simulated workers");
+        let floor = rpc_floor(workers).await?;
+        rows.push(vec![
+            format!("gRPC floor: 2 Heartbeat calls per job, {workers} workers"),
+            format!("{}", floor.calls / 2),
+            format!("{:.0}", floor.jobs_per_s),
+            "-".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+        ]);
         let measured = coordinator_dispatch(workers).await?;
         rows.push(vec![
             format!("coordinator, {workers} simulated workers"),
@@ -111,6 +121,48 @@ fn spawn_reference(jobs: usize, threads: usize) -> anyhow::Result<(f64, Duration
         quantile(&mut latencies, 0.5),
         quantile(&mut latencies, 0.99),
     ))
+}
+
+/// How fast the same coordinator answers the cheapest worker call (Heartbeat: token
+/// check, one hash lookup under the state mutex, the commit layer) from the same
+/// number of connections: what dispatch would reach if a job cost nothing but its two
+/// round trips (lease, complete).
+struct Floor {
+    calls: u64,
+    jobs_per_s: f64,
+}
+
+async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
+    const RUN_FOR: Duration = Duration::from_secs(3);
+    let cluster = Cluster::start(&config(), &[]).await?;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let mut client = cluster.worker()?;
+        let worker_id = register(&mut client, 1).await?;
+        handles.push(tokio::spawn(async move {
+            let mut calls = 0u64;
+            while started.elapsed() < RUN_FOR {
+                let request = v1::HeartbeatRequest {
+                    worker_id: worker_id.clone(),
+                    running: Vec::new(),
+                };
+                client.heartbeat(request).await?;
+                calls += 1;
+            }
+            anyhow::Ok(calls)
+        }));
+    }
+    let mut calls = 0;
+    for handle in handles {
+        calls += handle.await??;
+    }
+    let elapsed = started.elapsed();
+    cluster.shutdown().await;
+    Ok(Floor {
+        calls,
+        jobs_per_s: rate(calls, elapsed) / 2.0,
+    })
 }
 
 struct Dispatch {

@@ -125,7 +125,7 @@ impl CoordinatorState {
             let path = spool_dir.join(format!("{job_id}.a{attempt}.jsonl"));
             // The attempt's first point starts the file afresh: a spool of the same
             // name left by an earlier run of this job (a rerun stage) is not this
-            // attempt's, and recovery rebuilds metrics.json from it.
+            // attempt's, and recovery rebuilds the attempt's results line from it.
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -293,22 +293,21 @@ impl CoordinatorState {
     ) -> Result<(), CoordinatorError> {
         let job = self.job(job_id)?;
         let final_metrics = job.final_metrics();
-        let dir = self
-            .workspace
-            .job_results_dir(job_id.as_str(), &job.def.fingerprint);
         let result = AttemptResult {
             stage_run: job.stage_run,
             attempt,
             artifacts: &job.artifacts,
             duration_s: job.duration_s,
         };
-        let bytes = job_metrics::render(&job.def, &result, &job.series)
+        let line = job_metrics::render(&job.def, &result, &job.series)
             .map_err(CoordinatorError::storage)?;
-        // No fsync: the spool (synced before the points were acknowledged) and the
-        // job_completed event below hold all of it, and recovery rebuilds the file
-        // from them if a crash loses it (job_metrics.rs).
-        job_metrics::write_unsynced(&dir.join("metrics.json"), &bytes)
+        // Before the event that says the attempt succeeded; the same group commit
+        // makes both durable before the completion is answered (job_metrics.rs).
+        let at = self
+            .results
+            .append(&line)
             .map_err(CoordinatorError::storage)?;
+        let job = self.job(job_id)?;
         let mut event = attempt_event(job, attempt, worker, "succeeded");
         event.insert("metrics".into(), map_to_json(&final_metrics));
         event.insert("artifacts".into(), json!(job.artifacts));
@@ -325,6 +324,7 @@ impl CoordinatorState {
             .apply(JobEvent::Succeeded)
             .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
         self.completed.insert(job_id.clone(), fingerprint);
+        self.result_lines.insert(job_id.clone(), at);
         Ok(())
     }
 

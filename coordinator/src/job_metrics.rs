@@ -1,16 +1,19 @@
-//! A succeeded job's `metrics.json`, and its repair after a crash.
+//! A succeeded attempt's line in `experiment_results/job_results.jsonl`
+//! ([`crate::results_file`]), and its repair after a crash.
 //!
-//! Everything `metrics.json` says is already durable before a completion is
-//! acknowledged: the series in the attempt's metric spool
-//! (`.expcluster/metrics/<job>.a<N>.jsonl`, every point acknowledged, and so synced,
-//! before the worker may complete), the rest in the research log's `job_completed`
-//! event. So the file is written without fsyncs of its own (they were most of a
-//! completion's cost, taken under the state mutex), and recovery rewrites, durably,
-//! any `metrics.json` of a succeeded attempt that a crash left missing, truncated,
-//! unparsable or from another attempt. Spools are kept for that reason.
+//! The line is appended, and made durable by the group commit, before the research
+//! log's `job_completed` event that says the attempt succeeded, and both before the
+//! completion is acknowledged. A crash inside that group-commit round can still leave
+//! the event on disk without the line (the kernel may write the log back first), so on
+//! start-up recovery rebuilds the missing line of each latest success from the
+//! attempt's metric spool (`.expcluster/metrics/<job>.a<N>.jsonl`, every point synced
+//! before it was acknowledged) and the event. A workspace written before this file
+//! existed has a `jobs/<id>/<fingerprint>/metrics.json` per success instead: recovery
+//! copies each into a line the same way.
 
+use crate::results_file::{LineRef, ResultsFile};
 use crate::state::JobRecord;
-use crate::workspace::{write_atomic, Workspace};
+use crate::workspace::Workspace;
 use expcluster_core::json_float::{map_to_json, series_to_json};
 use expcluster_core::{JobDefinition, JobId};
 use serde_json::{json, Value};
@@ -18,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-/// What `metrics.json` holds besides the job's definition and series.
+/// What a results line holds besides the job's definition and series.
 pub struct AttemptResult<'a> {
     pub stage_run: u64,
     pub attempt: u32,
@@ -26,7 +29,7 @@ pub struct AttemptResult<'a> {
     pub duration_s: f64,
 }
 
-/// The bytes of a job's `metrics.json`.
+/// A job's results line (ending in a newline).
 pub fn render(
     def: &JobDefinition,
     result: &AttemptResult<'_>,
@@ -51,12 +54,9 @@ pub fn render(
         "artifacts": result.artifacts,
         "duration_s": result.duration_s,
     });
-    serde_json::to_vec_pretty(&record).map_err(io::Error::other)
-}
-
-/// Replaces `path` with `bytes` without fsyncing: for files recovery can rebuild.
-pub fn write_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    crate::group_commit::replace_unsynced(path, bytes).map(drop)
+    let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// A succeeded attempt as the research log recorded it, for [`repair`].
@@ -65,28 +65,31 @@ pub struct Success<'a> {
     pub event: &'a Value,
 }
 
-/// Whether `path` holds a complete `metrics.json` of this attempt.
-fn is_intact(path: &Path, stage_run: u64, attempt: u32) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    serde_json::from_slice::<Value>(&bytes).is_ok_and(|stored| {
-        stored["stage_run"].as_u64() == Some(stage_run)
-            && stored["attempt"].as_u64() == Some(u64::from(attempt))
-    })
+/// The legacy `metrics.json` of this attempt, if it is intact, as a results line.
+fn legacy_line(path: &Path, stage_run: u64, attempt: u32) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let stored = serde_json::from_slice::<Value>(&bytes).ok()?;
+    let same_attempt = stored["stage_run"].as_u64() == Some(stage_run)
+        && stored["attempt"].as_u64() == Some(u64::from(attempt));
+    let mut line = serde_json::to_vec(&stored).ok().filter(|_| same_attempt)?;
+    line.push(b'\n');
+    Some(line)
 }
 
-/// Rewrites (durably) the `metrics.json` of `success` if a crash lost it, from the
-/// attempt's spool and the log event. Returns whether it rewrote the file.
+/// Appends (durably) the results line of `success`, which a crash lost or an older
+/// version kept in `metrics.json`, and returns where it is; `None` if it cannot be
+/// rebuilt.
 ///
-/// `def` is the job's definition; the series is only trusted if its final values are
-/// the ones the log recorded (a spool reused by a later attempt of the same name would
-/// not be), otherwise the file stays missing and the stage counts the job as failed.
+/// `def` is the job's definition; a series from the spool is only trusted if its final
+/// values are the ones the log recorded (a spool reused by a later attempt of the same
+/// name would not be), otherwise the line stays missing and the stage counts the job
+/// as failed.
 pub fn repair(
     workspace: &Workspace,
+    results: &mut ResultsFile,
     def: &JobDefinition,
     success: &Success<'_>,
-) -> io::Result<bool> {
+) -> io::Result<Option<LineRef>> {
     let event = success.event;
     let (Some(stage_run), Some(attempt)) = (
         event["stage_run"].as_u64(),
@@ -94,13 +97,13 @@ pub fn repair(
             .as_u64()
             .and_then(|a| u32::try_from(a).ok()),
     ) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let path = workspace
+    let legacy = workspace
         .job_results_dir(success.job.as_str(), &def.fingerprint)
         .join("metrics.json");
-    if is_intact(&path, stage_run, attempt) {
-        return Ok(false);
+    if let Some(line) = legacy_line(&legacy, stage_run, attempt) {
+        return results.append(&line).map(Some);
     }
     let mut scratch = JobRecord::new(def.clone(), 1, std::time::Duration::ZERO, stage_run);
     let spool = workspace
@@ -117,8 +120,8 @@ pub fn repair(
                 .is_some_and(|v| v.to_bits() == value.to_bits() || (v.is_nan() && value.is_nan()))
         });
     if !same {
-        tracing::error!(job = %success.job, attempt, spool = %spool.display(), "cannot rebuild metrics.json: the spool does not match the research log");
-        return Ok(false);
+        tracing::error!(job = %success.job, attempt, spool = %spool.display(), "cannot rebuild the job's results: the spool does not match the research log");
+        return Ok(None);
     }
     let artifacts: Vec<String> =
         serde_json::from_value(event["artifacts"].clone()).unwrap_or_default();
@@ -128,10 +131,9 @@ pub fn repair(
         artifacts: &artifacts,
         duration_s: event["duration_s"].as_f64().unwrap_or(0.0),
     };
-    let bytes = render(def, &result, &scratch.series)?;
-    write_atomic(&path, &bytes)?;
-    tracing::warn!(job = %success.job, attempt, "rebuilt metrics.json from the spool and the research log");
-    Ok(true)
+    let at = results.append(&render(def, &result, &scratch.series)?)?;
+    tracing::warn!(job = %success.job, attempt, "rebuilt the job's results line from the spool and the research log");
+    Ok(Some(at))
 }
 
 /// Reloads an attempt's acknowledged metric points; a torn last line (a crash while

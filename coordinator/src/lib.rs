@@ -28,6 +28,7 @@ pub mod recovery;
 mod recovery_tests;
 pub mod research_log;
 pub mod results;
+pub mod results_file;
 pub mod scheduler;
 pub mod server;
 pub mod service;
@@ -73,7 +74,9 @@ impl Coordinator {
         }
         let (journal, _) = ResearchLog::open(&workspace.state_dir().join("journal.jsonl"), repair)
             .map_err(CoordinatorError::storage)?;
-        let mut state = CoordinatorState::new(workspace, log, journal, settings);
+        let results = results_file::ResultsFile::open(&workspace.job_results_path())
+            .map_err(CoordinatorError::storage)?;
+        let mut state = CoordinatorState::new(workspace, log, journal, settings, results);
         let recovered = state.recover(std::time::Instant::now())?;
         // The journal is read only by the recovery above.
         state.journal.release_events();

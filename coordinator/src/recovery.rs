@@ -143,7 +143,7 @@ impl CoordinatorState {
 
         // Outcomes per (run, job, attempt), from the research log, in order.
         let mut outcome_attempts: HashSet<(u64, JobId, u32)> = HashSet::new();
-        // The latest success of each (job, fingerprint): whose metrics.json is on disk.
+        // The latest success of each (job, fingerprint): whose results line must exist.
         let mut successes: HashMap<(JobId, String), &Value> = HashMap::new();
         for event in &log {
             let kind = event["type"].as_str().unwrap_or_default();
@@ -303,9 +303,13 @@ impl CoordinatorState {
         Ok(recovered)
     }
 
-    /// Rebuilds the metrics.json files a crash lost (they are written unsynced).
-    fn repair_job_metrics(&self, successes: HashMap<(JobId, String), &Value>) {
+    /// Rebuilds the results lines a crash lost (or an older version kept in
+    /// `metrics.json` files) for the latest success of each job.
+    fn repair_job_metrics(&mut self, successes: HashMap<(JobId, String), &Value>) {
         for ((job, fingerprint), event) in successes {
+            if self.result_lines.contains_key(&job) {
+                continue;
+            }
             // The definition of that fingerprint (a later run may have changed it).
             let Some(def) = self
                 .jobs
@@ -316,8 +320,14 @@ impl CoordinatorState {
                 continue;
             };
             let success = crate::job_metrics::Success { job, event };
-            if let Err(err) = crate::job_metrics::repair(&self.workspace, def, &success) {
-                tracing::error!(job = %success.job, %err, "cannot rebuild metrics.json");
+            match crate::job_metrics::repair(&self.workspace, &mut self.results, def, &success) {
+                Ok(Some(at)) => {
+                    self.result_lines.insert(success.job, at);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(job = %success.job, %err, "cannot rebuild the job's results line")
+                }
             }
         }
     }

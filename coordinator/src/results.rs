@@ -31,8 +31,14 @@ pub struct JobOutcome {
 }
 
 impl JobOutcome {
-    /// Reads a job's stored `metrics.json` (written when it succeeded).
-    pub fn load(workspace: &Workspace, def: &JobDefinition, succeeded: bool, error: &str) -> Self {
+    /// A job's outcome from its stored results line (`None`: no line, although it
+    /// succeeded, so it is counted as failed).
+    pub fn from_stored(
+        def: &JobDefinition,
+        succeeded: bool,
+        error: &str,
+        stored: Option<Value>,
+    ) -> Self {
         let mut outcome = JobOutcome {
             def: def.clone(),
             succeeded,
@@ -44,12 +50,6 @@ impl JobOutcome {
         if !succeeded {
             return outcome;
         }
-        let path = workspace
-            .job_results_dir(def.id.as_str(), &def.fingerprint)
-            .join("metrics.json");
-        let stored: Option<Value> = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         match stored {
             Some(stored) => {
                 outcome.series = series_from_json(&stored["series"]);
@@ -58,7 +58,7 @@ impl JobOutcome {
                     serde_json::from_value(stored["artifacts"].clone()).unwrap_or_default();
             }
             None => {
-                tracing::warn!(path = %path.display(), "a completed job's metrics.json is missing: counting it as failed");
+                tracing::warn!(job = %def.id, "a completed job's results line is missing from experiment_results/job_results.jsonl: counting it as failed");
                 outcome.succeeded = false;
                 outcome.error = "results missing from the workspace".to_owned();
             }

@@ -199,11 +199,16 @@ impl CoordinatorState {
         for id in &run.jobs {
             let job = self.job(id)?;
             let succeeded = matches!(job.state, JobState::Succeeded { .. });
-            outcomes.push(JobOutcome::load(
-                &self.workspace,
-                &job.def,
-                succeeded,
-                &job.error,
+            let stored = match self.result_lines.get(id).map(|at| self.results.read(*at)) {
+                Some(Ok(stored)) => Some(stored),
+                Some(Err(err)) => {
+                    tracing::error!(job = %id, %err, "cannot read the job's results line");
+                    None
+                }
+                None => None,
+            };
+            outcomes.push(JobOutcome::from_stored(
+                &job.def, succeeded, &job.error, stored,
             ));
         }
         let outputs = write_stage_results(&self.workspace, &loaded, stage, &outcomes)

@@ -8,6 +8,7 @@
 use crate::code_files::CodeFiles;
 use crate::lifecycle::JobState;
 use crate::research_log::ResearchLog;
+use crate::results_file::{LineKey, LineRef, ResultsFile};
 use crate::workspace::Workspace;
 use expcluster_core::{AttemptNumber, JobDefinition, JobId, Stage, WorkerId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -187,6 +188,11 @@ pub struct CoordinatorState {
     pub stage_runs: Vec<StageRun>,
     /// Job id → fingerprint of its last successful completion (rebuilt from the log).
     pub completed: HashMap<JobId, String>,
+    /// `experiment_results/job_results.jsonl`, the series and final values of every
+    /// succeeded attempt.
+    pub results: ResultsFile,
+    /// Job id → where the line of its last successful completion is.
+    pub result_lines: HashMap<JobId, LineRef>,
     pub next_worker: u64,
     /// A stage's results could not be written (e.g. a full disk): retry periodically.
     pub stage_finish_pending: bool,
@@ -198,9 +204,12 @@ impl CoordinatorState {
         log: ResearchLog,
         journal: ResearchLog,
         settings: Settings,
+        (results, lines): (ResultsFile, Vec<(LineKey, LineRef)>),
     ) -> Self {
         let idea_version = crate::idea::read_version(&workspace);
         let mut completed = HashMap::new();
+        // The attempt each job's latest success was: only its line counts.
+        let mut latest: HashMap<JobId, LineKey> = HashMap::new();
         for event in log.events() {
             let is_success = event["type"] == "job_completed" && event["status"] == "succeeded";
             if let (true, Some(id), Some(fingerprint)) = (
@@ -209,7 +218,25 @@ impl CoordinatorState {
                 event["fingerprint"].as_str(),
             ) {
                 if let Ok(id) = JobId::parse(id) {
-                    completed.insert(id, fingerprint.to_owned());
+                    completed.insert(id.clone(), fingerprint.to_owned());
+                    let key = LineKey {
+                        job_id: id.to_string(),
+                        fingerprint: fingerprint.to_owned(),
+                        stage_run: event["stage_run"].as_u64().unwrap_or(0),
+                        attempt: event["attempt"]
+                            .as_u64()
+                            .and_then(|a| u32::try_from(a).ok())
+                            .unwrap_or(0),
+                    };
+                    latest.insert(id, key);
+                }
+            }
+        }
+        let mut result_lines = HashMap::new();
+        for (key, at) in lines {
+            if let Ok(id) = JobId::parse(&key.job_id) {
+                if latest.get(&id) == Some(&key) {
+                    result_lines.insert(id, at);
                 }
             }
         }
@@ -224,6 +251,8 @@ impl CoordinatorState {
             workers: HashMap::new(),
             stage_runs: Vec::new(),
             completed,
+            results,
+            result_lines,
             next_worker: 1,
             stage_finish_pending: false,
         }

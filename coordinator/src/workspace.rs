@@ -73,6 +73,11 @@ impl Workspace {
         self.root.join(".expcluster")
     }
     /// Raw results of one job under one fingerprint.
+    /// One line per succeeded attempt ([`crate::results_file`]).
+    pub fn job_results_path(&self) -> PathBuf {
+        self.results_dir().join("job_results.jsonl")
+    }
+    /// A job's uploaded files (and, before `job_results.jsonl`, its `metrics.json`).
     pub fn job_results_dir(&self, job_id: &str, fingerprint: &str) -> PathBuf {
         self.results_dir()
             .join("jobs")

@@ -157,9 +157,15 @@ impl TestWorkspace {
             .collect()
     }
 
-    /// The stored raw results (`metrics.json`) of the job a log event is about.
+    /// The stored raw results (its `job_results.jsonl` line) of the attempt a log
+    /// event is about.
     pub fn job_results(&self, event: &Value) -> Value {
         job_results(&self.root, event)
+    }
+
+    /// Every line of `experiment_results/job_results.jsonl`, in order.
+    pub fn result_lines(&self) -> Vec<Value> {
+        result_lines(&self.root)
     }
 
     pub fn read_json(&self, relative: &str) -> Value {
@@ -169,18 +175,27 @@ impl TestWorkspace {
     }
 }
 
-/// The stored raw results (`metrics.json`) of the job a log event (`job_completed`)
-/// is about, in the workspace at `root`.
+/// Every line of `experiment_results/job_results.jsonl` in the workspace at `root`.
+pub fn result_lines(root: &Path) -> Vec<Value> {
+    let path = root.join("experiment_results/job_results.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("every results line parses"))
+        .collect()
+}
+
+/// The stored raw results (its `job_results.jsonl` line) of the attempt a log event
+/// (`job_completed`) is about, in the workspace at `root`.
 pub fn job_results(root: &Path, event: &Value) -> Value {
-    let path = root.join(format!(
-        "experiment_results/jobs/{}/{}/metrics.json",
-        event["job_id"].as_str().expect("event names a job"),
-        event["fingerprint"]
-            .as_str()
-            .expect("event names a fingerprint")
-    ));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("metrics.json parses")
+    let same = |line: &Value| {
+        ["job_id", "fingerprint", "stage_run", "attempt"]
+            .iter()
+            .all(|field| line[field] == event[field])
+    };
+    let mut matching: Vec<Value> = result_lines(root).into_iter().filter(same).collect();
+    matching
+        .pop()
+        .unwrap_or_else(|| panic!("no results line for the attempt of {event}"))
 }
 
 /// A process killed when dropped.

@@ -1,5 +1,5 @@
 //! `expcluster summarize --stage S`: recompute a stage's summary from the stored
-//! per-job results (`experiment_results/jobs/*/<fingerprint>/metrics.json`), with the
+//! per-job results (`experiment_results/job_results.jsonl`), with the
 //! same code the coordinator runs, so an unchanged workspace gives an identical file.
 //!
 //! It writes the workspace directly, so it takes the workspace lock and refuses to run

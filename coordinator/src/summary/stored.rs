@@ -1,16 +1,19 @@
 //! The inputs of a finished stage's summary, rebuilt from the workspace alone: the
 //! research log says which run of the stage was last (and with which code digest)
 //! and how each of its jobs ended; the config expands that run's jobs again; each
-//! successful job's `experiment_results/jobs/<id>/<fingerprint>/metrics.json` holds
-//! its values. This is what `expcluster summarize` feeds to the same summary code the
+//! successful job's line in `experiment_results/job_results.jsonl` holds its values
+//! (or, in a workspace no coordinator of this version has opened yet, its
+//! `experiment_results/jobs/<id>/<fingerprint>/metrics.json`). This is what `expcluster summarize` feeds to the same summary code the
 //! coordinator uses, so the recomputed file is identical to the stored one.
 
 use crate::results::JobOutcome;
+use crate::results_file::{scan, LineKey, LineRef};
 use crate::workspace::Workspace;
 use expcluster_core::config::LoadedConfig;
 use expcluster_core::expand::{expand_stage, StageRequest};
-use expcluster_core::Stage;
+use expcluster_core::{JobDefinition, Stage};
 use serde_json::Value;
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoredError {
@@ -51,13 +54,14 @@ pub fn stage_outcomes(
     let code_digest = started["code_digest"].as_str().unwrap_or_default();
     let definitions = expand_stage(loaded, StageRequest { stage, code_digest })
         .map_err(|err| StoredError::Config(err.to_string()))?;
+    let results = StoredResults::read(workspace)?;
     let mut outcomes = Vec::with_capacity(definitions.len());
     for def in definitions {
         let last = events.iter().rev().find(|e| {
             (e["type"] == "job_completed" || e["type"] == "job_cancelled")
                 && e["job_id"] == def.id.as_str()
         });
-        let succeeded = match last {
+        let stored = match last {
             Some(event) if event["type"] == "job_completed" && event["status"] == "succeeded" => {
                 if event["fingerprint"] != def.fingerprint.as_str() {
                     return Err(StoredError::Changed {
@@ -65,13 +69,67 @@ pub fn stage_outcomes(
                         job: def.id.to_string(),
                     });
                 }
-                true
+                Some(results.of(workspace, &def, event))
             }
-            _ => false,
+            _ => None,
         };
-        outcomes.push(JobOutcome::load(workspace, &def, succeeded, ""));
+        let succeeded = stored.is_some();
+        outcomes.push(JobOutcome::from_stored(
+            &def,
+            succeeded,
+            "",
+            stored.flatten(),
+        ));
     }
     Ok(outcomes)
+}
+
+/// `job_results.jsonl`, read whole, with every line's key.
+struct StoredResults {
+    bytes: Vec<u8>,
+    lines: HashMap<LineKey, LineRef>,
+}
+
+impl StoredResults {
+    fn read(workspace: &Workspace) -> Result<Self, StoredError> {
+        let path = workspace.job_results_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => {
+                return Err(StoredError::Io {
+                    path: path.display().to_string(),
+                    reason: err.to_string(),
+                })
+            }
+        };
+        let lines = scan(&bytes).into_iter().collect();
+        Ok(Self { bytes, lines })
+    }
+
+    /// The stored results of the attempt `event` (a `job_completed`) reports.
+    fn of(&self, workspace: &Workspace, def: &JobDefinition, event: &Value) -> Option<Value> {
+        let stage_run = event["stage_run"].as_u64()?;
+        let attempt = u32::try_from(event["attempt"].as_u64()?).ok()?;
+        let key = LineKey {
+            job_id: def.id.to_string(),
+            fingerprint: def.fingerprint.clone(),
+            stage_run,
+            attempt,
+        };
+        if let Some(at) = self.lines.get(&key) {
+            return at
+                .slice(&self.bytes)
+                .and_then(|line| serde_json::from_slice(line).ok());
+        }
+        let legacy = workspace
+            .job_results_dir(def.id.as_str(), &def.fingerprint)
+            .join("metrics.json");
+        let stored: Value = serde_json::from_slice(&std::fs::read(legacy).ok()?).ok()?;
+        (stored["stage_run"].as_u64() == Some(stage_run)
+            && stored["attempt"].as_u64() == Some(u64::from(attempt)))
+        .then_some(stored)
+    }
 }
 
 /// Every complete event of `research_log.jsonl`, read without opening it for writing

@@ -388,10 +388,13 @@ fn resubmitting_runs_only_what_changed_and_keeps_earlier_results_on_record() {
             "a changed job has a new fingerprint"
         );
         // The earlier result stays on record under the earlier fingerprint.
-        let old = ws.read_json(&format!(
-            "experiment_results/jobs/{id}/{}/metrics.json",
-            old_baseline[id]
-        ));
+        let old = ws
+            .result_lines()
+            .into_iter()
+            .find(|line| {
+                line["job_id"] == id.as_str() && line["fingerprint"] == old_baseline[id].as_str()
+            })
+            .unwrap_or_else(|| panic!("the earlier result of {id} is no longer on record"));
         let seed = old["seed"].as_f64().unwrap();
         assert_eq!(
             old["final_metrics"]["test_accuracy"].as_f64().unwrap(),
@@ -519,16 +522,10 @@ fn index_json_names_the_jobs_behind_every_array_and_curves_are_seeds_by_epochs()
             assert_eq!(finals["shape"], serde_json::json!([3]));
         }
     }
-    // Per-job raw results sit under their fingerprint.
+    // Each job's raw results are on record with their fingerprint.
     for event in &events {
-        let dir = format!(
-            "experiment_results/jobs/{}/{}",
-            event["job_id"].as_str().unwrap(),
-            event["fingerprint"].as_str().unwrap()
-        );
-        assert_eq!(
-            ws.read_json(&format!("{dir}/metrics.json"))["fingerprint"],
-            event["fingerprint"]
-        );
+        let stored = ws.job_results(event);
+        assert_eq!(stored["fingerprint"], event["fingerprint"]);
+        assert_eq!(stored["final_metrics"], event["metrics"]);
     }
 }

@@ -370,13 +370,16 @@ fn series_runfile(flag: &std::path::Path) -> String {
     )
 }
 
-/// metrics.json is written without an fsync of its own (issue 10): a coordinator
-/// killed right after two completions were acknowledged, whose metrics.json files are
-/// then lost (one deleted, one truncated, as a crash before writeback would leave
-/// them), rebuilds both on restart from the spool and the research log, identical to
-/// what was written; the stage then finishes with their values in its arrays.
+/// A succeeded attempt's results line (`experiment_results/job_results.jsonl`) is
+/// made durable in the same group-commit round as the research-log event after it, so
+/// a crash can leave the event on disk without the line (issue 10). A coordinator
+/// killed right after two completions were acknowledged, whose lines are then lost
+/// (one torn, as a crash mid-append leaves it, one gone), rebuilds both on restart:
+/// the torn one from the attempt's spool and the event, identical to what was
+/// written; the other from the `metrics.json` an older version kept per job (the
+/// migration path). The stage then finishes with their values in its arrays.
 #[test]
-fn metrics_json_lost_after_an_acknowledged_completion_is_rebuilt_on_restart() {
+fn results_lines_lost_after_an_acknowledged_completion_are_rebuilt_on_restart() {
     let flags = tempfile::tempdir().unwrap();
     let flag = flags.path().join("go");
     let config = "name: journal\nprimary_metric: {name: score, goal: max}\n\
@@ -412,31 +415,36 @@ fn metrics_json_lost_after_an_acknowledged_completion_is_rebuilt_on_restart() {
     let successes = ws.events_of("job_completed");
     assert_eq!(successes.len(), 2, "{successes:?}");
     let mut originals = Vec::new();
-    for (index, event) in successes.iter().enumerate() {
+    for event in &successes {
         let original = ws.job_results(event);
         let seed = event["seed"].as_u64().unwrap() as f64;
         let expected: Vec<f64> = (1..=4).map(|step| step as f64 / (seed + 3.0)).collect();
         assert_eq!(original["series"]["loss"], serde_json::json!(expected));
-        let path = ws.path(&format!(
-            "experiment_results/jobs/{}/{}/metrics.json",
-            event["job_id"].as_str().unwrap(),
-            event["fingerprint"].as_str().unwrap()
-        ));
-        if index == 0 {
-            std::fs::remove_file(&path).unwrap();
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        }
         originals.push(original);
     }
+    // The first success survives only as an older version's metrics.json (marked, to
+    // tell it from a rebuild); the second's line is torn.
+    originals[0]["duration_s"] = serde_json::json!(12345.0);
+    let legacy = ws.path(&format!(
+        "experiment_results/jobs/{}/{}/metrics.json",
+        successes[0]["job_id"].as_str().unwrap(),
+        successes[0]["fingerprint"].as_str().unwrap()
+    ));
+    std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+    std::fs::write(&legacy, serde_json::to_vec_pretty(&originals[0]).unwrap()).unwrap();
+    let torn = serde_json::to_vec(&originals[1]).unwrap();
+    std::fs::write(
+        ws.path("experiment_results/job_results.jsonl"),
+        &torn[..torn.len() / 2],
+    )
+    .unwrap();
 
     let (_coordinator, address) = start_coordinator(&ws.root, &[]);
     for (event, original) in successes.iter().zip(&originals) {
         assert_eq!(
             &ws.job_results(event),
             original,
-            "metrics.json of {} rebuilt as it was",
+            "the results line of {} rebuilt as it was",
             event["job_id"]
         );
     }
