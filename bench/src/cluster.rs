@@ -1,6 +1,10 @@
 //! A real coordinator in this process (the same `Coordinator::open` + `serve` the
 //! embedded mode uses, tokens included) on a temporary workspace, and the gRPC
 //! clients simulated workers and the submitting client use to reach it.
+//!
+//! The coordinator runs on a tokio runtime of its own, with threads named
+//! `coordinator` (as a separate `expcluster coordinator` process would have its own),
+//! so its CPU time can be told from the simulated workers' ([`coordinator_cpu`]).
 
 use anyhow::Context;
 use expcluster_coordinator::auth::{Authenticator, Tokens};
@@ -11,8 +15,8 @@ use expcluster_proto::v1;
 use expcluster_worker::client::{
     channel, client_client, worker_client, ClientClient, ClientSecurity, WorkerClient,
 };
+use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub struct Cluster {
     pub address: String,
@@ -21,7 +25,7 @@ pub struct Cluster {
     pub worker_security: ClientSecurity,
     pub client_security: ClientSecurity,
     stop: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    server: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,41 +47,54 @@ impl Cluster {
             ..Settings::default()
         };
         let coordinator = Coordinator::open(&root, settings, false)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("cannot bind a loopback port")?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?.to_string();
         let (stop, mut stopped) = watch::channel(false);
         let security = ServerSecurity {
             auth: Authenticator::new(&tokens),
             tls: None,
         };
-        let server = tokio::spawn(async move {
-            let until_stopped = async move {
-                while !*stopped.borrow_and_update() {
-                    if stopped.changed().await.is_err() {
-                        return;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("coordinator")
+            .enable_all()
+            .build()
+            .context("cannot start the coordinator's runtime")?;
+        let server = std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let until_stopped = async move {
+                        while !*stopped.borrow_and_update() {
+                            if stopped.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let served = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => expcluster_coordinator::server::serve(
+                            listener,
+                            coordinator,
+                            security,
+                            until_stopped,
+                        )
+                        .await
+                        .map_err(|err| err.to_string()),
+                        Err(err) => Err(err.to_string()),
+                    };
+                    if let Err(err) = served {
+                        eprintln!("the benchmark coordinator stopped: {err}");
                     }
-                }
-            };
-            if let Err(err) = expcluster_coordinator::server::serve(
-                listener,
-                coordinator,
-                security,
-                until_stopped,
-            )
-            .await
-            {
-                eprintln!("the benchmark coordinator stopped: {err}");
-            }
-        });
+                })
+            })?;
         Ok(Self {
             address,
             worker_token: tokens.worker.expose().to_owned(),
             worker_security: ClientSecurity::none().with_token(tokens.worker.expose())?,
             client_security: ClientSecurity::none().with_token(tokens.client.expose())?,
             stop,
-            server,
+            server: Some(server),
             _dir: dir,
         })
     }
@@ -97,9 +114,11 @@ impl Cluster {
         ))
     }
 
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        let _ = self.server.await;
+        if let Some(server) = self.server.take() {
+            let _ = tokio::task::spawn_blocking(move || server.join()).await;
+        }
     }
 }
 
@@ -169,6 +188,48 @@ pub async fn wait_finished(
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// CPU time (user + system) used so far by this process's coordinator threads: its
+/// runtime (`coordinator`) and its fsync thread (`group-commit`), from
+/// /proc/self/task/*/stat. Threads that have exited are not counted, so read it
+/// while the coordinator runs.
+pub fn coordinator_cpu() -> Duration {
+    threads_cpu(|comm| comm == "coordinator" || comm == "group-commit")
+}
+
+/// CPU time (user + system) used so far by every thread of this process.
+pub fn process_cpu() -> Duration {
+    threads_cpu(|_| true)
+}
+
+/// CPU time of the live threads of this process whose name `pick` accepts.
+fn threads_cpu(pick: impl Fn(&str) -> bool) -> Duration {
+    // /proc reports times in USER_HZ ticks, which Linux fixes at 100 for user space
+    // on every architecture (sysconf(_SC_CLK_TCK) would need unsafe code).
+    const TICKS_PER_S: f64 = 100.0;
+    let mut ticks = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ...": comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        if !pick(comm) {
+            continue;
+        }
+        // After the comm: state is field 3; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        ticks += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    }
+    Duration::from_secs_f64(ticks as f64 / TICKS_PER_S)
 }
 
 /// This process's resident memory in bytes, from /proc/self/status (VmRSS).

@@ -7,7 +7,9 @@
 //! every worker long-polling), and for every job of a 10,000-job stage (where it is
 //! mostly time spent queued behind the others).
 
-use crate::cluster::{complete, register, submit, wait_finished, Cluster};
+use crate::cluster::{
+    complete, coordinator_cpu, process_cpu, register, submit, wait_finished, Cluster,
+};
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +52,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             ms(reference.1),
             ms(reference.2),
             "-".to_owned(),
+            "-".to_owned(),
         ]);
         eprintln!("dispatch: the gRPC floor with {workers} simulated workers");
         let floor = rpc_floor(workers).await?;
@@ -60,6 +63,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             "-".to_owned(),
             "-".to_owned(),
             "-".to_owned(),
+            cpu_cell(floor.cpu_per_job, floor.cores),
         ]);
         let measured = coordinator_dispatch(workers).await?;
         rows.push(vec![
@@ -69,6 +73,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             ms(measured.idle_p50),
             ms(measured.idle_p99),
             format!("{} / {}", ms(measured.batch_p50), ms(measured.batch_p99)),
+            cpu_cell(measured.cpu_per_job, measured.cores),
         ]);
     }
     table(
@@ -80,6 +85,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             "submit-to-start p50 (idle)",
             "p99 (idle)",
             "p50 / p99 in the batch",
+            "coordinator CPU per job; cores busy (coordinator / all)",
         ],
         &rows,
     );
@@ -87,6 +93,13 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
         "\nReference latency is the time `Command::spawn` takes to return (fork + exec of `true`)."
     );
     Ok(())
+}
+
+fn cpu_cell(per_job: Duration, (coordinator, all): (f64, f64)) -> String {
+    format!(
+        "{:.0} us; {coordinator:.2} / {all:.2}",
+        per_job.as_secs_f64() * 1e6
+    )
 }
 
 /// Spawns `true` `jobs` times from `threads` threads; returns (processes/s, spawn p50, p99).
@@ -130,16 +143,23 @@ fn spawn_reference(jobs: usize, threads: usize) -> anyhow::Result<(f64, Duration
 struct Floor {
     calls: u64,
     jobs_per_s: f64,
+    cpu_per_job: Duration,
+    cores: (f64, f64),
 }
 
 async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
     const RUN_FOR: Duration = Duration::from_secs(3);
     let cluster = Cluster::start(&config(), &[]).await?;
-    let started = Instant::now();
-    let mut handles = Vec::new();
+    let mut clients = Vec::with_capacity(workers);
     for _ in 0..workers {
         let mut client = cluster.worker()?;
         let worker_id = register(&mut client, 1).await?;
+        clients.push((client, worker_id));
+    }
+    let started = Instant::now();
+    let (cpu_before, process_before) = (coordinator_cpu(), process_cpu());
+    let mut handles = Vec::new();
+    for (mut client, worker_id) in clients {
         handles.push(tokio::spawn(async move {
             let mut calls = 0u64;
             while started.elapsed() < RUN_FOR {
@@ -158,15 +178,26 @@ async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
         calls += handle.await??;
     }
     let elapsed = started.elapsed();
+    let cpu = coordinator_cpu().saturating_sub(cpu_before);
+    let process = process_cpu().saturating_sub(process_before);
     cluster.shutdown().await;
     Ok(Floor {
         calls,
         jobs_per_s: rate(calls, elapsed) / 2.0,
+        cpu_per_job: cpu * 2 / (calls.max(1) as u32),
+        cores: (
+            cpu.as_secs_f64() / elapsed.as_secs_f64(),
+            process.as_secs_f64() / elapsed.as_secs_f64(),
+        ),
     })
 }
 
 struct Dispatch {
     jobs_per_s: f64,
+    /// Coordinator CPU time per dispatched job.
+    cpu_per_job: Duration,
+    /// Cores busy on average: the coordinator's threads, the whole process.
+    cores: (f64, f64),
     idle_p50: Duration,
     idle_p99: Duration,
     batch_p50: Duration,
@@ -216,6 +247,7 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     eprintln!("dispatch: idle latency done");
     // Throughput: one stage of METHODS x SEEDS no-op jobs.
     let before = Instant::now();
+    let (cpu_before, process_before) = (coordinator_cpu(), process_cpu());
     let queued = submit(&mut client, "full", false).await? as usize;
     eprintln!(
         "dispatch: {queued} jobs queued after {:.2?}",
@@ -238,6 +270,8 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     }
     wait_finished(&mut client, "full").await?;
     let elapsed = before.elapsed();
+    let cpu = coordinator_cpu().saturating_sub(cpu_before);
+    let process = process_cpu().saturating_sub(process_before);
     stop.store(true, Ordering::Relaxed);
     for handle in handles {
         handle.await??;
@@ -245,6 +279,11 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     cluster.shutdown().await;
     Ok(Dispatch {
         jobs_per_s: rate(queued as u64, elapsed),
+        cpu_per_job: cpu / (queued.max(1) as u32),
+        cores: (
+            cpu.as_secs_f64() / elapsed.as_secs_f64(),
+            process.as_secs_f64() / elapsed.as_secs_f64(),
+        ),
         idle_p50: quantile(&mut idle, 0.5),
         idle_p99: quantile(&mut idle, 0.99),
         batch_p50: quantile(&mut batch, 0.5),

@@ -4,7 +4,7 @@
 //! run: the floor of durable storage, one thread appending the same batches as JSON
 //! lines to a file with an fdatasync per batch.
 
-use crate::cluster::{complete, register, submit, wait_finished, Cluster};
+use crate::cluster::{complete, coordinator_cpu, register, submit, wait_finished, Cluster};
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
 use std::io::Write;
@@ -38,6 +38,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     rows.push(vec![
         "JSON lines + fdatasync per batch, 1 thread".to_owned(),
         format!("{:.0}", rate(points, elapsed)),
+        "-".to_owned(),
         ms(quantile(&mut delays, 0.5)),
         ms(quantile(&mut delays, 0.99)),
     ]);
@@ -48,6 +49,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
         submit(&mut client, "baselines", false).await?;
         let mut handles = Vec::new();
         let started = Instant::now();
+        let cpu_before = coordinator_cpu();
         for _ in 0..workers {
             let mut worker = cluster.worker()?;
             handles.push(tokio::spawn(async move {
@@ -94,11 +96,17 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             longest = longest.max(elapsed);
             delays.extend(part);
         }
+        let cpu = coordinator_cpu().saturating_sub(cpu_before);
         wait_finished(&mut client, "baselines").await?;
         cluster.shutdown().await;
         rows.push(vec![
             format!("coordinator, {workers} workers"),
             format!("{:.0}", rate(total, longest)),
+            format!(
+                "{:.2} cores, {:.2} us/point",
+                cpu.as_secs_f64() / longest.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / total.max(1) as f64
+            ),
             ms(quantile(&mut delays, 0.5)),
             ms(quantile(&mut delays, 0.99)),
         ]);
@@ -108,7 +116,13 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             "Metric ingestion: batches of {BATCH} points, acknowledged once stored, {}s per row",
             RUN_FOR.as_secs()
         ),
-        &["system", "points/s", "batch ack delay p50", "p99"],
+        &[
+            "system",
+            "points/s",
+            "coordinator CPU",
+            "batch ack delay p50",
+            "p99",
+        ],
         &rows,
     );
     Ok(())

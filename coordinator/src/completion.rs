@@ -5,8 +5,9 @@
 //! its lease, then resumed) cannot add to or finish a job that moved on.
 
 use crate::error::CoordinatorError;
-use crate::job_metrics::{self, push_spool_line, AttemptResult};
+use crate::job_metrics::{self, AttemptResult};
 use crate::lifecycle::{retry_backoff, JobEvent, JobState};
+use crate::metric_batch::PreparedPoints;
 use crate::state::{CoordinatorState, JobRecord};
 use expcluster_core::ids::is_safe_name;
 use expcluster_core::json_float::map_to_json;
@@ -52,9 +53,6 @@ pub struct Completion {
     pub rank: u32,
 }
 
-/// Largest series index accepted (a guard against a hostile `step`).
-const MAX_STEP: u64 = 10_000_000;
-
 impl CoordinatorState {
     /// The job record, if `attempt` of `job` is currently leased to `worker`.
     pub(crate) fn current_attempt(
@@ -87,9 +85,6 @@ impl CoordinatorState {
     }
 
     /// Stores a batch of points exactly once; returns the acknowledged sequence bound.
-    ///
-    /// Points below the bound are duplicates (a resend) and skipped; a point past a gap
-    /// is not stored until the gap is filled, so the stored sequence stays contiguous.
     pub fn report_metrics(
         &mut self,
         worker: &WorkerId,
@@ -97,24 +92,33 @@ impl CoordinatorState {
         attempt: AttemptNumber,
         points: &[MetricPoint],
     ) -> Result<u64, CoordinatorError> {
+        let prepared = PreparedPoints::new(points.to_vec())?;
+        self.report_prepared(worker, job_id, attempt, &prepared)
+    }
+
+    /// [`Self::report_metrics`] for a batch checked and formatted before the lock.
+    ///
+    /// Points below the bound are duplicates (a resend) and skipped; a point past a gap
+    /// is not stored until the gap is filled, so the stored sequence stays contiguous.
+    pub fn report_prepared(
+        &mut self,
+        worker: &WorkerId,
+        job_id: &JobId,
+        attempt: AttemptNumber,
+        prepared: &PreparedPoints,
+    ) -> Result<u64, CoordinatorError> {
         let spool_dir = self.workspace.state_dir().join("metrics");
         let job = self.current_attempt(worker, job_id, attempt)?;
         let mut accepted = Vec::new();
         let mut next = job.next_seq;
-        for point in points {
+        for (index, point) in prepared.points.iter().enumerate() {
             if point.seq < next {
                 continue;
             }
             if point.seq > next {
                 break;
             }
-            if point.step > MAX_STEP || !expcluster_core::metric_line::is_metric_name(&point.name) {
-                return Err(CoordinatorError::InvalidRequest(format!(
-                    "metric point {} ({:?}, step {}) is out of bounds",
-                    point.seq, point.name, point.step
-                )));
-            }
-            accepted.push(point);
+            accepted.push(index);
             next += 1;
         }
         if accepted.is_empty() {
@@ -136,17 +140,13 @@ impl CoordinatorState {
             }
             job.spool = Some(file);
         }
-        // Formatted directly (no JSON value per point): ingestion's hot path.
-        let mut lines = Vec::with_capacity(accepted.len() * 48);
-        for point in &accepted {
-            push_spool_line(&mut lines, point.seq, &point.name, point.step, point.value);
-        }
         if let Some(spool) = job.spool.as_mut() {
             job.spool_guard
-                .append(spool, &lines)
+                .append(spool, &prepared.lines_of(&accepted))
                 .map_err(CoordinatorError::storage)?;
         }
-        for point in accepted {
+        for index in accepted {
+            let point = &prepared.points[index];
             job.record_point(&point.name, point.step, point.value);
         }
         job.next_seq = next;

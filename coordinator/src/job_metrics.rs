@@ -18,7 +18,7 @@ use expcluster_core::json_float::{map_to_json, series_to_json};
 use expcluster_core::{JobDefinition, JobId};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 /// What a results line holds besides the job's definition and series.
@@ -171,39 +171,5 @@ pub(crate) fn replay_spool(job: &mut JobRecord, path: &Path) {
         }
         job.record_point(name, step, value);
         job.next_seq += 1;
-    }
-}
-
-/// Appends one spool line per point to `out`, in the spool's format
-/// (`[seq,"name",step,"value"]`, the value as Rust's shortest round-trip text), without
-/// building a JSON value per point.
-pub fn push_spool_line(out: &mut Vec<u8>, seq: u64, name: &str, step: u64, value: f64) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "[{seq},");
-    let _ = serde_json::to_writer(&mut *out, name);
-    let _ = writeln!(out, ",{step},\"{value}\"]");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_spool_line;
-    use serde_json::json;
-
-    #[test]
-    fn spool_lines_match_the_json_value_format() {
-        for (name, value) in [
-            ("loss", 0.5),
-            ("acc", 1.0),
-            ("x", f64::NAN),
-            ("y", f64::INFINITY),
-            ("z", -1e-300),
-            ("w", 1e300),
-            ("q\"u", 0.1 + 0.2),
-        ] {
-            let mut out = Vec::new();
-            push_spool_line(&mut out, 7, name, 3, value);
-            let old = json!([7, name, 3, value.to_string()]).to_string() + "\n";
-            assert_eq!(String::from_utf8(out).expect("utf-8"), old);
-        }
     }
 }

@@ -23,6 +23,7 @@ pub mod idea;
 pub mod job_metrics;
 pub mod lifecycle;
 pub mod live_logs;
+pub mod metric_batch;
 pub mod recovery;
 #[cfg(test)]
 mod recovery_tests;

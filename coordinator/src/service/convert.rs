@@ -23,12 +23,12 @@ pub fn stage(raw: &str) -> Result<Stage, Status> {
     Stage::parse(raw).map_err(Status::invalid_argument)
 }
 
-pub fn metric_points(points: &[v1::MetricPoint]) -> Vec<MetricPoint> {
+pub fn metric_points(points: Vec<v1::MetricPoint>) -> Vec<MetricPoint> {
     points
-        .iter()
+        .into_iter()
         .map(|p| MetricPoint {
             seq: p.seq,
-            name: p.name.clone(),
+            name: p.name,
             step: p.step,
             value: p.value,
         })

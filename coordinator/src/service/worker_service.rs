@@ -2,6 +2,7 @@
 
 use super::convert;
 use crate::gang::RendezvousAnswer;
+use crate::metric_batch::PreparedPoints;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, worker_service_server::WorkerService};
 use std::sync::Arc;
@@ -123,11 +124,12 @@ impl WorkerService for WorkerApi {
         let batch = request.into_inner();
         let worker = convert::worker_id(&batch.worker_id)?;
         let job = convert::job_id(&batch.job_id)?;
-        let points = convert::metric_points(&batch.points);
+        // Checked and formatted before the state lock (metric_batch.rs).
+        let points = PreparedPoints::new(convert::metric_points(batch.points))?;
         let acked_through =
             self.coordinator
                 .lock()
-                .report_metrics(&worker, &job, batch.attempt, &points)?;
+                .report_prepared(&worker, &job, batch.attempt, &points)?;
         Ok(Response::new(v1::MetricAck { acked_through }))
     }
 
