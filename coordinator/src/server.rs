@@ -102,6 +102,14 @@ pub async fn serve(
     Ok(result?)
 }
 
+/// Accepted connections with TCP_NODELAY, as tonic's own `serve` sets and the
+/// workers' channels set on their side: a response is several small writes (headers,
+/// message, trailers), and with Nagle's algorithm the last ones wait for the peer's
+/// delayed ACK, up to 40 ms (the ingestion benchmark's p99 was 44 ms for this alone).
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -124,12 +132,4 @@ mod tests {
                 .is_ok()
         );
     }
-}
-
-/// Accepted connections with TCP_NODELAY, as tonic's own `serve` sets and the
-/// workers' channels set on their side: a response is several small writes (headers,
-/// message, trailers), and with Nagle's algorithm the last ones wait for the peer's
-/// delayed ACK, up to 40 ms (the ingestion benchmark's p99 was 44 ms for this alone).
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
