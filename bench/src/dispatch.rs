@@ -8,7 +8,7 @@
 //! mostly time spent queued behind the others).
 
 use crate::cluster::{
-    complete, coordinator_cpu, process_cpu, register, submit, wait_finished, Cluster,
+    complete, coordinator_cpu, process_cpu, register, rss_bytes, submit, wait_finished, Cluster,
 };
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
@@ -41,6 +41,7 @@ fn config() -> String {
 pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     let jobs = METHODS * seeds_per_method();
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for &workers in worker_counts {
         eprintln!("dispatch: spawning `true` {jobs} times from {workers} threads");
         let reference = spawn_reference(jobs, workers)?;
@@ -66,6 +67,11 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             cpu_cell(floor.cpu_per_job, floor.cores),
         ]);
         let measured = coordinator_dispatch(workers).await?;
+        notes.push(format!(
+            "{workers} workers: live heap still held per job after the stage finished: {:.2} KB (RSS now {:.0} MB).",
+            measured.kept_per_job as f64 / 1024.0,
+            rss_bytes() as f64 / 1e6
+        ));
         rows.push(vec![
             format!("coordinator, {workers} simulated workers"),
             jobs.to_string(),
@@ -92,6 +98,9 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     println!(
         "\nReference latency is the time `Command::spawn` takes to return (fork + exec of `true`)."
     );
+    for note in notes {
+        println!("{note}");
+    }
     Ok(())
 }
 
@@ -196,6 +205,8 @@ struct Dispatch {
     jobs_per_s: f64,
     /// Coordinator CPU time per dispatched job.
     cpu_per_job: Duration,
+    /// Live heap still held per job once the stage has finished (bytes).
+    kept_per_job: u64,
     /// Cores busy on average: the coordinator's threads, the whole process.
     cores: (f64, f64),
     idle_p50: Duration,
@@ -248,6 +259,7 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     // Throughput: one stage of METHODS x SEEDS no-op jobs.
     let before = Instant::now();
     let (cpu_before, process_before) = (coordinator_cpu(), process_cpu());
+    let heap_before = crate::heap::live_bytes();
     let queued = submit(&mut client, "full", false).await? as usize;
     eprintln!(
         "dispatch: {queued} jobs queued after {:.2?}",
@@ -272,6 +284,7 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     let elapsed = before.elapsed();
     let cpu = coordinator_cpu().saturating_sub(cpu_before);
     let process = process_cpu().saturating_sub(process_before);
+    let kept_per_job = crate::heap::live_bytes().saturating_sub(heap_before) / queued.max(1) as u64;
     stop.store(true, Ordering::Relaxed);
     for handle in handles {
         handle.await??;
@@ -280,6 +293,7 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     Ok(Dispatch {
         jobs_per_s: rate(queued as u64, elapsed),
         cpu_per_job: cpu / (queued.max(1) as u32),
+        kept_per_job,
         cores: (
             cpu.as_secs_f64() / elapsed.as_secs_f64(),
             process.as_secs_f64() / elapsed.as_secs_f64(),

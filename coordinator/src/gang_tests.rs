@@ -116,12 +116,9 @@ fn a_gang_is_placed_whole_across_workers_and_a_lost_rank_requeues_all_of_it() {
             .expect("hb"),
         vec![(job.clone(), 1)]
     );
-    let requeued: Vec<_> = state
-        .log
-        .events()
-        .iter()
+    let requeued: Vec<_> = crate::recovery_tests::logged_events(&state)
+        .into_iter()
         .filter(|e| e["type"] == "job_requeued")
-        .cloned()
         .collect();
     assert_eq!(requeued.len(), 1);
     assert_eq!(requeued[0]["worker_id"], b.0.as_str());

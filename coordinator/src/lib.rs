@@ -79,8 +79,10 @@ impl Coordinator {
             .map_err(CoordinatorError::storage)?;
         let mut state = CoordinatorState::new(workspace, log, journal, settings, results);
         let recovered = state.recover(std::time::Instant::now())?;
-        // The journal is read only by the recovery above.
+        // The journal and the research log are read only by the recovery above: events
+        // kept in memory would grow by a few hundred bytes with every job forever.
         state.journal.release_events();
+        state.log.release_events();
         if recovered.stage_runs > 0 {
             tracing::warn!(?recovered, "resuming from the journal");
         }

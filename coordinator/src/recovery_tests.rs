@@ -102,9 +102,7 @@ fn a_restart_keeps_running_attempts_metrics_and_completion_answers() {
         .expect("complete"));
     let run = state.latest_run(Stage::Implementation).expect("run");
     assert!(run.finished, "the stage finishes after the restart");
-    let completions = state
-        .log
-        .events()
+    let completions = logged_events(&state)
         .iter()
         .filter(|e| e["type"] == "job_completed")
         .count();
@@ -112,4 +110,14 @@ fn a_restart_keeps_running_attempts_metrics_and_completion_answers() {
         completions, 2,
         "one completion per job, none replayed into the log"
     );
+}
+
+/// The events of the state's research log, read from its file (a serving state keeps
+/// none in memory).
+pub(crate) fn logged_events(state: &crate::state::CoordinatorState) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state.workspace.research_log_path())
+        .expect("the research log is readable")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every logged line is JSON"))
+        .collect()
 }

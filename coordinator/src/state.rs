@@ -272,12 +272,13 @@ impl CoordinatorState {
                 map
             }
         };
+        // Serialized from a reference: the map itself moves into the log below.
         let human = format!(
             "{} [v{}] {} {}\n",
             chrono::Utc::now().to_rfc3339(),
             self.idea_version,
             event_type,
-            serde_json::Value::Object(payload.clone())
+            serde_json::to_string(&payload).unwrap_or_default()
         );
         let seq = self
             .log

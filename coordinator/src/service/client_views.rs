@@ -22,13 +22,11 @@ pub fn stage_overviews(state: &CoordinatorState) -> v1::ListStagesResponse {
             let defined = config.as_ref().is_some_and(|loaded| {
                 expcluster_core::config::stage_is_defined(&loaded.config, stage)
             });
+            // Every run is restored at start-up, finished or not (recovery.rs).
             let completed_runs = state
-                .log
-                .events()
+                .stage_runs
                 .iter()
-                .filter(|event| {
-                    event["type"] == "experiment_completed" && event["stage"] == stage.as_str()
-                })
+                .filter(|run| run.stage == stage && run.finished)
                 .count() as u32;
             let mut overview = v1::StageOverview {
                 stage: stage.to_string(),
