@@ -85,18 +85,24 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
                     seq = acked;
                 }
                 let elapsed = started.elapsed();
-                complete(&mut worker, &worker_id, &job, seq).await?;
-                anyhow::Ok((seq, elapsed, delays))
+                // Completed after the CPU reading: the last completion finishes the
+                // stage (statistics and arrays), which is not ingestion.
+                anyhow::Ok((seq, elapsed, delays, (worker, worker_id, job)))
             }));
         }
         let (mut total, mut longest, mut delays) = (0, Duration::ZERO, Vec::new());
+        let mut streams = Vec::with_capacity(workers);
         for handle in handles {
-            let (points, elapsed, part) = handle.await??;
+            let (points, elapsed, part, stream) = handle.await??;
             total += points;
             longest = longest.max(elapsed);
             delays.extend(part);
+            streams.push((points, stream));
         }
         let cpu = coordinator_cpu().saturating_sub(cpu_before);
+        for (points, (mut worker, worker_id, job)) in streams {
+            complete(&mut worker, &worker_id, &job, points).await?;
+        }
         wait_finished(&mut client, "baselines").await?;
         cluster.shutdown().await;
         rows.push(vec![
