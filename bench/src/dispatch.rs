@@ -20,6 +20,16 @@ use tokio::sync::mpsc;
 const METHODS: usize = 10;
 const IDLE_ROUNDS: usize = 200;
 
+/// Slots per simulated worker: `EXPCLUSTER_BENCH_SLOTS` (default 1). With more, a
+/// worker leases up to that many jobs per call and completes them concurrently, as a
+/// node with one slot per GPU does.
+fn slots_per_worker() -> u32 {
+    std::env::var("EXPCLUSTER_BENCH_SLOTS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(1, |slots| slots.clamp(1, 64))
+}
+
 /// Seeds per method: `EXPCLUSTER_BENCH_JOBS` / 10 (default 10,000 jobs in all).
 fn seeds_per_method() -> usize {
     std::env::var("EXPCLUSTER_BENCH_JOBS")
@@ -83,7 +93,10 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
         ]);
     }
     table(
-        &format!("Dispatch: {jobs} no-op jobs (1 slot per worker; lease + complete per job)"),
+        &format!(
+            "Dispatch: {jobs} no-op jobs ({} slot(s) per worker: one lease call for up to that many jobs, one completion call per job)",
+            slots_per_worker()
+        ),
         &[
             "system",
             "jobs",
@@ -222,21 +235,30 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     let mut handles = Vec::new();
     for _ in 0..workers {
         let mut client = cluster.worker()?;
-        let worker_id = register(&mut client, 1).await?;
+        let slots = slots_per_worker();
+        let worker_id = register(&mut client, slots).await?;
         let stop = stop.clone();
         let started_tx = started_tx.clone();
         handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let request = v1::LeaseRequest {
                     worker_id: worker_id.clone(),
-                    free_slots: 1,
+                    free_slots: slots,
                     wait_ms: 300,
                 };
                 let jobs = client.lease(request).await?.into_inner().jobs;
                 let now = Instant::now();
+                let mut completions = Vec::with_capacity(jobs.len());
                 for job in jobs {
                     let _ = started_tx.send(now);
-                    complete(&mut client, &worker_id, &job, 0).await?;
+                    // A clone shares the connection (HTTP/2 streams side by side).
+                    let (mut client, worker_id) = (client.clone(), worker_id.clone());
+                    completions.push(tokio::spawn(async move {
+                        complete(&mut client, &worker_id, &job, 0).await
+                    }));
+                }
+                for completion in completions {
+                    completion.await??;
                 }
             }
             anyhow::Ok(())
