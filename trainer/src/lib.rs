@@ -8,13 +8,12 @@
 //!
 //! Design choices and their trade-offs:
 //! - **Determinism.** On CPU the same seed gives bit-identical results. Data
-//!   generation, shuffling and weight initialisation use the trainer's own seeded RNG;
-//!   libtorch's process-wide generator (dropout only) is reseeded from (seed, epoch,
-//!   step) before every step, so a resumed run replays exactly. The price: two jobs
-//!   with dropout running concurrently *in one process* disturb each other's dropout
-//!   masks (they still train correctly, just not bit-reproducibly); without dropout
-//!   they do not interact. `threads` sets libtorch's intra-op threads, also
-//!   process-wide.
+//!   generation, shuffling, weight initialisation and dropout masks use the trainer's
+//!   own seeded RNG, the masks seeded per (seed, epoch, step, rank) so a resumed run
+//!   replays exactly, and jobs training side by side in one process do not disturb
+//!   each other. On CUDA dropout draws from libtorch's process-wide generator,
+//!   reseeded every step (no bit-reproducibility is promised there). `threads` sets
+//!   libtorch's intra-op threads, process-wide.
 //! - **Optimizers** (SGD, Adam, AdamW) are implemented here on tensors rather than
 //!   taken from tch, whose optimizers cannot export their state; ours checkpoint their
 //!   moment buffers, so resuming is exact.

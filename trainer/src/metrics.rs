@@ -27,6 +27,7 @@ pub fn evaluate(
     let ctx = Ctx {
         train: false,
         compute,
+        dropout_seed: 0,
     };
     let rows = split.rows() as i64;
     let outputs = tch::no_grad(|| {

@@ -43,6 +43,9 @@ struct Run<'a> {
     gang: Option<Gang<'a>>,
     /// In a gang: whether any rank has been asked to cancel (as of the last agreement).
     gang_cancel: bool,
+    /// The current step's seed for dropout masks (a function of seed, epoch, step and
+    /// rank, so a resumed run draws the same ones).
+    step_seed: u64,
 }
 
 /// Where ranks other than 0 send their metrics.
@@ -127,6 +130,7 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
         device,
         gang,
         gang_cancel: false,
+        step_seed: 0,
     };
     run.train(sink)?;
     run.write_results()?;
@@ -231,7 +235,9 @@ impl<'a> Run<'a> {
                 let rank = self.gang.as_ref().map_or(0, Gang::rank) as u64;
                 let mut stream = vec![purpose::TORCH, epoch as u64, step as u64];
                 stream.extend((rank > 0).then_some(rank));
-                tch::manual_seed(derive(self.job.seed, &stream) as i64);
+                self.step_seed = derive(self.job.seed, &stream);
+                // Used by dropout on CUDA only (layers.rs).
+                tch::manual_seed(self.step_seed as i64);
                 let start = step as i64 * batch;
                 let len = batch.min(rows - start);
                 let (shard_start, shard_len, mine) = self.shard(len);
@@ -358,6 +364,7 @@ impl<'a> Run<'a> {
         let ctx = Ctx {
             train: true,
             compute: self.compute,
+            dropout_seed: self.step_seed,
         };
         let out = self.net.forward(x, ctx);
         match (self.data.task, &self.spec().loss) {

@@ -3,8 +3,7 @@
 //! middle of an epoch resumes from its checkpoint to exactly the uninterrupted
 //! result, with no gap and no repeat in its arrays.
 //!
-//! libtorch's generator and thread count are process-wide, so these tests take a lock
-//! (the library documents the same constraint for jobs with dropout).
+//! libtorch's thread count is process-wide, so these tests take a lock.
 
 mod common;
 
@@ -72,6 +71,30 @@ fn same_seed_is_bit_identical_and_seeds_differ() {
     assert_ne!(
         first.final_metrics["test_loss"],
         other.final_metrics["test_loss"]
+    );
+}
+
+/// Dropout masks come from the job's own seeded stream (on the CPU), so a job trained
+/// while another trains in the same process gets exactly the results it gets alone.
+/// libtorch's process-wide generator made them depend on the interleaving before.
+#[test]
+fn a_job_with_dropout_is_bit_identical_while_another_trains_beside_it() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dirs = JobDirs::new();
+    let spec = busy_spec(4, json!({}));
+    train_ok(&dirs, "alone", &spec, 11);
+    std::thread::scope(|scope| {
+        let beside = scope.spawn(|| train_ok(&dirs, "beside", &spec, 12));
+        train_ok(&dirs, "together", &spec, 11);
+        beside.join().expect("the other job's thread");
+    });
+    let (alone, together) = (arrays(&dirs, "alone"), arrays(&dirs, "together"));
+    assert!(alone[0].iter().all(|loss| loss.is_finite()));
+    assert_eq!(
+        alone, together,
+        "another job in the process changed the results"
     );
 }
 

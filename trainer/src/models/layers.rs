@@ -7,7 +7,7 @@ use expcluster_core::trainer_spec::Activation;
 use tch::{nn, Kind, Tensor};
 
 use super::Ctx;
-use crate::rng::Rng;
+use crate::rng::{derive, Rng};
 
 /// A trainable variable initialised from `rng`: U(-bound, bound), or N(0, std²) when
 /// `normal` is set.
@@ -160,10 +160,33 @@ pub fn activate(x: &Tensor, activation: Activation) -> Tensor {
     }
 }
 
-pub fn dropout(x: &Tensor, p: f64, ctx: Ctx) -> Tensor {
-    if p > 0.0 && ctx.train {
-        x.dropout(p, true)
-    } else {
-        x.shallow_clone()
+/// Inverted dropout at one `site` of a forward pass (each call of a pass its own).
+///
+/// On the CPU the mask comes from the trainer's own stream, seeded by the step
+/// (`ctx.dropout_seed`) and the site, so a job's masks do not depend on what else runs
+/// in the process. libtorch's generator is process-wide: two jobs training at once in
+/// one worker drew from it in turn, and the same seed gave different results (21 of
+/// the demo's 49 jobs differed between two runs). On CUDA libtorch draws the mask on
+/// the device from its generator, reseeded every step (a mask made on the host would
+/// cost a copy per call); bit-reproducibility is only promised on the CPU.
+pub fn dropout(x: &Tensor, p: f64, ctx: Ctx, site: u64) -> Tensor {
+    if p <= 0.0 || !ctx.train {
+        return x.shallow_clone();
     }
+    if x.device() != tch::Device::Cpu {
+        return x.dropout(p, true);
+    }
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let mut rng = Rng::new(derive(ctx.dropout_seed, &[site]));
+    let mask: Vec<f32> = (0..x.numel())
+        .map(|_| if rng.uniform() < keep { scale } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_slice(&mask)
+        .view(x.size().as_slice())
+        .to_kind(x.kind());
+    x * mask
 }

@@ -18,6 +18,8 @@ pub struct Ctx {
     pub train: bool,
     /// Float, or BFloat16 for AMP-style mixed precision.
     pub compute: Kind,
+    /// This step's seed for dropout masks on the CPU ([`layers::dropout`]).
+    pub dropout_seed: u64,
 }
 
 pub trait Net {
@@ -123,12 +125,17 @@ impl Mlp {
 
     fn run(&self, x: &Tensor, ctx: Ctx) -> Tensor {
         let mut h = x.flatten(1, -1);
-        for (dense, norm) in &self.blocks {
+        for (site, (dense, norm)) in self.blocks.iter().enumerate() {
             h = dense.forward(&h, ctx);
             if let Some(norm) = norm {
                 h = norm.forward(&h, ctx);
             }
-            h = dropout(&activate(&h, self.activation), self.dropout, ctx);
+            h = dropout(
+                &activate(&h, self.activation),
+                self.dropout,
+                ctx,
+                site as u64,
+            );
         }
         self.head.forward(&h, ctx).to_kind(Kind::Float)
     }

@@ -132,16 +132,18 @@ impl Net for Transformer {
         let len = h.size()[1];
         // Out of place: layer norm saved `h` for the backward pass.
         h = &h + self.positions.weight.narrow(0, 0, len);
-        h = dropout(&h, self.dropout, ctx);
-        for block in &self.blocks {
+        h = dropout(&h, self.dropout, ctx, 0);
+        for (index, block) in self.blocks.iter().enumerate() {
+            // Each dropout of the pass draws its own mask (sites 0, 1, 2, ...).
+            let site = 1 + 2 * index as u64;
             let a = self.attention(block, &block.norm1.forward(&h, ctx), ctx);
-            h = &h + dropout(&a.to_kind(Kind::Float), self.dropout, ctx);
+            h = &h + dropout(&a.to_kind(Kind::Float), self.dropout, ctx, site);
             let f = block
                 .ff1
                 .forward(&block.norm2.forward(&h, ctx), ctx)
                 .gelu("none");
             let f = block.ff2.forward(&f, ctx);
-            h = &h + dropout(&f.to_kind(Kind::Float), self.dropout, ctx);
+            h = &h + dropout(&f.to_kind(Kind::Float), self.dropout, ctx, site + 1);
         }
         let pooled = self.norm.forward(&h, ctx).mean_dim(1, false, Kind::Float);
         self.head.forward(&pooled, ctx).to_kind(Kind::Float)
