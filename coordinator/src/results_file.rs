@@ -13,14 +13,15 @@
 //!
 //! The coordinator keeps, for each job's latest success, where its line is
 //! ([`LineRef`]), and reads the line back when the stage is aggregated. Readers
-//! without a coordinator (`expcluster summarize`) [`scan`] the file. A torn last line
+//! without a coordinator (`expcluster summarize`) [`scan`] the file once, then read
+//! the lines they need. A torn last line
 //! (a crash mid-append) was never acknowledged, so opening drops it.
 
 use crate::durable::AppendGuard;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -29,15 +30,6 @@ use std::path::{Path, PathBuf};
 pub struct LineRef {
     offset: u64,
     len: u64,
-}
-
-impl LineRef {
-    /// The line's bytes within the whole file's `bytes`.
-    pub fn slice(self, bytes: &[u8]) -> Option<&[u8]> {
-        let start = usize::try_from(self.offset).ok()?;
-        let end = start.checked_add(usize::try_from(self.len).ok()?)?;
-        bytes.get(start..end)
-    }
 }
 
 /// What identifies a line: the attempt it records.
@@ -70,20 +62,19 @@ impl ResultsFile {
             .append(true)
             .read(true)
             .open(path)?;
-        let bytes = std::fs::read(path)?;
-        let committed = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if committed < bytes.len() {
-            tracing::warn!(path = %path.display(), bytes = bytes.len() - committed,
+        let (lines, committed) = scan(&file)?;
+        let len = file.metadata()?.len();
+        if committed < len {
+            tracing::warn!(path = %path.display(), bytes = len - committed,
                 "the job results file ends with a torn line (never acknowledged); dropping it");
-            file.set_len(committed as u64)?;
+            file.set_len(committed)?;
             file.sync_all()?;
         }
-        let lines = scan(&bytes[..committed]);
         Ok((
             Self {
                 path: path.to_owned(),
                 file,
-                len: committed as u64,
+                len: committed,
                 guard: AppendGuard::default(),
             },
             lines,
@@ -117,29 +108,35 @@ pub fn read_line(file: &File, at: LineRef) -> io::Result<Value> {
     serde_json::from_slice(&bytes).map_err(io::Error::other)
 }
 
-/// The key and place of every complete line of `bytes` (the file's content). A line
-/// that does not parse is skipped with a warning: it identifies no attempt, and the
-/// attempt it meant is rebuilt from its spool if the research log says it succeeded.
-pub fn scan(bytes: &[u8]) -> Vec<(LineKey, LineRef)> {
+/// The key and place of every complete line of `file`, read through once (the file
+/// can hold every series of an experiment, so it is never read whole), and the length
+/// of its complete lines. A line that does not parse is skipped with a warning: it
+/// identifies no attempt, and the attempt it meant is rebuilt from its spool if the
+/// research log says it succeeded.
+pub fn scan(file: &File) -> io::Result<(Vec<(LineKey, LineRef)>, u64)> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader.seek(SeekFrom::Start(0))?;
     let mut lines = Vec::new();
     let mut offset = 0u64;
-    for line in bytes.split_inclusive(|b| *b == b'\n') {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 || !line.ends_with(b"\n") {
+            return Ok((lines, offset));
+        }
         let at = LineRef {
             offset,
-            len: line.len() as u64,
+            len: read as u64,
         };
         offset += at.len;
-        if !line.ends_with(b"\n") {
-            break;
-        }
-        match serde_json::from_slice::<LineKey>(line) {
+        match serde_json::from_slice::<LineKey>(&line) {
             Ok(key) => lines.push((key, at)),
             Err(err) => {
                 tracing::warn!(offset = at.offset, %err, "skipping an unreadable line of the job results file")
             }
         }
     }
-    lines
 }
 
 #[cfg(test)]
@@ -196,10 +193,14 @@ mod tests {
 
     #[test]
     fn an_unreadable_line_is_skipped_and_the_rest_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("job_results.jsonl");
         let mut bytes = line("a", 1);
         bytes.extend_from_slice(b"not json\n");
         bytes.extend_from_slice(&line("b", 1));
-        let lines = scan(&bytes);
+        std::fs::write(&path, &bytes).expect("write");
+        let (lines, committed) = scan(&File::open(&path).expect("open")).expect("scan");
+        assert_eq!(committed, bytes.len() as u64);
         let jobs: Vec<&str> = lines.iter().map(|(k, _)| k.job_id.as_str()).collect();
         assert_eq!(jobs, ["a", "b"]);
     }

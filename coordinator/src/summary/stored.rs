@@ -7,7 +7,7 @@
 //! coordinator uses, so the recomputed file is identical to the stored one.
 
 use crate::results::JobOutcome;
-use crate::results_file::{scan, LineKey, LineRef};
+use crate::results_file::{read_line, scan, LineKey, LineRef};
 use crate::workspace::Workspace;
 use expcluster_core::config::LoadedConfig;
 use expcluster_core::expand::{expand_stage, StageRequest};
@@ -84,27 +84,34 @@ pub fn stage_outcomes(
     Ok(outcomes)
 }
 
-/// `job_results.jsonl`, read whole, with every line's key.
+/// `job_results.jsonl` and every line's key (none if there is no such file yet).
 struct StoredResults {
-    bytes: Vec<u8>,
+    file: Option<std::fs::File>,
     lines: HashMap<LineKey, LineRef>,
 }
 
 impl StoredResults {
     fn read(workspace: &Workspace) -> Result<Self, StoredError> {
         let path = workspace.job_results_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(err) => {
-                return Err(StoredError::Io {
-                    path: path.display().to_string(),
-                    reason: err.to_string(),
+        let io_error = |err: std::io::Error| StoredError::Io {
+            path: path.display().to_string(),
+            reason: err.to_string(),
+        };
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    file: None,
+                    lines: HashMap::new(),
                 })
             }
+            Err(err) => return Err(io_error(err)),
         };
-        let lines = scan(&bytes).into_iter().collect();
-        Ok(Self { bytes, lines })
+        let (lines, _) = scan(&file).map_err(io_error)?;
+        Ok(Self {
+            file: Some(file),
+            lines: lines.into_iter().collect(),
+        })
     }
 
     /// The stored results of the attempt `event` (a `job_completed`) reports.
@@ -117,10 +124,8 @@ impl StoredResults {
             stage_run,
             attempt,
         };
-        if let Some(at) = self.lines.get(&key) {
-            return at
-                .slice(&self.bytes)
-                .and_then(|line| serde_json::from_slice(line).ok());
+        if let (Some(file), Some(at)) = (&self.file, self.lines.get(&key)) {
+            return read_line(file, *at).ok();
         }
         let legacy = workspace
             .job_results_dir(def.id.as_str(), &def.fingerprint)

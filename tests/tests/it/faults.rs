@@ -209,9 +209,11 @@ fn a_preempted_job_is_requeued_without_spending_its_failure_budget() {
 
 #[test]
 fn a_killed_coordinator_resumes_the_stage_from_its_journal_and_no_job_runs_twice() {
+    // 30 steps of 0.1 s: a wide enough window for the status polls below to see a job
+    // mid-way even on a loaded machine (with 12 steps a busy run could miss it).
     let ws = TestWorkspace::new(
         "restart",
-        &config(12, 0.1, 4, 3),
+        &config(30, 0.1, 4, 3),
         &[("runfile.py", RUNFILE)],
     );
     let (coordinator, address) = start_coordinator(&ws.root, &TIMING);
@@ -241,7 +243,7 @@ fn a_killed_coordinator_resumes_the_stage_from_its_journal_and_no_job_runs_twice
             event["attempt"], 1,
             "running jobs reattached instead of running twice"
         );
-        let want: Vec<f64> = (0..12).map(f64::from).collect();
+        let want: Vec<f64> = (0..30).map(f64::from).collect();
         assert_eq!(completed_series(&ws, event), want);
     }
     assert!(
