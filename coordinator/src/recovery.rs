@@ -143,8 +143,9 @@ impl CoordinatorState {
 
         // Outcomes per (run, job, attempt), from the research log, in order.
         let mut outcome_attempts: HashSet<(u64, JobId, u32)> = HashSet::new();
-        // The latest success of each (job, fingerprint): whose results line must exist.
-        let mut successes: HashMap<(JobId, String), &Value> = HashMap::new();
+        // The latest success of each job, in whichever run: whose results line must
+        // exist (a job reused by a later run still needs its earlier run's line).
+        let mut successes: HashMap<JobId, &Value> = HashMap::new();
         for event in &log {
             let kind = event["type"].as_str().unwrap_or_default();
             if kind == "stage_started" {
@@ -175,6 +176,9 @@ impl CoordinatorState {
             ) else {
                 continue;
             };
+            if kind == "job_completed" && event["status"] == "succeeded" {
+                successes.insert(job_id.clone(), event);
+            }
             let attempt = u64_of(event, "attempt").unwrap_or(0) as u32;
             let Some(job) = self
                 .jobs
@@ -203,10 +207,7 @@ impl CoordinatorState {
                     .insert(attempt, (CompletionKey { outcome, exit_code }, requeued));
             }
             job.state = match (kind, event["status"].as_str()) {
-                ("job_completed", Some("succeeded")) => {
-                    successes.insert((job_id.clone(), job.def.fingerprint.clone()), event);
-                    JobState::Succeeded { attempt }
-                }
+                ("job_completed", Some("succeeded")) => JobState::Succeeded { attempt },
                 ("job_completed", _) => JobState::Failed {
                     reason: event["error"].as_str().unwrap_or_default().to_owned(),
                 },
@@ -305,8 +306,9 @@ impl CoordinatorState {
 
     /// Rebuilds the results lines a crash lost (or an older version kept in
     /// `metrics.json` files) for the latest success of each job.
-    fn repair_job_metrics(&mut self, successes: HashMap<(JobId, String), &Value>) {
-        for ((job, fingerprint), event) in successes {
+    fn repair_job_metrics(&mut self, successes: HashMap<JobId, &Value>) {
+        for (job, event) in successes {
+            let fingerprint = event["fingerprint"].as_str().unwrap_or_default();
             if self.result_lines.contains_key(&job) {
                 continue;
             }

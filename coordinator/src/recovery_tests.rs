@@ -112,6 +112,67 @@ fn a_restart_keeps_running_attempts_metrics_and_completion_answers() {
     );
 }
 
+/// A job reused by a later run of its stage keeps its earlier run's results line; if
+/// a crash lost that line, the restart rebuilds it from the spool and the event.
+#[test]
+fn a_lost_results_line_of_a_job_reused_by_a_later_run_is_rebuilt() {
+    let dir = workspace();
+    let now = Instant::now();
+    {
+        let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("open");
+        let mut state = coordinator.lock();
+        state
+            .submit_stage(Stage::Implementation, false)
+            .expect("submit");
+        let worker = state.register_worker("host", 2, now).expect("register");
+        for lease in state.lease(&worker, 2, now).expect("lease") {
+            let value = if lease.job.as_str().ends_with("s0") {
+                0.5
+            } else {
+                0.75
+            };
+            state
+                .report_metrics(&worker, &lease.job, 1, &[point(0, value)])
+                .expect("metrics");
+            state
+                .complete(&worker, &lease.job, 1, succeeded(1), now)
+                .expect("complete");
+        }
+        // The second run reuses both jobs.
+        state
+            .submit_stage(Stage::Implementation, false)
+            .expect("resubmit");
+        assert_eq!(state.stage_runs.len(), 2);
+    }
+    // The crash lost the lines (the log's events reached the disk first).
+    let results = dir.path().join("experiment_results/job_results.jsonl");
+    assert_eq!(
+        std::fs::read_to_string(&results)
+            .expect("read")
+            .lines()
+            .count(),
+        2
+    );
+    std::fs::write(&results, "").expect("truncate");
+    let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("reopen");
+    let state = coordinator.lock();
+    let mut finals: Vec<f64> = state
+        .result_lines
+        .values()
+        .map(|at| {
+            state.results.read(*at).expect("line")["final_metrics"]["acc"]
+                .as_f64()
+                .expect("acc")
+        })
+        .collect();
+    finals.sort_by(f64::total_cmp);
+    assert_eq!(
+        finals,
+        vec![0.5, 0.75],
+        "both lines rebuilt from their spools"
+    );
+}
+
 /// The events of the state's research log, read from its file (a serving state keeps
 /// none in memory).
 pub(crate) fn logged_events(state: &crate::state::CoordinatorState) -> Vec<serde_json::Value> {
