@@ -4,7 +4,7 @@
 //!
 //! The coordinator runs on a tokio runtime of its own, with threads named
 //! `coordinator` (as a separate `expcluster coordinator` process would have its own),
-//! so its CPU time can be told from the simulated workers' ([`coordinator_cpu`]).
+//! so its CPU time can be told from the simulated workers' ([`CpuMeter`]).
 
 use anyhow::Context;
 use expcluster_coordinator::auth::{Authenticator, Tokens};
@@ -190,16 +190,63 @@ pub async fn wait_finished(
     }
 }
 
+/// CPU time used over a stretch of wall time, by the coordinator and by the whole
+/// process (coordinator and simulated workers).
+pub struct CpuMeter {
+    at: std::time::Instant,
+    coordinator: Duration,
+    process: Duration,
+}
+
+/// What a [`CpuMeter`] measured.
+pub struct CpuUse {
+    /// CPU time of the coordinator's threads.
+    pub coordinator: Duration,
+    /// Cores busy on average: the coordinator's threads, the whole process.
+    pub cores: (f64, f64),
+}
+
+impl CpuMeter {
+    pub fn start() -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            coordinator: coordinator_cpu(),
+            process: process_cpu(),
+        }
+    }
+
+    /// The CPU used since [`Self::start`].
+    pub fn stop(&self) -> CpuUse {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let coordinator = coordinator_cpu().saturating_sub(self.coordinator);
+        let process = process_cpu().saturating_sub(self.process);
+        CpuUse {
+            coordinator,
+            cores: (
+                coordinator.as_secs_f64() / wall,
+                process.as_secs_f64() / wall,
+            ),
+        }
+    }
+}
+
+impl CpuUse {
+    /// The coordinator's CPU time per one of `count` units of work.
+    pub fn coordinator_per(&self, count: u64) -> Duration {
+        self.coordinator.div_f64(count.max(1) as f64)
+    }
+}
+
 /// CPU time (user + system) used so far by this process's coordinator threads: its
 /// runtime (`coordinator`) and its fsync thread (`group-commit`), from
 /// /proc/self/task/*/stat. Threads that have exited are not counted, so read it
 /// while the coordinator runs.
-pub fn coordinator_cpu() -> Duration {
+fn coordinator_cpu() -> Duration {
     threads_cpu(|comm| comm == "coordinator" || comm == "group-commit")
 }
 
 /// CPU time (user + system) used so far by every thread of this process.
-pub fn process_cpu() -> Duration {
+fn process_cpu() -> Duration {
     threads_cpu(|_| true)
 }
 

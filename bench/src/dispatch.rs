@@ -8,7 +8,7 @@
 //! mostly time spent queued behind the others).
 
 use crate::cluster::{
-    complete, coordinator_cpu, process_cpu, register, rss_bytes, submit, wait_finished, Cluster,
+    complete, register, rss_bytes, submit, wait_finished, Cluster, CpuMeter, CpuUse,
 };
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
@@ -74,7 +74,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             "-".to_owned(),
             "-".to_owned(),
             "-".to_owned(),
-            cpu_cell(floor.cpu_per_job, floor.cores),
+            cpu_cell(&floor.cpu, floor.calls / 2),
         ]);
         let measured = coordinator_dispatch(workers).await?;
         notes.push(format!(
@@ -89,7 +89,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             ms(measured.idle_p50),
             ms(measured.idle_p99),
             format!("{} / {}", ms(measured.batch_p50), ms(measured.batch_p99)),
-            cpu_cell(measured.cpu_per_job, measured.cores),
+            cpu_cell(&measured.cpu, measured.jobs),
         ]);
     }
     table(
@@ -117,10 +117,11 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_cell(per_job: Duration, (coordinator, all): (f64, f64)) -> String {
+fn cpu_cell(cpu: &CpuUse, jobs: u64) -> String {
+    let (coordinator, all) = cpu.cores;
     format!(
         "{:.0} us; {coordinator:.2} / {all:.2}",
-        per_job.as_secs_f64() * 1e6
+        cpu.coordinator_per(jobs).as_secs_f64() * 1e6
     )
 }
 
@@ -165,8 +166,7 @@ fn spawn_reference(jobs: usize, threads: usize) -> anyhow::Result<(f64, Duration
 struct Floor {
     calls: u64,
     jobs_per_s: f64,
-    cpu_per_job: Duration,
-    cores: (f64, f64),
+    cpu: CpuUse,
 }
 
 async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
@@ -179,7 +179,7 @@ async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
         clients.push((client, worker_id));
     }
     let started = Instant::now();
-    let (cpu_before, process_before) = (coordinator_cpu(), process_cpu());
+    let meter = CpuMeter::start();
     let mut handles = Vec::new();
     for (mut client, worker_id) in clients {
         handles.push(tokio::spawn(async move {
@@ -200,28 +200,22 @@ async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
         calls += handle.await??;
     }
     let elapsed = started.elapsed();
-    let cpu = coordinator_cpu().saturating_sub(cpu_before);
-    let process = process_cpu().saturating_sub(process_before);
+    let cpu = meter.stop();
     cluster.shutdown().await;
     Ok(Floor {
         calls,
         jobs_per_s: rate(calls, elapsed) / 2.0,
-        cpu_per_job: cpu * 2 / (calls.max(1) as u32),
-        cores: (
-            cpu.as_secs_f64() / elapsed.as_secs_f64(),
-            process.as_secs_f64() / elapsed.as_secs_f64(),
-        ),
+        cpu,
     })
 }
 
 struct Dispatch {
+    jobs: u64,
     jobs_per_s: f64,
-    /// Coordinator CPU time per dispatched job.
-    cpu_per_job: Duration,
+    /// CPU used while the stage was dispatched.
+    cpu: CpuUse,
     /// Live heap still held per job once the stage has finished (bytes).
     kept_per_job: u64,
-    /// Cores busy on average: the coordinator's threads, the whole process.
-    cores: (f64, f64),
     idle_p50: Duration,
     idle_p99: Duration,
     batch_p50: Duration,
@@ -280,7 +274,7 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     eprintln!("dispatch: idle latency done");
     // Throughput: one stage of METHODS x SEEDS no-op jobs.
     let before = Instant::now();
-    let (cpu_before, process_before) = (coordinator_cpu(), process_cpu());
+    let meter = CpuMeter::start();
     let heap_before = crate::heap::live_bytes();
     let queued = submit(&mut client, "full", false).await? as usize;
     eprintln!(
@@ -304,8 +298,7 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     }
     wait_finished(&mut client, "full").await?;
     let elapsed = before.elapsed();
-    let cpu = coordinator_cpu().saturating_sub(cpu_before);
-    let process = process_cpu().saturating_sub(process_before);
+    let cpu = meter.stop();
     let kept_per_job = crate::heap::live_bytes().saturating_sub(heap_before) / queued.max(1) as u64;
     stop.store(true, Ordering::Relaxed);
     for handle in handles {
@@ -313,13 +306,10 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
     }
     cluster.shutdown().await;
     Ok(Dispatch {
+        jobs: queued as u64,
         jobs_per_s: rate(queued as u64, elapsed),
-        cpu_per_job: cpu / (queued.max(1) as u32),
+        cpu,
         kept_per_job,
-        cores: (
-            cpu.as_secs_f64() / elapsed.as_secs_f64(),
-            process.as_secs_f64() / elapsed.as_secs_f64(),
-        ),
         idle_p50: quantile(&mut idle, 0.5),
         idle_p99: quantile(&mut idle, 0.99),
         batch_p50: quantile(&mut batch, 0.5),

@@ -4,7 +4,7 @@
 //! run: the floor of durable storage, one thread appending the same batches as JSON
 //! lines to a file with an fdatasync per batch.
 
-use crate::cluster::{complete, coordinator_cpu, register, submit, wait_finished, Cluster};
+use crate::cluster::{complete, register, submit, wait_finished, Cluster, CpuMeter};
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
 use std::io::Write;
@@ -49,7 +49,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
         submit(&mut client, "baselines", false).await?;
         let mut handles = Vec::new();
         let started = Instant::now();
-        let cpu_before = coordinator_cpu();
+        let meter = CpuMeter::start();
         for _ in 0..workers {
             let mut worker = cluster.worker()?;
             handles.push(tokio::spawn(async move {
@@ -99,7 +99,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             delays.extend(part);
             streams.push((points, stream));
         }
-        let cpu = coordinator_cpu().saturating_sub(cpu_before);
+        let cpu = meter.stop();
         for (points, (mut worker, worker_id, job)) in streams {
             complete(&mut worker, &worker_id, &job, points).await?;
         }
@@ -110,8 +110,8 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             format!("{:.0}", rate(total, longest)),
             format!(
                 "{:.2} cores, {:.2} us/point",
-                cpu.as_secs_f64() / longest.as_secs_f64(),
-                cpu.as_secs_f64() * 1e6 / total.max(1) as f64
+                cpu.cores.0,
+                cpu.coordinator_per(total).as_secs_f64() * 1e6
             ),
             ms(quantile(&mut delays, 0.5)),
             ms(quantile(&mut delays, 0.99)),

@@ -8,7 +8,7 @@ use crate::error::CoordinatorError;
 use crate::job_metrics::{self, AttemptResult};
 use crate::lifecycle::{retry_backoff, JobEvent, JobState};
 use crate::metric_batch::PreparedPoints;
-use crate::state::{CoordinatorState, JobRecord};
+use crate::state::{Completed, CoordinatorState, JobRecord};
 use expcluster_core::ids::is_safe_name;
 use expcluster_core::json_float::map_to_json;
 use expcluster_core::npy::validate_npy;
@@ -323,8 +323,11 @@ impl CoordinatorState {
             .state
             .apply(JobEvent::Succeeded)
             .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
-        self.completed.insert(job_id.clone(), fingerprint);
-        self.result_lines.insert(job_id.clone(), at);
+        let done = Completed {
+            fingerprint,
+            line: Some(at),
+        };
+        self.completed.insert(job_id.clone(), done);
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //! existed has a `jobs/<id>/<fingerprint>/metrics.json` per success instead: recovery
 //! copies each into a line the same way.
 
-use crate::results_file::{LineRef, ResultsFile};
+use crate::results_file::{LineKey, LineRef, ResultsFile};
 use crate::state::JobRecord;
 use crate::workspace::Workspace;
 use expcluster_core::json_float::{map_to_json, series_to_json};
@@ -65,15 +65,17 @@ pub struct Success<'a> {
     pub event: &'a Value,
 }
 
-/// The legacy `metrics.json` of this attempt, if it is intact, as a results line.
-fn legacy_line(path: &Path, stage_run: u64, attempt: u32) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
-    let stored = serde_json::from_slice::<Value>(&bytes).ok()?;
-    let same_attempt = stored["stage_run"].as_u64() == Some(stage_run)
-        && stored["attempt"].as_u64() == Some(u64::from(attempt));
-    let mut line = serde_json::to_vec(&stored).ok().filter(|_| same_attempt)?;
-    line.push(b'\n');
-    Some(line)
+/// What an older version stored for the attempt `key` in
+/// `experiment_results/jobs/<id>/<fingerprint>/metrics.json` (the same fields as a
+/// results line), if that file is intact and is of this attempt.
+pub fn legacy_results(workspace: &Workspace, key: &LineKey) -> Option<Value> {
+    let path = workspace
+        .job_results_dir(&key.job_id, &key.fingerprint)
+        .join("metrics.json");
+    let stored: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (stored["stage_run"].as_u64() == Some(key.stage_run)
+        && stored["attempt"].as_u64() == Some(u64::from(key.attempt)))
+    .then_some(stored)
 }
 
 /// Appends (durably) the results line of `success`, which a crash lost or an older
@@ -91,18 +93,13 @@ pub fn repair(
     success: &Success<'_>,
 ) -> io::Result<Option<LineRef>> {
     let event = success.event;
-    let (Some(stage_run), Some(attempt)) = (
-        event["stage_run"].as_u64(),
-        event["attempt"]
-            .as_u64()
-            .and_then(|a| u32::try_from(a).ok()),
-    ) else {
+    let Some(key) = LineKey::of_event(event) else {
         return Ok(None);
     };
-    let legacy = workspace
-        .job_results_dir(success.job.as_str(), &def.fingerprint)
-        .join("metrics.json");
-    if let Some(line) = legacy_line(&legacy, stage_run, attempt) {
+    let (stage_run, attempt) = (key.stage_run, key.attempt);
+    if let Some(stored) = legacy_results(workspace, &key) {
+        let mut line = serde_json::to_vec(&stored).map_err(io::Error::other)?;
+        line.push(b'\n');
         return results.append(&line).map(Some);
     }
     let mut scratch = JobRecord::new(def.clone(), 1, std::time::Duration::ZERO, stage_run);

@@ -299,17 +299,21 @@ impl CoordinatorState {
                 JobState::Succeeded { .. } | JobState::Failed { .. } | JobState::Cancelled => {}
             }
         }
-        self.repair_job_metrics(successes);
+        self.repair_results_lines(successes);
         self.finish_stages_if_done()?;
         Ok(recovered)
     }
 
     /// Rebuilds the results lines a crash lost (or an older version kept in
     /// `metrics.json` files) for the latest success of each job.
-    fn repair_job_metrics(&mut self, successes: HashMap<JobId, &Value>) {
+    fn repair_results_lines(&mut self, successes: HashMap<JobId, &Value>) {
         for (job, event) in successes {
             let fingerprint = event["fingerprint"].as_str().unwrap_or_default();
-            if self.result_lines.contains_key(&job) {
+            if self
+                .completed
+                .get(&job)
+                .is_some_and(|done| done.line.is_some())
+            {
                 continue;
             }
             // The definition of that fingerprint (a later run may have changed it).
@@ -324,7 +328,9 @@ impl CoordinatorState {
             let success = crate::job_metrics::Success { job, event };
             match crate::job_metrics::repair(&self.workspace, &mut self.results, def, &success) {
                 Ok(Some(at)) => {
-                    self.result_lines.insert(success.job, at);
+                    if let Some(done) = self.completed.get_mut(&success.job) {
+                        done.line = Some(at);
+                    }
                 }
                 Ok(None) => {}
                 Err(err) => {

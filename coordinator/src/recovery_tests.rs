@@ -40,6 +40,19 @@ fn point(seq: u64, value: f64) -> MetricPoint {
     }
 }
 
+/// Submits the implementation stage and leases both its jobs to a new 2-slot worker.
+fn submit_and_lease_both(
+    state: &mut crate::state::CoordinatorState,
+    now: Instant,
+) -> (expcluster_core::WorkerId, Vec<crate::workers::Lease>) {
+    state
+        .submit_stage(Stage::Implementation, false)
+        .expect("submit");
+    let worker = state.register_worker("host", 2, now).expect("register");
+    let leases = state.lease(&worker, 2, now).expect("lease");
+    (worker, leases)
+}
+
 #[test]
 fn a_restart_keeps_running_attempts_metrics_and_completion_answers() {
     let dir = workspace();
@@ -47,11 +60,7 @@ fn a_restart_keeps_running_attempts_metrics_and_completion_answers() {
     let (worker, done, running) = {
         let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("open");
         let mut state = coordinator.lock();
-        state
-            .submit_stage(Stage::Implementation, false)
-            .expect("submit");
-        let worker = state.register_worker("host", 2, now).expect("register");
-        let leases = state.lease(&worker, 2, now).expect("lease");
+        let (worker, leases) = submit_and_lease_both(&mut state, now);
         assert_eq!(leases.len(), 2);
         let (done, running) = (leases[0].job.clone(), leases[1].job.clone());
         state
@@ -121,11 +130,8 @@ fn a_lost_results_line_of_a_job_reused_by_a_later_run_is_rebuilt() {
     {
         let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("open");
         let mut state = coordinator.lock();
-        state
-            .submit_stage(Stage::Implementation, false)
-            .expect("submit");
-        let worker = state.register_worker("host", 2, now).expect("register");
-        for lease in state.lease(&worker, 2, now).expect("lease") {
+        let (worker, leases) = submit_and_lease_both(&mut state, now);
+        for lease in leases {
             let value = if lease.job.as_str().ends_with("s0") {
                 0.5
             } else {
@@ -157,10 +163,11 @@ fn a_lost_results_line_of_a_job_reused_by_a_later_run_is_rebuilt() {
     let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("reopen");
     let state = coordinator.lock();
     let mut finals: Vec<f64> = state
-        .result_lines
+        .completed
         .values()
+        .filter_map(|done| done.line)
         .map(|at| {
-            state.results.read(*at).expect("line")["final_metrics"]["acc"]
+            state.results.read(at).expect("line")["final_metrics"]["acc"]
                 .as_f64()
                 .expect("acc")
         })

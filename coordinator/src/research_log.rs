@@ -127,35 +127,15 @@ impl ResearchLog {
         idea_version: u32,
         payload: Map<String, Value>,
     ) -> Result<u64, ResearchLogError> {
-        let seq = self.next_seq;
-        let mut event = Map::new();
-        event.insert("seq".into(), seq.into());
-        event.insert("time".into(), chrono::Utc::now().to_rfc3339().into());
-        event.insert("type".into(), event_type.into());
-        event.insert("idea_version".into(), idea_version.into());
-        event.extend(payload);
-        let event = Value::Object(event);
-        let mut line = event.to_string();
-        line.push('\n');
-        let io_error = |source| ResearchLogError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        self.guard
-            .append(&mut self.file, line.as_bytes())
-            .map_err(io_error)?;
-        self.next_seq += 1;
-        if self.keep_events {
-            self.events.push(event);
-        }
-        Ok(seq)
+        self.append_serialized(event_type, idea_version, &payload)
     }
 
-    /// Appends one event like [`Self::append`], but serializes `payload` (a struct or
-    /// map) straight into the line: the same bytes as `append` with the payload as a
-    /// `Value`, without building that `Value`. For records too large to copy: a stage
-    /// record of 100,000 job definitions as a `Value` tree was a ~180 MB transient
-    /// peak that the process's RSS kept after the submission.
+    /// Appends one event like [`Self::append`], with any serializable payload (a
+    /// struct or map) written straight into the line, without building a `Value` of
+    /// it. For records too large to copy: a stage record of 100,000 job definitions as
+    /// a `Value` tree was a ~180 MB transient peak that the process's RSS kept after
+    /// the submission. The payload's keys must not be the event's own (`seq`, `time`,
+    /// `type`, `idea_version`).
     pub fn append_serialized<P: serde::Serialize>(
         &mut self,
         event_type: &str,

@@ -60,7 +60,10 @@ impl JobOutcome {
             None => {
                 tracing::warn!(job = %def.id, "a completed job's results line is missing from experiment_results/job_results.jsonl: counting it as failed");
                 outcome.succeeded = false;
-                outcome.error = "results missing from the workspace".to_owned();
+                outcome.error =
+                    "its results line is missing from experiment_results/job_results.jsonl: \
+                                 submit the stage again with --rerun to run it again"
+                        .to_owned();
             }
         }
         outcome

@@ -41,6 +41,18 @@ pub struct LineKey {
     pub attempt: u32,
 }
 
+impl LineKey {
+    /// The key of the attempt a `job_completed` event reports.
+    pub fn of_event(event: &Value) -> Option<LineKey> {
+        Some(LineKey {
+            job_id: event["job_id"].as_str()?.to_owned(),
+            fingerprint: event["fingerprint"].as_str()?.to_owned(),
+            stage_run: event["stage_run"].as_u64()?,
+            attempt: u32::try_from(event["attempt"].as_u64()?).ok()?,
+        })
+    }
+}
+
 /// The open results file (the coordinator is its one writer).
 #[derive(Debug)]
 pub struct ResultsFile {

@@ -82,7 +82,7 @@ impl CoordinatorState {
             .map_err(CoordinatorError::storage)?;
         let reused_ids: Vec<&JobId> = definitions
             .iter()
-            .filter(|def| !rerun && self.completed.get(&def.id) == Some(&def.fingerprint))
+            .filter(|def| !rerun && self.completed_with(&def.id, &def.fingerprint))
             .map(|def| &def.id)
             .collect();
         // Serialized straight into the journal line: no `Value` copy of every
@@ -110,7 +110,7 @@ impl CoordinatorState {
         for def in definitions {
             let id = def.id.clone();
             job_ids.push(id.clone());
-            let already_done = self.completed.get(&id) == Some(&def.fingerprint);
+            let already_done = self.completed_with(&id, &def.fingerprint);
             if already_done && !rerun {
                 reused.insert(id.clone());
                 let mut record =
@@ -199,7 +199,8 @@ impl CoordinatorState {
         for id in &run.jobs {
             let job = self.job(id)?;
             let succeeded = matches!(job.state, JobState::Succeeded { .. });
-            let stored = match self.result_lines.get(id).map(|at| self.results.read(*at)) {
+            let line = self.completed.get(id).and_then(|done| done.line);
+            let stored = match line.map(|at| self.results.read(at)) {
                 Some(Ok(stored)) => Some(stored),
                 Some(Err(err)) => {
                     tracing::error!(job = %id, %err, "cannot read the job's results line");

@@ -174,6 +174,15 @@ pub struct StageRun {
     pub final_prefix: usize,
 }
 
+/// A job's last successful completion.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub fingerprint: String,
+    /// Where its results line is; `None` while it is missing (recovery rebuilds it if
+    /// it can, otherwise the job counts as failed when its stage is aggregated).
+    pub line: Option<LineRef>,
+}
+
 pub struct CoordinatorState {
     pub workspace: Workspace,
     pub log: ResearchLog,
@@ -186,13 +195,11 @@ pub struct CoordinatorState {
     pub queue: VecDeque<JobId>,
     pub workers: HashMap<WorkerId, WorkerRecord>,
     pub stage_runs: Vec<StageRun>,
-    /// Job id → fingerprint of its last successful completion (rebuilt from the log).
-    pub completed: HashMap<JobId, String>,
+    /// Job id → its last successful completion (rebuilt from the log).
+    pub completed: HashMap<JobId, Completed>,
     /// `experiment_results/job_results.jsonl`, the series and final values of every
     /// succeeded attempt.
     pub results: ResultsFile,
-    /// Job id → where the line of its last successful completion is.
-    pub result_lines: HashMap<JobId, LineRef>,
     pub next_worker: u64,
     /// A stage's results could not be written (e.g. a full disk): retry periodically.
     pub stage_finish_pending: bool,
@@ -207,7 +214,7 @@ impl CoordinatorState {
         (results, lines): (ResultsFile, Vec<(LineKey, LineRef)>),
     ) -> Self {
         let idea_version = crate::idea::read_version(&workspace);
-        let mut completed = HashMap::new();
+        let mut completed: HashMap<JobId, Completed> = HashMap::new();
         // The attempt each job's latest success was: only its line counts.
         let mut latest: HashMap<JobId, LineKey> = HashMap::new();
         for event in log.events() {
@@ -218,25 +225,25 @@ impl CoordinatorState {
                 event["fingerprint"].as_str(),
             ) {
                 if let Ok(id) = JobId::parse(id) {
-                    completed.insert(id.clone(), fingerprint.to_owned());
-                    let key = LineKey {
-                        job_id: id.to_string(),
+                    let done = Completed {
                         fingerprint: fingerprint.to_owned(),
-                        stage_run: event["stage_run"].as_u64().unwrap_or(0),
-                        attempt: event["attempt"]
-                            .as_u64()
-                            .and_then(|a| u32::try_from(a).ok())
-                            .unwrap_or(0),
+                        line: None,
                     };
-                    latest.insert(id, key);
+                    completed.insert(id.clone(), done);
+                    match LineKey::of_event(event) {
+                        Some(key) => latest.insert(id, key),
+                        None => latest.remove(&id),
+                    };
                 }
             }
         }
-        let mut result_lines = HashMap::new();
         for (key, at) in lines {
-            if let Ok(id) = JobId::parse(&key.job_id) {
-                if latest.get(&id) == Some(&key) {
-                    result_lines.insert(id, at);
+            let Ok(id) = JobId::parse(&key.job_id) else {
+                continue;
+            };
+            if latest.get(&id) == Some(&key) {
+                if let Some(done) = completed.get_mut(&id) {
+                    done.line = Some(at);
                 }
             }
         }
@@ -252,10 +259,16 @@ impl CoordinatorState {
             stage_runs: Vec::new(),
             completed,
             results,
-            result_lines,
             next_worker: 1,
             stage_finish_pending: false,
         }
+    }
+
+    /// Whether the job's last success ran this fingerprint (so it can be reused).
+    pub fn completed_with(&self, job: &JobId, fingerprint: &str) -> bool {
+        self.completed
+            .get(job)
+            .is_some_and(|done| done.fingerprint == fingerprint)
     }
 
     /// Writes an event to the research log and a line to `logs/experiment_log.txt`.

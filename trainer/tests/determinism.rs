@@ -8,13 +8,20 @@
 mod common;
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use common::*;
 use expcluster_trainer::{TrainError, TrainerSpec};
 use serde_json::json;
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One test at a time (a panicking test leaves the lock usable for the next).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const FILES: [&str; 6] = [
     "train_losses.npy",
@@ -52,9 +59,7 @@ fn arrays(dirs: &JobDirs, run: &str) -> Vec<Vec<f64>> {
 
 #[test]
 fn same_seed_is_bit_identical_and_seeds_differ() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = serial();
     let dirs = JobDirs::new();
     let spec = busy_spec(4, json!({}));
     let (first, _) = train_ok(&dirs, "a", &spec, 11);
@@ -79,9 +84,7 @@ fn same_seed_is_bit_identical_and_seeds_differ() {
 /// libtorch's process-wide generator made them depend on the interleaving before.
 #[test]
 fn a_job_with_dropout_is_bit_identical_while_another_trains_beside_it() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = serial();
     let dirs = JobDirs::new();
     let spec = busy_spec(4, json!({}));
     train_ok(&dirs, "alone", &spec, 11);
@@ -164,18 +167,14 @@ fn interrupt_and_resume(
 
 #[test]
 fn resume_at_an_epoch_boundary_matches_an_uninterrupted_run() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = serial();
     // The flag rises with epoch 2's metrics; the loop sees it at the next step.
     interrupt_and_resume(&busy_spec(5, json!({})), "train_loss", 2, 2);
 }
 
 #[test]
 fn resume_in_the_middle_of_an_epoch_matches_an_uninterrupted_run() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = serial();
     // 400 training rows / 48 = 9 steps an epoch; step metrics every 4 steps. The 4th
     // step-level point comes at global step 16, inside epoch 1 (steps 9..18); epoch
     // checkpoints are every 3 epochs, so only the cancel's own checkpoint exists.
@@ -185,9 +184,7 @@ fn resume_in_the_middle_of_an_epoch_matches_an_uninterrupted_run() {
 
 #[test]
 fn a_checkpoint_from_another_seed_is_refused() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = serial();
     let dirs = JobDirs::new();
     let spec = busy_spec(1, json!({}));
     train_ok(&dirs, "x", &spec, 1);

@@ -11,7 +11,7 @@ use crate::results_file::{read_line, scan, LineKey, LineRef};
 use crate::workspace::Workspace;
 use expcluster_core::config::LoadedConfig;
 use expcluster_core::expand::{expand_stage, StageRequest};
-use expcluster_core::{JobDefinition, Stage};
+use expcluster_core::Stage;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -69,7 +69,7 @@ pub fn stage_outcomes(
                         job: def.id.to_string(),
                     });
                 }
-                Some(results.of(workspace, &def, event))
+                Some(results.of(workspace, event))
             }
             _ => None,
         };
@@ -115,25 +115,12 @@ impl StoredResults {
     }
 
     /// The stored results of the attempt `event` (a `job_completed`) reports.
-    fn of(&self, workspace: &Workspace, def: &JobDefinition, event: &Value) -> Option<Value> {
-        let stage_run = event["stage_run"].as_u64()?;
-        let attempt = u32::try_from(event["attempt"].as_u64()?).ok()?;
-        let key = LineKey {
-            job_id: def.id.to_string(),
-            fingerprint: def.fingerprint.clone(),
-            stage_run,
-            attempt,
-        };
-        if let (Some(file), Some(at)) = (&self.file, self.lines.get(&key)) {
-            return read_line(file, *at).ok();
+    fn of(&self, workspace: &Workspace, event: &Value) -> Option<Value> {
+        let key = LineKey::of_event(event)?;
+        match (&self.file, self.lines.get(&key)) {
+            (Some(file), Some(at)) => read_line(file, *at).ok(),
+            _ => crate::job_metrics::legacy_results(workspace, &key),
         }
-        let legacy = workspace
-            .job_results_dir(def.id.as_str(), &def.fingerprint)
-            .join("metrics.json");
-        let stored: Value = serde_json::from_slice(&std::fs::read(legacy).ok()?).ok()?;
-        (stored["stage_run"].as_u64() == Some(stage_run)
-            && stored["attempt"].as_u64() == Some(u64::from(attempt)))
-        .then_some(stored)
     }
 }
 

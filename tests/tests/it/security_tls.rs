@@ -92,19 +92,35 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+impl Pki {
+    /// The coordinator's flags to serve TLS with the server certificate.
+    fn server_args(&self) -> [&str; 4] {
+        [
+            "--tls-cert",
+            s(&self.server_cert),
+            "--tls-key",
+            s(&self.server_key),
+        ]
+    }
+
+    /// A worker's or the CLI's flags to connect with the cluster's client certificate.
+    fn client_args(&self) -> [&str; 6] {
+        [
+            "--tls-ca",
+            s(&self.ca),
+            "--tls-cert",
+            s(&self.client_cert),
+            "--tls-key",
+            s(&self.client_key),
+        ]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_runs_over_tls_and_plaintext_callers_get_nothing() {
     let pki = Pki::new();
     let ws = TestWorkspace::new("tls", &config("tls"), &[("runfile.py", RUNFILE)]);
-    let (_coordinator, address) = start_coordinator(
-        &ws.root,
-        &[
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-        ],
-    );
+    let (_coordinator, address) = start_coordinator(&ws.root, &pki.server_args());
     let client_token = token(&ws.root, "client");
 
     // Plain gRPC to a TLS port: no answer, not even from Health.
@@ -153,13 +169,10 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_of_its_ca() {
     let (_coordinator, address) = start_coordinator(
         &ws.root,
         &[
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-            "--tls-client-ca",
-            s(&pki.ca),
-        ],
+            pki.server_args().as_slice(),
+            &["--tls-client-ca", s(&pki.ca)],
+        ]
+        .concat(),
     );
     let client_token = token(&ws.root, "client");
     let with = |cert: Option<(&Path, &Path)>| {
@@ -215,30 +228,12 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_of_its_ca() {
             "--work-dir",
             s(scratch.path()),
         ])
-        .args([
-            "--tls-ca",
-            s(&pki.ca),
-            "--tls-cert",
-            s(&pki.client_cert),
-            "--tls-key",
-            s(&pki.client_key),
-        ])
+        .args(pki.client_args())
         .env("EXPCLUSTER_TOKEN_FILE", token_file(&ws.root, "worker"))
         .env("PATH", expcluster_tests::path_with_venv())
         .spawn()
         .unwrap();
     let _worker = expcluster_tests::Proc { child: worker };
-    submit_to(
-        &address,
-        "implementation",
-        &[
-            "--tls-ca",
-            s(&pki.ca),
-            "--tls-cert",
-            s(&pki.client_cert),
-            "--tls-key",
-            s(&pki.client_key),
-        ],
-    );
+    submit_to(&address, "implementation", &pki.client_args());
     assert_eq!(ws.events_of("job_completed")[0]["status"], "succeeded");
 }
