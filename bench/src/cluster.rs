@@ -15,6 +15,7 @@ use expcluster_proto::v1;
 use expcluster_worker::client::{
     channel, client_client, worker_client, ClientClient, ClientSecurity, WorkerClient,
 };
+use expcluster_worker::session::Session;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -137,12 +138,12 @@ pub async fn register(client: &mut WorkerClient, slots: u32) -> anyhow::Result<S
 
 /// Completes an attempt as succeeded with `metric_count` acknowledged points.
 pub async fn complete(
-    client: &mut WorkerClient,
+    session: &Session,
     worker_id: &str,
     job: &v1::JobSpec,
     metric_count: u64,
 ) -> anyhow::Result<()> {
-    client
+    session
         .complete(v1::CompleteRequest {
             worker_id: worker_id.to_owned(),
             job_id: job.job_id.clone(),

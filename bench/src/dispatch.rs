@@ -1,6 +1,8 @@
 //! Benchmark 1, dispatch: no-op command jobs through the real coordinator to
 //! simulated workers (lease, then complete at once: the command is never run), beside
-//! the reference of spawning the same no-op process (`true`) directly.
+//! the reference of spawning the same no-op process (`true`) directly. The simulated
+//! workers speak the real worker's protocol: leases and completions over one session
+//! stream each (`expcluster_worker::session`).
 //!
 //! Submit-to-start is measured from just before the SubmitStage call to the moment
 //! a worker's Lease call returns the job: once on an idle cluster (one job at a time,
@@ -12,6 +14,7 @@ use crate::cluster::{
 };
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
+use expcluster_worker::session::Session;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,7 +71,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
         eprintln!("dispatch: the gRPC floor with {workers} simulated workers");
         let floor = rpc_floor(workers).await?;
         rows.push(vec![
-            format!("gRPC floor: 2 Heartbeat calls per job, {workers} workers"),
+            format!("unary gRPC floor: 2 Heartbeat calls per job, {workers} workers"),
             format!("{}", floor.calls / 2),
             format!("{:.0}", floor.jobs_per_s),
             "-".to_owned(),
@@ -94,7 +97,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     }
     table(
         &format!(
-            "Dispatch: {jobs} no-op jobs ({} slot(s) per worker: one lease call for up to that many jobs, one completion call per job)",
+            "Dispatch: {jobs} no-op jobs ({} slot(s) per worker; leases and completions over one session per worker, each job's completion sent with the next lease)",
             slots_per_worker()
         ),
         &[
@@ -231,30 +234,41 @@ async fn coordinator_dispatch(workers: usize) -> anyhow::Result<Dispatch> {
         let mut client = cluster.worker()?;
         let slots = slots_per_worker();
         let worker_id = register(&mut client, slots).await?;
+        // Leases and completions over a session, as the real worker sends them.
+        let session = Session::new(client);
         let stop = stop.clone();
         let started_tx = started_tx.clone();
         handles.push(tokio::spawn(async move {
+            // The jobs leased last round. Each ends at once (a no-op); as in the real
+            // worker, its end frees the slot, so its completion and the next lease
+            // are sent together (one message on the session).
+            let mut ended: Vec<v1::JobSpec> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let request = v1::LeaseRequest {
                     worker_id: worker_id.clone(),
                     free_slots: slots,
                     wait_ms: 300,
                 };
-                let jobs = client.lease(request).await?.into_inner().jobs;
+                let completions = futures::future::try_join_all(
+                    ended
+                        .iter()
+                        .map(|job| complete(&session, &worker_id, job, 0)),
+                );
+                let (completed, leased) = tokio::join!(completions, session.lease(request));
+                completed?;
+                let jobs = leased?.jobs;
                 let now = Instant::now();
-                let mut completions = Vec::with_capacity(jobs.len());
-                for job in jobs {
+                for _ in &jobs {
                     let _ = started_tx.send(now);
-                    // A clone shares the connection (HTTP/2 streams side by side).
-                    let (mut client, worker_id) = (client.clone(), worker_id.clone());
-                    completions.push(tokio::spawn(async move {
-                        complete(&mut client, &worker_id, &job, 0).await
-                    }));
                 }
-                for completion in completions {
-                    completion.await??;
-                }
+                ended = jobs;
             }
+            futures::future::try_join_all(
+                ended
+                    .iter()
+                    .map(|job| complete(&session, &worker_id, job, 0)),
+            )
+            .await?;
             anyhow::Ok(())
         }));
     }

@@ -7,6 +7,7 @@
 use crate::cluster::{complete, register, submit, wait_finished, Cluster, CpuMeter};
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
+use expcluster_worker::session::Session;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -59,10 +60,10 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
                     free_slots: 1,
                     wait_ms: 5000,
                 };
-                let job = worker
+                let session = Session::new(worker.clone());
+                let job = session
                     .lease(request)
                     .await?
-                    .into_inner()
                     .jobs
                     .pop()
                     .ok_or_else(|| anyhow::anyhow!("no job leased"))?;
@@ -87,7 +88,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
                 let elapsed = started.elapsed();
                 // Completed after the CPU reading: the last completion finishes the
                 // stage (statistics and arrays), which is not ingestion.
-                anyhow::Ok((seq, elapsed, delays, (worker, worker_id, job)))
+                anyhow::Ok((seq, elapsed, delays, (session, worker_id, job)))
             }));
         }
         let (mut total, mut longest, mut delays) = (0, Duration::ZERO, Vec::new());
@@ -100,8 +101,8 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             streams.push((points, stream));
         }
         let cpu = meter.stop();
-        for (points, (mut worker, worker_id, job)) in streams {
-            complete(&mut worker, &worker_id, &job, points).await?;
+        for (points, (session, worker_id, job)) in streams {
+            complete(&session, &worker_id, &job, points).await?;
         }
         wait_finished(&mut client, "baselines").await?;
         cluster.shutdown().await;

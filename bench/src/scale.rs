@@ -8,6 +8,7 @@ use crate::cluster::{complete, register, rss_bytes, submit, Cluster};
 use crate::heap::{live_bytes, peak_bytes, reset_peak};
 use crate::report::{rate, table};
 use expcluster_proto::v1;
+use expcluster_worker::session::Session;
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 1000;
@@ -46,7 +47,8 @@ pub async fn run() -> anyhow::Result<()> {
     eprintln!("scale: {queued} jobs queued in {submit_time:.2?}");
     let started = Instant::now();
     let mut handles = Vec::new();
-    for (mut worker, id) in workers.drain(..LEASING_WORKERS) {
+    for (worker, id) in workers.drain(..LEASING_WORKERS) {
+        let session = Session::new(worker);
         handles.push(tokio::spawn(async move {
             let mut done = 0u64;
             while started.elapsed() < RUN_FOR {
@@ -55,8 +57,8 @@ pub async fn run() -> anyhow::Result<()> {
                     free_slots: 1,
                     wait_ms: 100,
                 };
-                for job in worker.lease(request).await?.into_inner().jobs {
-                    complete(&mut worker, &id, &job, 0).await?;
+                for job in session.lease(request).await?.jobs {
+                    complete(&session, &id, &job, 0).await?;
                     done += 1;
                 }
             }

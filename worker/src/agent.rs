@@ -5,6 +5,7 @@
 use crate::client::{channel, is_retryable, worker_client, WorkerClient};
 use crate::command::StopReason;
 use crate::runner::{run_attempt, Slot, WorkerContext};
+use crate::session::Session;
 use expcluster_proto::v1;
 use expcluster_trainer::Trainer;
 use std::collections::HashMap;
@@ -54,8 +55,10 @@ pub async fn run_worker(
     let registered = register(&mut client, &config).await?;
     let worker_id = registered.worker_id.clone();
     tracing::info!(%worker_id, slots = config.slots, "registered with the coordinator");
+    let session = Session::new(client.clone());
     let context = Arc::new(WorkerContext {
         client: client.clone(),
+        session: session.clone(),
         worker_id: worker_id.clone(),
         work_dir: config.work_dir.clone(),
         trainer,
@@ -101,10 +104,10 @@ pub async fn run_worker(
         };
         let leased = tokio::select! {
             () = &mut shutdown => break,
-            leased = client.lease(request) => leased,
+            leased = session.lease(request) => leased,
         };
         let jobs = match leased {
-            Ok(response) => response.into_inner().jobs,
+            Ok(response) => response.jobs,
             Err(status) if is_retryable(&status) => {
                 tracing::warn!(%status, "lease failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -15,6 +15,7 @@ pub mod job_dir;
 pub mod log_stream;
 pub mod reporter;
 pub mod runner;
+pub mod session;
 pub mod slurm_env;
 pub mod spool;
 pub mod trainer_job;

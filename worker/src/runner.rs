@@ -7,6 +7,7 @@ use crate::gang::{torchrun_environment, CoordinatorRendezvous, GangRole};
 use crate::job_dir::JobDir;
 use crate::reporter::MetricSender;
 use crate::reporter::{self, ReportEnd};
+use crate::session::Session;
 use crate::trainer_job::{run_trainer, TrainerGang, TrainerRun};
 use expcluster_proto::v1;
 use expcluster_trainer::{DeviceChoice, Trainer};
@@ -23,6 +24,8 @@ const REPORT_PATIENCE: Duration = Duration::from_secs(600);
 /// What every attempt on this worker shares.
 pub struct WorkerContext {
     pub client: WorkerClient,
+    /// Leases and completions go over this stream (the other calls are unary).
+    pub session: Session,
     pub worker_id: String,
     pub work_dir: PathBuf,
     pub trainer: Arc<dyn Trainer>,
@@ -388,9 +391,9 @@ async fn upload_log(context: &WorkerContext, spec: &v1::JobSpec, dir: &JobDir, n
 }
 
 async fn send_completion(context: &WorkerContext, request: v1::CompleteRequest) {
-    let result = with_retries(context, |mut client| {
+    let result = with_retries(context, |_| {
         let request = request.clone();
-        async move { client.complete(request).await.map(|_| ()) }
+        async move { context.session.complete(request).await.map(|_| ()) }
     })
     .await;
     if let Err(status) = result {

@@ -4,6 +4,7 @@
 pub mod client_service;
 pub mod client_views;
 pub mod convert;
+mod session;
 pub mod worker_service;
 
 pub use client_service::ClientApi;

@@ -1,6 +1,6 @@
 //! `WorkerService`: what workers call.
 
-use super::convert;
+use super::{convert, session};
 use crate::gang::RendezvousAnswer;
 use crate::metric_batch::PreparedPoints;
 use crate::Coordinator;
@@ -80,41 +80,9 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<v1::LeaseRequest>,
     ) -> Result<Response<v1::LeaseResponse>, Status> {
-        let request = request.into_inner();
-        let worker = convert::worker_id(&request.worker_id)?;
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_LEASE_WAIT);
-        loop {
-            let notified = self.coordinator.jobs_queued.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (jobs, ranks_placed_elsewhere) = {
-                let mut state = self.coordinator.lock();
-                let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
-                let jobs = leases
-                    .iter()
-                    .filter_map(|lease| {
-                        state
-                            .jobs
-                            .get(&lease.job)
-                            .map(|job| convert::job_spec(&state, job, lease.rank))
-                    })
-                    .collect::<Vec<_>>();
-                (jobs, state.has_pending_ranks())
-            };
-            if ranks_placed_elsewhere {
-                // Other workers' waiting lease calls pick up their ranks now.
-                self.coordinator.jobs_queued.notify_waiters();
-            }
-            if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(Response::new(v1::LeaseResponse { jobs }));
-            }
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep(LEASE_RECHECK) => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+        lease_waiting(&self.coordinator, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn report_metrics(
@@ -181,21 +149,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<v1::CompleteRequest>,
     ) -> Result<Response<v1::CompleteResponse>, Status> {
-        let request = request.into_inner();
-        let worker = convert::worker_id(&request.worker_id)?;
-        let job = convert::job_id(&request.job_id)?;
-        let completion = convert::completion(&request)?;
-        let requeued = self.coordinator.lock().complete(
-            &worker,
-            &job,
-            request.attempt,
-            completion,
-            Instant::now(),
-        )?;
-        if requeued {
-            self.coordinator.jobs_queued.notify_waiters();
-        }
-        Ok(Response::new(v1::CompleteResponse { requeued }))
+        complete_now(&self.coordinator, &request.into_inner()).map(Response::new)
     }
 
     async fn rendezvous(
@@ -229,4 +183,85 @@ impl WorkerService for WorkerApi {
             }
         }
     }
+
+    type SessionStream = session::Replies;
+
+    async fn session(
+        &self,
+        request: Request<tonic::Streaming<v1::SessionCalls>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Ok(Response::new(session::serve(
+            self.coordinator.clone(),
+            request.into_inner(),
+        )))
+    }
+}
+
+/// Leases up to `free_slots` jobs now, without waiting; empty when none is ready.
+pub(super) fn try_lease(
+    coordinator: &Coordinator,
+    request: &v1::LeaseRequest,
+) -> Result<Vec<v1::JobSpec>, Status> {
+    let worker = convert::worker_id(&request.worker_id)?;
+    let (jobs, ranks_placed_elsewhere) = {
+        let mut state = coordinator.lock();
+        let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
+        let jobs = leases
+            .iter()
+            .filter_map(|lease| {
+                state
+                    .jobs
+                    .get(&lease.job)
+                    .map(|job| convert::job_spec(&state, job, lease.rank))
+            })
+            .collect::<Vec<_>>();
+        (jobs, state.has_pending_ranks())
+    };
+    if ranks_placed_elsewhere {
+        // Other workers' waiting lease calls pick up their ranks now.
+        coordinator.jobs_queued.notify_waiters();
+    }
+    Ok(jobs)
+}
+
+/// Leases jobs, waiting up to the request's `wait_ms` (at most [`MAX_LEASE_WAIT`])
+/// for one to be queued.
+pub(super) async fn lease_waiting(
+    coordinator: &Coordinator,
+    request: v1::LeaseRequest,
+) -> Result<v1::LeaseResponse, Status> {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_LEASE_WAIT);
+    loop {
+        let notified = coordinator.jobs_queued.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let jobs = try_lease(coordinator, &request)?;
+        if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(v1::LeaseResponse { jobs });
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(LEASE_RECHECK) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Records the end of an attempt.
+pub(super) fn complete_now(
+    coordinator: &Coordinator,
+    request: &v1::CompleteRequest,
+) -> Result<v1::CompleteResponse, Status> {
+    let worker = convert::worker_id(&request.worker_id)?;
+    let job = convert::job_id(&request.job_id)?;
+    let completion = convert::completion(request)?;
+    let requeued =
+        coordinator
+            .lock()
+            .complete(&worker, &job, request.attempt, completion, Instant::now())?;
+    if requeued {
+        coordinator.jobs_queued.notify_waiters();
+    }
+    Ok(v1::CompleteResponse { requeued })
 }

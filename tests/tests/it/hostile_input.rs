@@ -33,8 +33,8 @@ pub struct Leased {
     pub fingerprint: String,
 }
 
-/// Submits the implementation stage and leases its job as a new worker.
-pub async fn lease_the_job(address: &str, ws: &TestWorkspace) -> Leased {
+/// Submits the implementation stage with the client token.
+pub async fn submit_implementation(address: &str, ws: &TestWorkspace) -> v1::SubmitStageResponse {
     let (_, mut client) = clients(address, &security(Some(&token(&ws.root, "client"))));
     client
         .submit_stage(v1::SubmitStageRequest {
@@ -42,7 +42,13 @@ pub async fn lease_the_job(address: &str, ws: &TestWorkspace) -> Leased {
             rerun: false,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner()
+}
+
+/// Submits the implementation stage and leases its job as a new worker.
+pub async fn lease_the_job(address: &str, ws: &TestWorkspace) -> Leased {
+    submit_implementation(address, ws).await;
     let (mut worker, _) = clients(address, &security(Some(&token(&ws.root, "worker"))));
     let worker_id = worker
         .register(v1::RegisterRequest {

@@ -11,5 +11,6 @@ mod hostile_input;
 mod journal;
 mod logs_follow;
 mod security;
+mod session;
 mod slurm;
 mod summaries;

@@ -77,13 +77,19 @@ async fn worker_rpcs(client: &mut WorkerClient) -> Vec<(&'static str, tonic::Sta
             running: Vec::new(),
         })
         .await;
-    let lease = client
-        .lease(v1::LeaseRequest {
-            worker_id: "w1-intruder".into(),
-            free_slots: 4,
-            wait_ms: 0,
-        })
-        .await;
+    let lease_request = v1::LeaseRequest {
+        worker_id: "w1-intruder".into(),
+        free_slots: 4,
+        wait_ms: 0,
+    };
+    let complete_request = v1::CompleteRequest {
+        worker_id: "w1-intruder".into(),
+        job_id: "implementation.proposed.s0".into(),
+        attempt: 1,
+        outcome: v1::Outcome::Succeeded as i32,
+        ..Default::default()
+    };
+    let lease = client.lease(lease_request.clone()).await;
     let metrics = client
         .report_metrics(v1::MetricBatch {
             worker_id: "w1-intruder".into(),
@@ -118,17 +124,15 @@ async fn worker_rpcs(client: &mut WorkerClient) -> Vec<(&'static str, tonic::Sta
             content: b"forged output\n".to_vec(),
         })
         .await;
-    let complete = client
-        .complete(v1::CompleteRequest {
-            worker_id: "w1-intruder".into(),
-            job_id: "implementation.proposed.s0".into(),
-            attempt: 1,
-            outcome: v1::Outcome::Succeeded as i32,
-            ..Default::default()
-        })
-        .await;
+    let complete = client.complete(complete_request.clone()).await;
+    // The same two over a session: refused when it opens.
+    let session = expcluster_worker::session::Session::new(client.clone());
+    let session_lease = session.lease(lease_request).await;
+    let session_complete = session.complete(complete_request).await;
     vec![
         ("Register", register.unwrap_err()),
+        ("Session: Lease", session_lease.unwrap_err()),
+        ("Session: Complete", session_complete.unwrap_err()),
         ("Heartbeat", heartbeat.unwrap_err()),
         ("Lease", lease.unwrap_err()),
         ("ReportMetrics", metrics.unwrap_err()),

@@ -1,0 +1,187 @@
+//! `WorkerService.Session`: a worker's Lease and Complete calls over one long-lived
+//! bidirectional stream.
+//!
+//! A unary call costs the coordinator a new HTTP/2 stream, a header block to decode
+//! (HPACK), a token check and a trailer block; for a no-op job those were most of its
+//! CPU (BENCHMARKS.md). On a session each call is one message. The rules stay those of
+//! the unary calls: the same handlers ([`super::worker_service`]), the worker token
+//! checked once when the stream opens (by the auth layer, as for any worker method),
+//! and an answer only once every record written while the call ran is durable.
+//!
+//! Calls are handled in arrival order by one reader task. The worker sends the calls
+//! it has queued at one moment as one message (say, a completion and the lease for
+//! the slot it freed); their answers go back as one message, queued with one commit
+//! ticket, which a forwarder sends once the group commit covers it. A lease with
+//! nothing to hand out waits in a task of its own (up to its `wait_ms`), so a
+//! completion sent meanwhile is not held behind it.
+
+use super::worker_service::{complete_now, lease_waiting, try_lease};
+use crate::group_commit;
+use crate::Coordinator;
+use expcluster_proto::v1::{self, session_call::Call, session_reply::Reply};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+/// The answers a session streams back.
+pub type Replies =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SessionReplies, Status>> + Send>>;
+
+/// Answer messages waiting for their commit: a worker has at most a few calls in
+/// flight (one per slot, plus a lease), so this bound only stops a misbehaving one.
+const QUEUED_ANSWERS: usize = 256;
+/// Lease calls of one session that may wait for work at the same time; beyond that a
+/// lease with nothing to hand out is answered empty at once.
+const WAITING_LEASES: usize = 4;
+
+/// Answers and the commit ticket they wait for.
+type Answer = (u64, Vec<v1::SessionReply>);
+
+/// Starts serving one session; returns the stream of its answers.
+pub fn serve(coordinator: Arc<Coordinator>, calls: tonic::Streaming<v1::SessionCalls>) -> Replies {
+    let (answers_tx, answers_rx) = mpsc::channel(QUEUED_ANSWERS);
+    let (replies_tx, replies_rx) = mpsc::channel(QUEUED_ANSWERS);
+    tokio::spawn(forward_when_durable(answers_rx, replies_tx));
+    tokio::spawn(read_calls(coordinator, calls, answers_tx));
+    Box::pin(ReceiverStream::new(replies_rx))
+}
+
+/// Handles each message of calls as it arrives, until the worker closes the stream
+/// or it breaks.
+async fn read_calls(
+    coordinator: Arc<Coordinator>,
+    mut calls: tonic::Streaming<v1::SessionCalls>,
+    answers: mpsc::Sender<Answer>,
+) {
+    let waiting_leases = Arc::new(Semaphore::new(WAITING_LEASES));
+    loop {
+        let batch = match calls.message().await {
+            Ok(Some(batch)) => batch.calls,
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(%status, "a worker session ended");
+                return;
+            }
+        };
+        let mut replies = Vec::with_capacity(batch.len());
+        for call in batch {
+            let call_id = call.call_id;
+            let reply = match call.call {
+                Some(Call::Complete(request)) => {
+                    to_reply(complete_now(&coordinator, &request).map(Reply::Complete))
+                }
+                Some(Call::Lease(request)) => {
+                    match lease(&coordinator, request, call_id, &answers, &waiting_leases) {
+                        Some(reply) => reply,
+                        None => continue,
+                    }
+                }
+                None => Reply::Error(error(&Status::invalid_argument(
+                    "a session call names neither a lease nor a completion: use the same expcluster version on every node",
+                ))),
+            };
+            replies.push(v1::SessionReply {
+                call_id,
+                reply: Some(reply),
+            });
+        }
+        if !replies.is_empty() && !send(&answers, replies).await {
+            return;
+        }
+    }
+}
+
+/// Leases now; with nothing to hand out and time to wait, hands the call to a task
+/// that answers it later (None).
+fn lease(
+    coordinator: &Arc<Coordinator>,
+    request: v1::LeaseRequest,
+    call_id: u64,
+    answers: &mpsc::Sender<Answer>,
+    waiting_leases: &Arc<Semaphore>,
+) -> Option<Reply> {
+    let jobs = match try_lease(coordinator, &request) {
+        Ok(jobs) => jobs,
+        Err(status) => return Some(Reply::Error(error(&status))),
+    };
+    if !jobs.is_empty() || request.wait_ms == 0 {
+        return Some(Reply::Lease(v1::LeaseResponse { jobs }));
+    }
+    let Ok(permit) = waiting_leases.clone().try_acquire_owned() else {
+        return Some(Reply::Lease(v1::LeaseResponse { jobs }));
+    };
+    let (coordinator, answers) = (coordinator.clone(), answers.clone());
+    tokio::spawn(async move {
+        let waited = tokio::select! {
+            waited = lease_waiting(&coordinator, request) => waited,
+            // The session is gone: lease nothing it could not hear of.
+            () = answers.closed() => return,
+        };
+        drop(permit);
+        let reply = v1::SessionReply {
+            call_id,
+            reply: Some(to_reply(waited.map(Reply::Lease))),
+        };
+        send(&answers, vec![reply]).await;
+    });
+    None
+}
+
+fn to_reply(result: Result<Reply, Status>) -> Reply {
+    result.unwrap_or_else(|status| Reply::Error(error(&status)))
+}
+
+fn error(status: &Status) -> v1::SessionError {
+    v1::SessionError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    }
+}
+
+/// Queues answers behind everything written so far; false once the session is gone.
+async fn send(answers: &mpsc::Sender<Answer>, replies: Vec<v1::SessionReply>) -> bool {
+    // Taken after the handlers ran: it covers every record the calls wrote.
+    let ticket = if group_commit::deferring() {
+        group_commit::global().written()
+    } else {
+        0
+    };
+    answers.send((ticket, replies)).await.is_ok()
+}
+
+/// Sends each answer once its records are durable, in the order they were queued.
+async fn forward_when_durable(
+    mut answers: mpsc::Receiver<Answer>,
+    replies: mpsc::Sender<Result<v1::SessionReplies, Status>>,
+) {
+    loop {
+        let (ticket, mut answer) = tokio::select! {
+            next = answers.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
+            // The worker went away: dropping `answers` stops waiting leases too.
+            () = replies.closed() => return,
+        };
+        if group_commit::deferring() {
+            if let Err(reason) = group_commit::global().wait(ticket).await {
+                tracing::error!(%reason, "answering unavailable: a write could not be made durable");
+                let unavailable = error(&Status::unavailable(format!(
+                    "cannot write the workspace durably ({reason}); retry later"
+                )));
+                for reply in &mut answer {
+                    reply.reply = Some(Reply::Error(unavailable.clone()));
+                }
+            }
+        }
+        if replies
+            .send(Ok(v1::SessionReplies { replies: answer }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
