@@ -36,6 +36,7 @@ pub mod service;
 pub mod stages;
 pub mod state;
 pub mod summary;
+pub mod text_log;
 pub mod tls;
 pub mod workers;
 pub mod workspace;

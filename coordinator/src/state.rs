@@ -201,6 +201,8 @@ pub struct CoordinatorState {
     /// succeeded attempt.
     pub results: ResultsFile,
     pub next_worker: u64,
+    /// `logs/experiment_log.txt`, written off the state mutex.
+    pub text_log: crate::text_log::TextLog,
     /// A stage's results could not be written (e.g. a full disk): retry periodically.
     pub stage_finish_pending: bool,
 }
@@ -247,7 +249,10 @@ impl CoordinatorState {
                 }
             }
         }
+        let text_log =
+            crate::text_log::TextLog::new(workspace.logs_dir().join("experiment_log.txt"));
         Self {
+            text_log,
             workspace,
             log,
             journal,
@@ -297,10 +302,7 @@ impl CoordinatorState {
             .log
             .append(event_type, self.idea_version, payload)
             .map_err(crate::error::CoordinatorError::storage)?;
-        let text_log = self.workspace.logs_dir().join("experiment_log.txt");
-        if let Err(err) = crate::workspace::append_text(&text_log, &human) {
-            tracing::warn!(%err, "cannot append to logs/experiment_log.txt");
-        }
+        self.text_log.append(human);
         Ok(seq)
     }
 
