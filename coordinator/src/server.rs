@@ -85,8 +85,16 @@ pub async fn serve(
             .clone()
             .run_lease_reaper(Duration::from_millis(250)),
     );
+    // Worker sessions are streams that never end on their own: told here when the
+    // shutdown starts, they end, so the graceful shutdown does not wait for them.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing_tx.send(true);
+    };
     let workers = WorkerServiceServer::new(WorkerApi {
         coordinator: coordinator.clone(),
+        closing,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let clients = ClientServiceServer::new(ClientApi { coordinator })

@@ -21,7 +21,7 @@ use crate::Coordinator;
 use expcluster_proto::v1::{self, session_call::Call, session_reply::Reply};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -39,13 +39,26 @@ const WAITING_LEASES: usize = 4;
 /// Answers and the commit ticket they wait for.
 type Answer = (u64, Vec<v1::SessionReply>);
 
-/// Starts serving one session; returns the stream of its answers.
-pub fn serve(coordinator: Arc<Coordinator>, calls: tonic::Streaming<v1::SessionCalls>) -> Replies {
+/// Starts serving one session; returns the stream of its answers. The session ends
+/// when the worker closes it, or when `closing` turns true (the server is shutting
+/// down): calls already handled are still answered, once durable; the worker retries
+/// the rest against the next coordinator.
+pub fn serve(
+    coordinator: Arc<Coordinator>,
+    calls: tonic::Streaming<v1::SessionCalls>,
+    closing: watch::Receiver<bool>,
+) -> Replies {
     let (answers_tx, answers_rx) = mpsc::channel(QUEUED_ANSWERS);
     let (replies_tx, replies_rx) = mpsc::channel(QUEUED_ANSWERS);
     tokio::spawn(forward_when_durable(answers_rx, replies_tx));
-    tokio::spawn(read_calls(coordinator, calls, answers_tx));
+    tokio::spawn(read_calls(coordinator, calls, answers_tx, closing));
     Box::pin(ReceiverStream::new(replies_rx))
+}
+
+/// Resolves once the server is shutting down (at once if it already is).
+async fn closed(mut closing: watch::Receiver<bool>) {
+    // An error means the server is gone: closing as well.
+    let _ = closing.wait_for(|closing| *closing).await;
 }
 
 /// Handles each message of calls as it arrives, until the worker closes the stream
@@ -54,10 +67,15 @@ async fn read_calls(
     coordinator: Arc<Coordinator>,
     mut calls: tonic::Streaming<v1::SessionCalls>,
     answers: mpsc::Sender<Answer>,
+    closing: watch::Receiver<bool>,
 ) {
     let waiting_leases = Arc::new(Semaphore::new(WAITING_LEASES));
     loop {
-        let batch = match calls.message().await {
+        let message = tokio::select! {
+            message = calls.message() => message,
+            () = closed(closing.clone()) => return,
+        };
+        let batch = match message {
             Ok(Some(batch)) => batch.calls,
             Ok(None) => return,
             Err(status) => {
@@ -73,7 +91,8 @@ async fn read_calls(
                     to_reply(complete_now(&coordinator, &request).map(Reply::Complete))
                 }
                 Some(Call::Lease(request)) => {
-                    match lease(&coordinator, request, call_id, &answers, &waiting_leases) {
+                    let waiting = (&answers, &waiting_leases, &closing);
+                    match lease(&coordinator, request, call_id, waiting) {
                         Some(reply) => reply,
                         None => continue,
                     }
@@ -99,8 +118,11 @@ fn lease(
     coordinator: &Arc<Coordinator>,
     request: v1::LeaseRequest,
     call_id: u64,
-    answers: &mpsc::Sender<Answer>,
-    waiting_leases: &Arc<Semaphore>,
+    (answers, waiting_leases, closing): (
+        &mpsc::Sender<Answer>,
+        &Arc<Semaphore>,
+        &watch::Receiver<bool>,
+    ),
 ) -> Option<Reply> {
     let jobs = match try_lease(coordinator, &request) {
         Ok(jobs) => jobs,
@@ -112,12 +134,13 @@ fn lease(
     let Ok(permit) = waiting_leases.clone().try_acquire_owned() else {
         return Some(Reply::Lease(v1::LeaseResponse { jobs }));
     };
-    let (coordinator, answers) = (coordinator.clone(), answers.clone());
+    let (coordinator, answers, closing) = (coordinator.clone(), answers.clone(), closing.clone());
     tokio::spawn(async move {
         let waited = tokio::select! {
             waited = lease_waiting(&coordinator, request) => waited,
-            // The session is gone: lease nothing it could not hear of.
+            // The session is gone, or going: lease nothing it could not hear of.
             () = answers.closed() => return,
+            () = closed(closing) => return,
         };
         drop(permit);
         let reply = v1::SessionReply {

@@ -21,6 +21,8 @@ const RENDEZVOUS_RECHECK: Duration = Duration::from_millis(50);
 
 pub struct WorkerApi {
     pub coordinator: Arc<Coordinator>,
+    /// Turns true when the server starts shutting down (ends worker sessions).
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -193,6 +195,7 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(session::serve(
             self.coordinator.clone(),
             request.into_inner(),
+            self.closing.clone(),
         )))
     }
 }

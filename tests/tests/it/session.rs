@@ -66,7 +66,7 @@ fn lease(worker_id: &str, free_slots: u32, wait_ms: u32) -> v1::LeaseRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_gives_the_unary_answers_and_matches_concurrent_calls() {
     let ws = TestWorkspace::new("session", &config("session", 3), &[("runfile.py", RUNFILE)]);
-    let (_coordinator, address) = start_coordinator(&ws.root, &[]);
+    let (mut coordinator, address) = start_coordinator(&ws.root, &[]);
     assert_eq!(submit(&address, &ws).await, 3);
     let (session, worker_id) = register(&address, &ws, 3).await;
 
@@ -147,6 +147,22 @@ async fn a_session_gives_the_unary_answers_and_matches_concurrent_calls() {
     // Every success is in the results file: answered means durable.
     let lines = ws.result_lines();
     assert_eq!(lines.len(), 3, "{lines:?}");
+
+    // An open session does not keep the coordinator from stopping: SIGTERM ends it,
+    // with a lease still waiting on it, and the worker is told to retry.
+    let waiting = tokio::spawn({
+        let session = session.clone();
+        let worker_id = worker_id.clone();
+        async move { session.lease(lease(&worker_id, 1, 20_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    coordinator.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        coordinator.wait_exit(Duration::from_secs(10)).is_some(),
+        "the coordinator did not stop while a worker session was open"
+    );
+    let ended = waiting.await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "retryable: {ended:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
