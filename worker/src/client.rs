@@ -180,14 +180,19 @@ pub fn endpoint_url(address: &str, tls: bool) -> String {
 }
 
 /// Connects lazily: the first call connects, and a broken connection is re-made by
-/// the channel, so callers only see per-call errors.
+/// the channel, so callers only see per-call errors. HTTP/2 pings every 30 s find a
+/// connection whose peer vanished without closing it (a crashed node): a worker's
+/// session stream would otherwise wait on it for good.
 pub fn channel(
     address: &str,
     security: &ClientSecurity,
 ) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(endpoint_url(address, security.tls.is_some()))?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_timeout(std::time::Duration::from_secs(20))
+        .keep_alive_while_idle(true);
     if let Some(tls) = &security.tls {
         endpoint = endpoint.tls_config(tls.clone())?;
     }

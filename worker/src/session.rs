@@ -14,6 +14,7 @@ use expcluster_proto::v1::{self, session_call::Call, session_reply::Reply};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
@@ -21,6 +22,9 @@ use tonic::Status;
 const QUEUED_CALLS: usize = 256;
 /// The most calls sent in one message.
 const CALLS_PER_MESSAGE: usize = 64;
+/// How long an answer may take beyond a lease's own wait: the coordinator answers
+/// within a commit round, so this only catches one that is gone.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Who waits for which answer, and, once the stream broke, why.
 #[derive(Default)]
@@ -55,6 +59,8 @@ pub struct Session {
     client: WorkerClient,
     link: Arc<tokio::sync::Mutex<Option<Link>>>,
     next_call: Arc<AtomicU64>,
+    /// How long an answer may take beyond a lease's own wait.
+    patience: Duration,
 }
 
 impl Session {
@@ -64,11 +70,19 @@ impl Session {
             client,
             link: Arc::default(),
             next_call: Arc::new(AtomicU64::new(1)),
+            patience: ANSWER_PATIENCE,
         }
     }
 
+    /// Sets how long an answer may take beyond a lease's own wait (default 60 s).
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
     pub async fn lease(&self, request: v1::LeaseRequest) -> Result<v1::LeaseResponse, Status> {
-        match self.call(Call::Lease(request)).await? {
+        let patience = Duration::from_millis(u64::from(request.wait_ms)) + self.patience;
+        match self.call(Call::Lease(request), patience).await? {
             Reply::Lease(response) => Ok(response),
             _ => Err(mismatched()),
         }
@@ -78,23 +92,27 @@ impl Session {
         &self,
         request: v1::CompleteRequest,
     ) -> Result<v1::CompleteResponse, Status> {
-        match self.call(Call::Complete(request)).await? {
+        match self.call(Call::Complete(request), self.patience).await? {
             Reply::Complete(response) => Ok(response),
             _ => Err(mismatched()),
         }
     }
 
-    async fn call(&self, call: Call) -> Result<Reply, Status> {
+    /// Sends one call and waits for its answer, at most `patience`: a coordinator that
+    /// vanished without closing the connection (a crashed node, a cut network) would
+    /// otherwise leave the caller waiting forever. On a timeout the stream counts as
+    /// broken, so the retry opens another.
+    async fn call(&self, call: Call, patience: Duration) -> Result<Reply, Status> {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         let (answer_tx, mut answer_rx) = oneshot::channel();
-        let calls = {
+        let (calls, waiters) = {
             let mut link = self.link.lock().await;
             let mut answer_tx = Some(answer_tx);
             loop {
                 if let Some(open) = link.as_ref() {
                     let waiter = answer_tx.take().ok_or_else(mismatched)?;
                     if open.expect(call_id, waiter) {
-                        break open.calls.clone();
+                        break (open.calls.clone(), open.waiters.clone());
                     }
                     // The stream broke: the waiter was dropped; make another.
                     let (tx, rx) = oneshot::channel();
@@ -111,7 +129,17 @@ impl Session {
         if calls.send(message).await.is_err() {
             return Err(broken("the session closed before the call was sent"));
         }
-        match answer_rx.await {
+        let Ok(answer) = tokio::time::timeout(patience, answer_rx).await else {
+            let silent = broken(&format!(
+                "no answer from the coordinator within {:.1} s",
+                patience.as_secs_f64()
+            ));
+            let mut pending = lock(&waiters);
+            pending.waiters.remove(&call_id);
+            pending.broken.get_or_insert(silent.clone());
+            return Err(silent);
+        };
+        match answer {
             Ok(Ok(Reply::Error(error))) => Err(Status::new(
                 tonic::Code::from_i32(error.code),
                 error.message,

@@ -229,3 +229,42 @@ async fn a_session_reopens_after_the_coordinator_restarts_and_loses_no_completio
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_coordinator_fails_the_call_in_time_and_the_next_one_uses_a_new_stream() {
+    let ws = TestWorkspace::new(
+        "session-hung",
+        &config("session-hung", 2),
+        &[("runfile.py", RUNFILE)],
+    );
+    let (coordinator, address) = start_coordinator(&ws.root, &[]);
+    submit(&address, &ws).await;
+    let (session, worker_id) = register(&address, &ws, 1).await;
+    let session = session.with_patience(Duration::from_millis(1_500));
+    let jobs = session.lease(lease(&worker_id, 1, 0)).await.unwrap().jobs;
+    assert_eq!(jobs.len(), 1);
+
+    // The coordinator stops answering but keeps its connections (SIGSTOP): the call
+    // gives up after its patience instead of waiting for good.
+    coordinator.signal(nix::sys::signal::Signal::SIGSTOP);
+    let started = std::time::Instant::now();
+    let hung = session
+        .complete(completion(&worker_id, &jobs[0], v1::Outcome::Succeeded))
+        .await
+        .unwrap_err();
+    assert_eq!(hung.code(), Code::Unavailable, "retryable: {hung:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Once it answers again, the retry goes over a new stream and is accepted.
+    coordinator.signal(nix::sys::signal::Signal::SIGCONT);
+    let done = session
+        .complete(completion(&worker_id, &jobs[0], v1::Outcome::Succeeded))
+        .await
+        .unwrap();
+    assert!(!done.requeued);
+    assert_eq!(ws.result_lines().len(), 1);
+}
