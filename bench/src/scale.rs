@@ -51,16 +51,27 @@ pub async fn run() -> anyhow::Result<()> {
         let session = Session::new(worker);
         handles.push(tokio::spawn(async move {
             let mut done = 0u64;
+            // As in dispatch: a job's completion goes out with the next lease.
+            let mut ended: Option<v1::JobSpec> = None;
             while started.elapsed() < RUN_FOR {
                 let request = v1::LeaseRequest {
                     worker_id: id.clone(),
                     free_slots: 1,
                     wait_ms: 100,
                 };
-                for job in session.lease(request).await?.jobs {
-                    complete(&session, &id, &job, 0).await?;
-                    done += 1;
-                }
+                let completion = async {
+                    match &ended {
+                        Some(job) => complete(&session, &id, job, 0).await.map(|()| 1),
+                        None => Ok(0),
+                    }
+                };
+                let (completed, leased) = tokio::join!(completion, session.lease(request));
+                done += completed?;
+                ended = leased?.jobs.pop();
+            }
+            if let Some(job) = &ended {
+                complete(&session, &id, job, 0).await?;
+                done += 1;
             }
             anyhow::Ok(done)
         }));
