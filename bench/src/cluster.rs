@@ -160,6 +160,18 @@ pub async fn complete(
     Ok(())
 }
 
+/// Completes every job in `jobs` as succeeded (no metric points), side by side on
+/// the session.
+pub async fn complete_all(
+    session: &Session,
+    worker_id: &str,
+    jobs: &[v1::JobSpec],
+) -> anyhow::Result<()> {
+    futures::future::try_join_all(jobs.iter().map(|job| complete(session, worker_id, job, 0)))
+        .await?;
+    Ok(())
+}
+
 /// Submits a stage and returns how many jobs it queued.
 pub async fn submit(client: &mut ClientClient, stage: &str, rerun: bool) -> anyhow::Result<u32> {
     let response = client

@@ -10,7 +10,7 @@
 //! mostly time spent queued behind the others).
 
 use crate::cluster::{
-    complete, register, rss_bytes, submit, wait_finished, Cluster, CpuMeter, CpuUse,
+    complete_all, register, rss_bytes, submit, wait_finished, Cluster, CpuMeter, CpuUse,
 };
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
@@ -262,12 +262,7 @@ async fn coordinator_dispatch(workers: usize, slots: u32) -> anyhow::Result<Disp
                 };
                 let any_ended = !ended.is_empty();
                 let completions = async {
-                    futures::future::try_join_all(
-                        ended
-                            .iter()
-                            .map(|job| complete(&session, &worker_id, job, 0)),
-                    )
-                    .await?;
+                    complete_all(&session, &worker_id, &ended).await?;
                     if any_ended {
                         let mut last = last_completed.lock().unwrap_or_else(|p| p.into_inner());
                         *last = (*last).max(Instant::now());
@@ -283,12 +278,7 @@ async fn coordinator_dispatch(workers: usize, slots: u32) -> anyhow::Result<Disp
                 }
                 ended = jobs;
             }
-            futures::future::try_join_all(
-                ended
-                    .iter()
-                    .map(|job| complete(&session, &worker_id, job, 0)),
-            )
-            .await?;
+            complete_all(&session, &worker_id, &ended).await?;
             anyhow::Ok(())
         }));
     }

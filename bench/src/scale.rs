@@ -4,7 +4,7 @@
 //! Client, workers and coordinator share this process, so the RSS growth is an upper
 //! bound for the coordinator's.
 
-use crate::cluster::{complete, register, rss_bytes, submit, Cluster};
+use crate::cluster::{complete_all, register, rss_bytes, submit, Cluster};
 use crate::heap::{live_bytes, peak_bytes, reset_peak};
 use crate::report::{rate, table};
 use expcluster_proto::v1;
@@ -59,20 +59,14 @@ pub async fn run() -> anyhow::Result<()> {
                     free_slots: 1,
                     wait_ms: 100,
                 };
-                let completion = async {
-                    match &ended {
-                        Some(job) => complete(&session, &id, job, 0).await.map(|()| 1),
-                        None => Ok(0),
-                    }
-                };
+                let completion = complete_all(&session, &id, ended.as_slice());
                 let (completed, leased) = tokio::join!(completion, session.lease(request));
-                done += completed?;
+                completed?;
+                done += u64::from(ended.is_some());
                 ended = leased?.jobs.pop();
             }
-            if let Some(job) = &ended {
-                complete(&session, &id, job, 0).await?;
-                done += 1;
-            }
+            complete_all(&session, &id, ended.as_slice()).await?;
+            done += u64::from(ended.is_some());
             anyhow::Ok(done)
         }));
     }

@@ -31,20 +31,30 @@ where
 {
     Box::pin(async move {
         let response = handler.await?;
-        if !group_commit::deferring() {
-            return Ok(response);
-        }
         // Taken after the handler returned: it covers every record it wrote.
-        let committer = group_commit::global();
-        match committer.wait(committer.written()).await {
+        match durable(ticket()).await {
             Ok(()) => Ok(response),
-            Err(reason) => {
-                tracing::error!(%reason, "answering unavailable: a write could not be made durable");
-                Ok(Status::unavailable(format!(
-                    "cannot write the workspace durably ({reason}); retry later"
-                ))
-                .into_http())
-            }
+            Err(status) => Ok(status.into_http()),
         }
+    })
+}
+
+/// The commit ticket covering every record written so far; `None` when appends are
+/// not deferred (each one is then durable before it returns).
+pub fn ticket() -> Option<u64> {
+    group_commit::deferring().then(|| group_commit::global().written())
+}
+
+/// Waits until every record counted by `ticket` is durable; UNAVAILABLE (the worker
+/// or CLI retries) when it cannot be.
+pub async fn durable(ticket: Option<u64>) -> Result<(), Status> {
+    let Some(ticket) = ticket else {
+        return Ok(());
+    };
+    group_commit::global().wait(ticket).await.map_err(|reason| {
+        tracing::error!(%reason, "answering unavailable: a write could not be made durable");
+        Status::unavailable(format!(
+            "cannot write the workspace durably ({reason}); retry later"
+        ))
     })
 }

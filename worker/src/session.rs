@@ -26,10 +26,13 @@ const CALLS_PER_MESSAGE: usize = 64;
 /// within a commit round, so this only catches one that is gone.
 const ANSWER_PATIENCE: Duration = Duration::from_secs(60);
 
+/// Where one caller's answer goes.
+type Waiter = oneshot::Sender<Result<Reply, Status>>;
+
 /// Who waits for which answer, and, once the stream broke, why.
 #[derive(Default)]
 struct Pending {
-    waiters: HashMap<u64, oneshot::Sender<Result<Reply, Status>>>,
+    waiters: HashMap<u64, Waiter>,
     broken: Option<Status>,
 }
 
@@ -42,14 +45,15 @@ struct Link {
 }
 
 impl Link {
-    /// Registers a caller's wait; false when the stream has broken (open another).
-    fn expect(&self, call_id: u64, waiter: oneshot::Sender<Result<Reply, Status>>) -> bool {
+    /// Registers a caller's wait; hands the waiter back when the stream has broken
+    /// (the caller opens another).
+    fn expect(&self, call_id: u64, waiter: Waiter) -> Result<(), Waiter> {
         let mut pending = lock(&self.waiters);
         if pending.broken.is_some() {
-            return false;
+            return Err(waiter);
         }
         pending.waiters.insert(call_id, waiter);
-        true
+        Ok(())
     }
 }
 
@@ -104,20 +108,16 @@ impl Session {
     /// broken, so the retry opens another.
     async fn call(&self, call: Call, patience: Duration) -> Result<Reply, Status> {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        let (answer_tx, mut answer_rx) = oneshot::channel();
+        let (answer_tx, answer_rx) = oneshot::channel();
         let (calls, waiters) = {
             let mut link = self.link.lock().await;
-            let mut answer_tx = Some(answer_tx);
+            let mut waiter = answer_tx;
             loop {
                 if let Some(open) = link.as_ref() {
-                    let waiter = answer_tx.take().ok_or_else(mismatched)?;
-                    if open.expect(call_id, waiter) {
-                        break (open.calls.clone(), open.waiters.clone());
+                    match open.expect(call_id, waiter) {
+                        Ok(()) => break (open.calls.clone(), open.waiters.clone()),
+                        Err(back) => waiter = back,
                     }
-                    // The stream broke: the waiter was dropped; make another.
-                    let (tx, rx) = oneshot::channel();
-                    answer_tx = Some(tx);
-                    answer_rx = rx;
                 }
                 *link = Some(self.open().await?);
             }
@@ -134,6 +134,8 @@ impl Session {
                 "no answer from the coordinator within {:.1} s",
                 patience.as_secs_f64()
             ));
+            // Other calls on this stream wait out their own patience; new calls open
+            // another stream.
             let mut pending = lock(&waiters);
             pending.waiters.remove(&call_id);
             pending.broken.get_or_insert(silent.clone());

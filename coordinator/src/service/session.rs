@@ -16,7 +16,7 @@
 //! completion sent meanwhile is not held behind it.
 
 use super::worker_service::{complete_now, lease_waiting, try_lease};
-use crate::group_commit;
+use crate::commit_layer;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, session_call::Call, session_reply::Reply};
 use std::pin::Pin;
@@ -37,7 +37,7 @@ const QUEUED_ANSWERS: usize = 256;
 const WAITING_LEASES: usize = 4;
 
 /// Answers and the commit ticket they wait for.
-type Answer = (u64, Vec<v1::SessionReply>);
+type Answer = (Option<u64>, Vec<v1::SessionReply>);
 
 /// Starts serving one session; returns the stream of its answers. The session ends
 /// when the worker closes it, or when `closing` turns true (the server is shutting
@@ -51,105 +51,116 @@ pub fn serve(
     let (answers_tx, answers_rx) = mpsc::channel(QUEUED_ANSWERS);
     let (replies_tx, replies_rx) = mpsc::channel(QUEUED_ANSWERS);
     tokio::spawn(forward_when_durable(answers_rx, replies_tx));
-    tokio::spawn(read_calls(coordinator, calls, answers_tx, closing));
+    let session = Session {
+        coordinator,
+        answers: answers_tx,
+        waiting_leases: Arc::new(Semaphore::new(WAITING_LEASES)),
+        closing,
+    };
+    tokio::spawn(session.read_calls(calls));
     Box::pin(ReceiverStream::new(replies_rx))
 }
 
-/// Resolves once the server is shutting down (at once if it already is).
-async fn closed(mut closing: watch::Receiver<bool>) {
-    // An error means the server is gone: closing as well.
-    let _ = closing.wait_for(|closing| *closing).await;
+/// What the handling of one session's calls shares.
+#[derive(Clone)]
+struct Session {
+    coordinator: Arc<Coordinator>,
+    /// To the forwarder: answers with their commit tickets.
+    answers: mpsc::Sender<Answer>,
+    waiting_leases: Arc<Semaphore>,
+    closing: watch::Receiver<bool>,
 }
 
-/// Handles each message of calls as it arrives, until the worker closes the stream
-/// or it breaks.
-async fn read_calls(
-    coordinator: Arc<Coordinator>,
-    mut calls: tonic::Streaming<v1::SessionCalls>,
-    answers: mpsc::Sender<Answer>,
-    closing: watch::Receiver<bool>,
-) {
-    let waiting_leases = Arc::new(Semaphore::new(WAITING_LEASES));
-    loop {
-        let message = tokio::select! {
-            message = calls.message() => message,
-            () = closed(closing.clone()) => return,
-        };
-        let batch = match message {
-            Ok(Some(batch)) => batch.calls,
-            Ok(None) => return,
-            Err(status) => {
-                tracing::debug!(%status, "a worker session ended");
+impl Session {
+    /// Handles each message of calls as it arrives, until the worker closes the
+    /// stream, it breaks, or the server shuts down.
+    async fn read_calls(self, mut calls: tonic::Streaming<v1::SessionCalls>) {
+        loop {
+            let message = tokio::select! {
+                message = calls.message() => message,
+                () = self.closed() => return,
+            };
+            let batch = match message {
+                Ok(Some(batch)) => batch.calls,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!(%status, "a worker session ended");
+                    return;
+                }
+            };
+            let replies: Vec<v1::SessionReply> = batch
+                .into_iter()
+                .filter_map(|call| {
+                    let reply = self.handle(call.call, call.call_id)?;
+                    Some(v1::SessionReply {
+                        call_id: call.call_id,
+                        reply: Some(reply),
+                    })
+                })
+                .collect();
+            if !replies.is_empty() && !self.send(replies).await {
                 return;
             }
-        };
-        let mut replies = Vec::with_capacity(batch.len());
-        for call in batch {
-            let call_id = call.call_id;
-            let reply = match call.call {
-                Some(Call::Complete(request)) => {
-                    to_reply(complete_now(&coordinator, &request).map(Reply::Complete))
-                }
-                Some(Call::Lease(request)) => {
-                    let waiting = (&answers, &waiting_leases, &closing);
-                    match lease(&coordinator, request, call_id, waiting) {
-                        Some(reply) => reply,
-                        None => continue,
-                    }
-                }
-                None => Reply::Error(error(&Status::invalid_argument(
-                    "a session call names neither a lease nor a completion: use the same expcluster version on every node",
-                ))),
-            };
-            replies.push(v1::SessionReply {
-                call_id,
-                reply: Some(reply),
-            });
-        }
-        if !replies.is_empty() && !send(&answers, replies).await {
-            return;
         }
     }
-}
 
-/// Leases now; with nothing to hand out and time to wait, hands the call to a task
-/// that answers it later (None).
-fn lease(
-    coordinator: &Arc<Coordinator>,
-    request: v1::LeaseRequest,
-    call_id: u64,
-    (answers, waiting_leases, closing): (
-        &mpsc::Sender<Answer>,
-        &Arc<Semaphore>,
-        &watch::Receiver<bool>,
-    ),
-) -> Option<Reply> {
-    let jobs = match try_lease(coordinator, &request) {
-        Ok(jobs) => jobs,
-        Err(status) => return Some(Reply::Error(error(&status))),
-    };
-    if !jobs.is_empty() || request.wait_ms == 0 {
-        return Some(Reply::Lease(v1::LeaseResponse { jobs }));
+    /// One call's answer, or `None` for a lease left waiting (answered later).
+    fn handle(&self, call: Option<Call>, call_id: u64) -> Option<Reply> {
+        match call {
+            Some(Call::Complete(request)) => Some(to_reply(
+                complete_now(&self.coordinator, &request).map(Reply::Complete),
+            )),
+            Some(Call::Lease(request)) => self.lease(request, call_id),
+            None => Some(Reply::Error(error(&Status::invalid_argument(
+                "a session call names neither a lease nor a completion: use the same expcluster version on every node",
+            )))),
+        }
     }
-    let Ok(permit) = waiting_leases.clone().try_acquire_owned() else {
-        return Some(Reply::Lease(v1::LeaseResponse { jobs }));
-    };
-    let (coordinator, answers, closing) = (coordinator.clone(), answers.clone(), closing.clone());
-    tokio::spawn(async move {
-        let waited = tokio::select! {
-            waited = lease_waiting(&coordinator, request) => waited,
-            // The session is gone, or going: lease nothing it could not hear of.
-            () = answers.closed() => return,
-            () = closed(closing) => return,
+
+    /// Leases now; with nothing to hand out and time to wait, hands the call to a
+    /// task that answers it later (None).
+    fn lease(&self, request: v1::LeaseRequest, call_id: u64) -> Option<Reply> {
+        let jobs = match try_lease(&self.coordinator, &request) {
+            Ok(jobs) => jobs,
+            Err(status) => return Some(Reply::Error(error(&status))),
         };
-        drop(permit);
-        let reply = v1::SessionReply {
-            call_id,
-            reply: Some(to_reply(waited.map(Reply::Lease))),
+        if !jobs.is_empty() || request.wait_ms == 0 {
+            return Some(Reply::Lease(v1::LeaseResponse { jobs }));
+        }
+        let Ok(permit) = self.waiting_leases.clone().try_acquire_owned() else {
+            return Some(Reply::Lease(v1::LeaseResponse { jobs }));
         };
-        send(&answers, vec![reply]).await;
-    });
-    None
+        let session = self.clone();
+        tokio::spawn(async move {
+            let waited = tokio::select! {
+                waited = lease_waiting(&session.coordinator, request) => waited,
+                // The session is gone, or going: lease nothing it could not hear of.
+                () = session.answers.closed() => return,
+                () = session.closed() => return,
+            };
+            drop(permit);
+            let reply = v1::SessionReply {
+                call_id,
+                reply: Some(to_reply(waited.map(Reply::Lease))),
+            };
+            session.send(vec![reply]).await;
+        });
+        None
+    }
+
+    /// Resolves once the server is shutting down (at once if it already is).
+    async fn closed(&self) {
+        // An error means the server is gone: closing as well.
+        let _ = self.closing.clone().wait_for(|closing| *closing).await;
+    }
+
+    /// Queues answers behind everything written so far; false once the session is
+    /// gone.
+    async fn send(&self, replies: Vec<v1::SessionReply>) -> bool {
+        // Taken after the handlers ran: it covers every record the calls wrote.
+        let ticket = commit_layer::ticket();
+        self.answers.send((ticket, replies)).await.is_ok()
+    }
 }
 
 fn to_reply(result: Result<Reply, Status>) -> Reply {
@@ -163,18 +174,8 @@ fn error(status: &Status) -> v1::SessionError {
     }
 }
 
-/// Queues answers behind everything written so far; false once the session is gone.
-async fn send(answers: &mpsc::Sender<Answer>, replies: Vec<v1::SessionReply>) -> bool {
-    // Taken after the handlers ran: it covers every record the calls wrote.
-    let ticket = if group_commit::deferring() {
-        group_commit::global().written()
-    } else {
-        0
-    };
-    answers.send((ticket, replies)).await.is_ok()
-}
-
-/// Sends each answer once its records are durable, in the order they were queued.
+/// Sends each answer once its records are durable, in the order they were queued;
+/// answers whose records cannot be made durable become UNAVAILABLE, as a unary call's.
 async fn forward_when_durable(
     mut answers: mpsc::Receiver<Answer>,
     replies: mpsc::Sender<Result<v1::SessionReplies, Status>>,
@@ -188,15 +189,10 @@ async fn forward_when_durable(
             // The worker went away: dropping `answers` stops waiting leases too.
             () = replies.closed() => return,
         };
-        if group_commit::deferring() {
-            if let Err(reason) = group_commit::global().wait(ticket).await {
-                tracing::error!(%reason, "answering unavailable: a write could not be made durable");
-                let unavailable = error(&Status::unavailable(format!(
-                    "cannot write the workspace durably ({reason}); retry later"
-                )));
-                for reply in &mut answer {
-                    reply.reply = Some(Reply::Error(unavailable.clone()));
-                }
+        if let Err(status) = commit_layer::durable(ticket).await {
+            let unavailable = error(&status);
+            for reply in &mut answer {
+                reply.reply = Some(Reply::Error(unavailable.clone()));
             }
         }
         if replies
