@@ -36,6 +36,19 @@ fn slot_counts() -> Vec<u32> {
     }
 }
 
+/// Simulated workers, one run each: `EXPCLUSTER_BENCH_WORKERS` (default 16 and 64;
+/// for example `64` to profile the target case alone).
+pub fn worker_counts() -> Vec<usize> {
+    match std::env::var("EXPCLUSTER_BENCH_WORKERS") {
+        Ok(value) => value
+            .split(',')
+            .filter_map(|count| count.trim().parse().ok())
+            .filter(|count| *count > 0)
+            .collect(),
+        Err(_) => vec![16, 64],
+    }
+}
+
 /// Seeds per method: `EXPCLUSTER_BENCH_JOBS` / 10 (default 10,000 jobs in all).
 fn seeds_per_method() -> usize {
     std::env::var("EXPCLUSTER_BENCH_JOBS")
@@ -85,9 +98,10 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
         for slots in slot_counts() {
             let measured = coordinator_dispatch(workers, slots).await?;
             notes.push(format!(
-                "{workers} workers x {slots} slot(s): the last job started {:.0} ms after the submit, every completion was acknowledged at {:.0} ms (the last one waits for its stage's statistics, arrays and summaries to be written); live heap still held per job after the stage finished: {:.2} KB (RSS now {:.0} MB).",
+                "{workers} workers x {slots} slot(s): the last job started {:.0} ms after the submit, every completion was acknowledged at {:.0} ms, the stage was seen finished (statistics, arrays and summary written, aggregated off the state lock) at {:.0} ms; live heap still held per job after the stage finished: {:.2} KB (RSS now {:.0} MB).",
                 measured.last_started_after.as_secs_f64() * 1e3,
                 measured.completed_after.as_secs_f64() * 1e3,
+                measured.stage_finished_after.as_secs_f64() * 1e3,
                 measured.kept_per_job as f64 / 1024.0,
                 rss_bytes() as f64 / 1e6
             ));
@@ -224,6 +238,9 @@ struct Dispatch {
     jobs_per_s: f64,
     completed_after: Duration,
     last_started_after: Duration,
+    /// When the stage was seen finished (its statistics, arrays and summary recorded;
+    /// polled every 5 ms).
+    stage_finished_after: Duration,
     /// CPU used while the stage was dispatched.
     cpu: CpuUse,
     /// Live heap still held per job once the stage has finished (bytes).
@@ -321,6 +338,7 @@ async fn coordinator_dispatch(workers: usize, slots: u32) -> anyhow::Result<Disp
         }
     }
     wait_finished(&mut client, "full").await?;
+    let stage_finished_after = before.elapsed();
     let completed_after = last_completed
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -336,6 +354,7 @@ async fn coordinator_dispatch(workers: usize, slots: u32) -> anyhow::Result<Disp
         jobs: queued as u64,
         jobs_per_s: rate(queued as u64, completed_after),
         completed_after,
+        stage_finished_after,
         last_started_after: batch.iter().copied().max().unwrap_or_default(),
         cpu,
         kept_per_job,

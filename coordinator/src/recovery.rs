@@ -396,8 +396,9 @@ impl CoordinatorState {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
-            code: load_code(&self.workspace, digest),
+            code: std::sync::Arc::new(load_code(&self.workspace, digest)),
             final_prefix: 0,
+            finishing: false,
         });
         Ok(())
     }

@@ -13,13 +13,18 @@ job:\n  command: [python, runfile.py]\nmethods:\n  proposed: {}\n\
 stages:\n  implementation: {seeds: 2}\n";
 
 fn workspace() -> tempfile::TempDir {
+    workspace_with(CONFIG)
+}
+
+/// A workspace with `config` as its `config.yaml` and a runfile.
+pub(crate) fn workspace_with(config: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("config.yaml"), CONFIG).expect("config");
+    std::fs::write(dir.path().join("config.yaml"), config).expect("config");
     std::fs::write(dir.path().join("runfile.py"), "print('acc: 1')\n").expect("runfile");
     dir
 }
 
-fn succeeded(metric_count: u64) -> Completion {
+pub(crate) fn succeeded(metric_count: u64) -> Completion {
     Completion {
         outcome: Outcome::Succeeded,
         exit_code: 0,

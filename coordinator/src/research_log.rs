@@ -142,37 +142,53 @@ impl ResearchLog {
         idea_version: u32,
         payload: &P,
     ) -> Result<u64, ResearchLogError> {
-        #[derive(serde::Serialize)]
-        struct Event<'a, P> {
-            seq: u64,
-            time: String,
-            #[serde(rename = "type")]
-            event_type: &'a str,
-            idea_version: u32,
-            #[serde(flatten)]
-            payload: &'a P,
-        }
-        let seq = self.next_seq;
-        let event = Event {
-            seq,
-            time: chrono::Utc::now().to_rfc3339(),
-            event_type,
-            idea_version,
-            payload,
-        };
+        self.append_event(event_type, idea_version, payload)
+            .map(|written| written.seq)
+    }
+
+    /// [`Self::append_serialized`], returning the event's time and its payload as
+    /// JSON text too, for the human-readable log (serialized once for both).
+    pub fn append_event<P: serde::Serialize>(
+        &mut self,
+        event_type: &str,
+        idea_version: u32,
+        payload: &P,
+    ) -> Result<Written, ResearchLogError> {
         let io_error = |source| ResearchLogError::Io {
             path: self.path.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(&event).map_err(|err| io_error(err.into()))?;
-        line.push(b'\n');
-        self.guard.append(&mut self.file, &line).map_err(io_error)?;
+        let payload = serde_json::to_string(payload).map_err(|err| io_error(err.into()))?;
+        let Some(fields) = payload.strip_prefix('{') else {
+            return Err(io_error(std::io::Error::other(
+                "an event's payload must be a JSON object",
+            )));
+        };
+        let seq = self.next_seq;
+        let time = chrono::Utc::now().to_rfc3339();
+        // The line serde would write for {seq, time, type, idea_version, ..payload}
+        // (compact, in that order), put together from the payload's text instead of
+        // serializing a flattened struct of it again.
+        let quoted = |text: &str| serde_json::to_string(text).map_err(|err| io_error(err.into()));
+        let mut line = format!(
+            "{{\"seq\":{seq},\"time\":{},\"type\":{},\"idea_version\":{idea_version}",
+            quoted(&time)?,
+            quoted(event_type)?,
+        );
+        if fields != "}" {
+            line.push(',');
+        }
+        line.push_str(fields);
+        line.push('\n');
+        self.guard
+            .append(&mut self.file, line.as_bytes())
+            .map_err(io_error)?;
         self.next_seq += 1;
         if self.keep_events {
-            let value = serde_json::from_slice(&line).map_err(|err| io_error(err.into()))?;
+            let value = serde_json::from_str(&line).map_err(|err| io_error(err.into()))?;
             self.events.push(value);
         }
-        Ok(seq)
+        Ok(Written { seq, time, payload })
     }
 
     /// Stops keeping events in memory and frees those read at open: for a log that is
@@ -188,6 +204,14 @@ impl ResearchLog {
     pub fn events(&self) -> &[Value] {
         &self.events
     }
+}
+
+/// An appended event: its sequence number, time and payload as JSON text.
+#[derive(Debug)]
+pub struct Written {
+    pub seq: u64,
+    pub time: String,
+    pub payload: String,
 }
 
 /// Parses the committed lines. Each must be a JSON object with a `type` and the next
@@ -280,6 +304,51 @@ mod tests {
         drop(log);
         let (log, _) = ResearchLog::open(&path, false).expect("reopen");
         assert_eq!(log.events().len(), 4, "released events are still on disk");
+    }
+
+    /// The line put together from the payload's text is byte for byte what serde
+    /// writes for the event as one flattened struct (how it was written before).
+    #[test]
+    fn event_lines_are_what_a_flattened_struct_serializes_to() {
+        #[derive(serde::Serialize)]
+        struct Event<'a, P> {
+            seq: u64,
+            time: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            idea_version: u32,
+            #[serde(flatten)]
+            payload: &'a P,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("research_log.jsonl");
+        let (mut log, _) = ResearchLog::open(&path, false).expect("open");
+        let rich = serde_json::json!({
+            "quote\"d": "line\nbreak \u{1f600}", "nested": {"b": [1, 2.5, null]}, "a": -3
+        });
+        let payloads = [rich.as_object().expect("an object").clone(), Map::new()];
+        let mut expected = String::new();
+        for (seq, payload) in payloads.iter().enumerate() {
+            let written = log
+                .append_event("type \"odd\"", 7, payload)
+                .expect("append");
+            assert_eq!(written.seq, seq as u64);
+            assert_eq!(
+                written.payload,
+                serde_json::to_string(payload).expect("payload")
+            );
+            let former = Event {
+                seq: seq as u64,
+                time: &written.time,
+                event_type: "type \"odd\"",
+                idea_version: 7,
+                payload,
+            };
+            expected.push_str(&serde_json::to_string(&former).expect("former"));
+            expected.push('\n');
+        }
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), expected);
+        assert!(log.append_event("x", 1, &[1, 2]).is_err(), "not an object");
     }
 
     #[test]

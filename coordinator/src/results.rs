@@ -18,11 +18,13 @@ use indexmap::IndexMap;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
 
 /// A job's results, as the stage aggregation needs them.
 #[derive(Debug, Clone)]
 pub struct JobOutcome {
-    pub def: JobDefinition,
+    /// Shared with the job's record: aggregating a stage copies no definitions.
+    pub def: Arc<JobDefinition>,
     pub succeeded: bool,
     pub error: String,
     pub series: BTreeMap<String, Vec<f64>>,
@@ -34,13 +36,13 @@ impl JobOutcome {
     /// A job's outcome from its stored results line (`None`: no line, although it
     /// succeeded, so it is counted as failed).
     pub fn from_stored(
-        def: &JobDefinition,
+        def: &Arc<JobDefinition>,
         succeeded: bool,
         error: &str,
         stored: Option<Value>,
     ) -> Self {
         let mut outcome = JobOutcome {
-            def: def.clone(),
+            def: Arc::clone(def),
             succeeded,
             error: error.to_owned(),
             series: BTreeMap::new(),

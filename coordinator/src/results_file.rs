@@ -110,6 +110,31 @@ impl ResultsFile {
         read_line(&self.file, at)
             .map_err(|err| io::Error::other(format!("{}: {err}", self.path.display())))
     }
+
+    /// A handle of its own for reading lines without the state lock: appends only
+    /// add lines after those already written, so a line once appended reads the same
+    /// through it while others are being appended.
+    pub fn reader(&self) -> io::Result<ResultsReader> {
+        Ok(ResultsReader {
+            path: self.path.clone(),
+            file: self.file.try_clone()?,
+        })
+    }
+}
+
+/// Reads lines of `job_results.jsonl` (see [`ResultsFile::reader`]).
+#[derive(Debug)]
+pub struct ResultsReader {
+    path: PathBuf,
+    file: File,
+}
+
+impl ResultsReader {
+    /// The line at `at`, parsed.
+    pub fn read(&self, at: LineRef) -> io::Result<Value> {
+        read_line(&self.file, at)
+            .map_err(|err| io::Error::other(format!("{}: {err}", self.path.display())))
+    }
 }
 
 /// Reads and parses the line at `at` of `file`.

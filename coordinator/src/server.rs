@@ -80,6 +80,9 @@ pub async fn serve(
     if let Some(tls) = security.tls {
         builder = builder.tls_config(tls)?;
     }
+    // Finished stages are aggregated off the state lock from here on.
+    let (stage_finisher, finisher) = coordinator.start_stage_finisher();
+    coordinator.lock().stage_finisher = Some(stage_finisher);
     let reaper = tokio::spawn(
         coordinator
             .clone()
@@ -97,8 +100,10 @@ pub async fn serve(
         closing,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let clients = ClientServiceServer::new(ClientApi { coordinator })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let clients = ClientServiceServer::new(ClientApi {
+        coordinator: coordinator.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let result = builder
         .layer(AuthLayer::new(security.auth))
         .layer(crate::commit_layer::layer())
@@ -107,6 +112,12 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     reaper.abort();
+    // A stage already handed over is recorded before serving ends; later ones finish
+    // at once (or, after a stop, when the next coordinator recovers).
+    coordinator.lock().stage_finisher = None;
+    if let Err(err) = finisher.await {
+        tracing::error!(%err, "the stage finisher stopped");
+    }
     Ok(result?)
 }
 

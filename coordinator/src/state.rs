@@ -13,6 +13,7 @@ use crate::workspace::Workspace;
 use expcluster_core::{AttemptNumber, JobDefinition, JobId, Stage, WorkerId};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Timing knobs (RELIABILITY.md defaults: heartbeat 1 s, lease 5 s).
@@ -38,7 +39,9 @@ impl Default for Settings {
 /// What the coordinator knows about one job.
 #[derive(Debug)]
 pub struct JobRecord {
-    pub def: JobDefinition,
+    /// Shared (never changed once queued): a lease's spec and a stage's aggregation
+    /// take it without copying it under the state lock.
+    pub def: Arc<JobDefinition>,
     pub state: JobState,
     /// Attempts started so far (the current or last attempt's number).
     pub attempts: AttemptNumber,
@@ -71,7 +74,7 @@ pub struct JobRecord {
 impl JobRecord {
     pub fn new(def: JobDefinition, max_attempts: u32, timeout: Duration, stage_run: u64) -> Self {
         Self {
-            def,
+            def: Arc::new(def),
             state: JobState::Queued { not_before: None },
             attempts: 0,
             failures: 0,
@@ -165,9 +168,13 @@ pub struct StageRun {
     pub reused: HashSet<JobId>,
     pub idea_version: u32,
     pub finished: bool,
+    /// Its results are being aggregated and written outside the state lock
+    /// ([`crate::stages::StageToFinish`]); `finished` turns true once they are recorded.
+    pub finishing: bool,
     pub outputs: Vec<String>,
     pub primary_metric: String,
-    pub code: CodeFiles,
+    /// Shared with every lease's spec, which is built outside the state lock.
+    pub code: Arc<CodeFiles>,
     /// How many of `jobs`, from the start, are known to be in a final state: the
     /// "is the stage done?" check resumes there instead of rescanning every finished
     /// job on every completion (which made a 10,000-job stage quadratic).
@@ -205,6 +212,9 @@ pub struct CoordinatorState {
     pub text_log: crate::text_log::TextLog,
     /// A stage's results could not be written (e.g. a full disk): retry periodically.
     pub stage_finish_pending: bool,
+    /// Where stages ready to finish go when a serving coordinator aggregates them in
+    /// the background ([`crate::Coordinator::run_stage_finisher`]); `None`: at once.
+    pub stage_finisher: Option<tokio::sync::mpsc::UnboundedSender<crate::stages::StageToFinish>>,
 }
 
 impl CoordinatorState {
@@ -266,6 +276,7 @@ impl CoordinatorState {
             results,
             next_worker: 1,
             stage_finish_pending: false,
+            stage_finisher: None,
         }
     }
 
@@ -290,20 +301,15 @@ impl CoordinatorState {
                 map
             }
         };
-        // Serialized from a reference: the map itself moves into the log below.
-        let human = format!(
-            "{} [v{}] {} {}\n",
-            chrono::Utc::now().to_rfc3339(),
-            self.idea_version,
-            event_type,
-            serde_json::to_string(&payload).unwrap_or_default()
-        );
-        let seq = self
+        let written = self
             .log
-            .append(event_type, self.idea_version, payload)
+            .append_event(event_type, self.idea_version, &payload)
             .map_err(crate::error::CoordinatorError::storage)?;
-        self.text_log.append(human);
-        Ok(seq)
+        self.text_log.append(format!(
+            "{} [v{}] {} {}\n",
+            written.time, self.idea_version, event_type, written.payload
+        ));
+        Ok(written.seq)
     }
 
     /// Appends a record to the coordinator's journal (durable when it returns).

@@ -1,11 +1,14 @@
 //! Conversions between wire messages and domain types, in one place. Ids that come
 //! from outside are validated here (`TryFrom`-style), never unwrapped.
 
+use crate::code_files::CodeFiles;
 use crate::completion::{Completion, MetricPoint, Outcome};
 use crate::lifecycle::JobState;
 use crate::state::{CoordinatorState, JobRecord};
-use expcluster_core::{JobId, Stage, WorkerId};
+use expcluster_core::{JobDefinition, JobId, Stage, WorkerId};
 use expcluster_proto::v1;
+use std::sync::Arc;
+use std::time::Duration;
 use tonic::Status;
 
 pub fn job_id(raw: &str) -> Result<JobId, Status> {
@@ -67,18 +70,51 @@ fn truncate(text: &str, max: usize) -> String {
     text[end..].to_owned()
 }
 
-/// The job spec sent to a worker for a fresh lease (`rank` of the job's gang).
-pub fn job_spec(state: &CoordinatorState, job: &JobRecord, rank: u32) -> v1::JobSpec {
-    let def = &job.def;
+/// What a leased job's spec is made of, taken under the state lock: the shared
+/// definition and code files and a few numbers. The spec itself (the config as JSON
+/// text, a copy of every code file) is built by [`job_spec`] after the lock is
+/// released, so a lease holds the lock only to pick and record.
+pub struct SpecParts {
+    def: Arc<JobDefinition>,
+    code: Option<Arc<CodeFiles>>,
+    attempt: u32,
+    timeout: Duration,
+    stage_run: u64,
+    idea_version: u32,
+    rank: u32,
+    world_size: u32,
+    local_rank: u32,
+    local_world_size: u32,
+}
+
+/// The parts of the spec of `rank` of `job` (its latest attempt).
+pub fn spec_parts(state: &CoordinatorState, job: &JobRecord, rank: u32) -> SpecParts {
     let placed = job
         .gang
         .as_ref()
         .and_then(|gang| gang.ranks.get(rank as usize));
     let run = state.stage_runs.iter().find(|run| run.id == job.stage_run);
-    let code_files = run
-        .map(|run| {
-            run.code
-                .files
+    SpecParts {
+        def: Arc::clone(&job.def),
+        code: run.map(|run| Arc::clone(&run.code)),
+        attempt: job.attempts,
+        timeout: job.timeout,
+        stage_run: job.stage_run,
+        idea_version: run.map_or(state.idea_version, |run| run.idea_version),
+        rank,
+        world_size: job.ranks,
+        local_rank: placed.map_or(0, |r| r.local_rank),
+        local_world_size: placed.map_or(1, |r| r.local_world_size),
+    }
+}
+
+/// The job spec sent to a worker for a fresh lease.
+pub fn job_spec(parts: SpecParts, workspace_dir: &str) -> v1::JobSpec {
+    let def = &parts.def;
+    let code_files = parts
+        .code
+        .map(|code| {
+            code.files
                 .iter()
                 .map(|(name, content)| v1::CodeFile {
                     name: name.clone(),
@@ -103,7 +139,7 @@ pub fn job_spec(state: &CoordinatorState, job: &JobRecord, rank: u32) -> v1::Job
     };
     v1::JobSpec {
         job_id: def.id.to_string(),
-        attempt: job.attempts,
+        attempt: parts.attempt,
         stage: def.stage.to_string(),
         method: def.variant.clone(),
         seed: def.seed,
@@ -111,15 +147,15 @@ pub fn job_spec(state: &CoordinatorState, job: &JobRecord, rank: u32) -> v1::Job
         sweep_point_json: serde_json::to_string(&def.sweep_point).unwrap_or_else(|_| "{}".into()),
         kind,
         code_files,
-        workspace_dir: state.workspace.root().display().to_string(),
-        timeout_ms: u64::try_from(job.timeout.as_millis()).unwrap_or(u64::MAX),
-        idea_version: run.map_or(state.idea_version, |run| run.idea_version),
+        workspace_dir: workspace_dir.to_owned(),
+        timeout_ms: u64::try_from(parts.timeout.as_millis()).unwrap_or(u64::MAX),
+        idea_version: parts.idea_version,
         fingerprint: def.fingerprint.clone(),
-        stage_run: job.stage_run,
-        rank,
-        world_size: job.ranks,
-        local_rank: placed.map_or(0, |r| r.local_rank),
-        local_world_size: placed.map_or(1, |r| r.local_world_size),
+        stage_run: parts.stage_run,
+        rank: parts.rank,
+        world_size: parts.world_size,
+        local_rank: parts.local_rank,
+        local_world_size: parts.local_world_size,
     }
 }
 

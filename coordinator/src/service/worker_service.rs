@@ -206,20 +206,29 @@ pub(super) fn try_lease(
     request: &v1::LeaseRequest,
 ) -> Result<Vec<v1::JobSpec>, Status> {
     let worker = convert::worker_id(&request.worker_id)?;
-    let (jobs, ranks_placed_elsewhere) = {
+    let (parts, workspace_dir, ranks_placed_elsewhere) = {
         let mut state = coordinator.lock();
         let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
-        let jobs = leases
+        let parts = leases
             .iter()
             .filter_map(|lease| {
                 state
                     .jobs
                     .get(&lease.job)
-                    .map(|job| convert::job_spec(&state, job, lease.rank))
+                    .map(|job| convert::spec_parts(&state, job, lease.rank))
             })
             .collect::<Vec<_>>();
-        (jobs, state.has_pending_ranks())
+        let workspace_dir = if parts.is_empty() {
+            String::new()
+        } else {
+            state.workspace.root().display().to_string()
+        };
+        (parts, workspace_dir, state.has_pending_ranks())
     };
+    let jobs = parts
+        .into_iter()
+        .map(|parts| convert::job_spec(parts, &workspace_dir))
+        .collect();
     if ranks_placed_elsewhere {
         // Other workers' waiting lease calls pick up their ranks now.
         coordinator.jobs_queued.notify_waiters();

@@ -75,7 +75,7 @@ pub fn stage_outcomes(
         };
         let succeeded = stored.is_some();
         outcomes.push(JobOutcome::from_stored(
-            &def,
+            &std::sync::Arc::new(def),
             succeeded,
             "",
             stored.flatten(),
