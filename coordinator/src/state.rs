@@ -305,7 +305,7 @@ impl CoordinatorState {
             .log
             .append_event(event_type, self.idea_version, &payload)
             .map_err(crate::error::CoordinatorError::storage)?;
-        self.text_log.append(format!(
+        self.text_log.append(format_args!(
             "{} [v{}] {} {}\n",
             written.time, self.idea_version, event_type, written.payload
         ));
