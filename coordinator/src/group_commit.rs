@@ -362,4 +362,27 @@ mod tests {
         committer.wrote(&healthy);
         assert!(committer.wait_blocking(2).is_err());
     }
+
+    /// A round of many files is synced by several threads; a failure in any file of
+    /// it, here one of the other threads' (fsync on /dev/null fails), fails the round.
+    #[test]
+    fn a_round_of_many_files_is_synced_by_the_helpers_and_any_failure_fails_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slots: Vec<Arc<Slot>> = (0..20)
+            .map(|index| {
+                let mut file = File::create(dir.path().join(format!("f{index}"))).expect("create");
+                file.write_all(b"x\n").expect("write");
+                Slot::new(&file, identity(&file)).expect("slot")
+            })
+            .collect();
+        sync_all(&slots).expect("every file synced");
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("open /dev/null");
+        let mut with_failure = slots.clone();
+        with_failure.insert(5, Slot::new(&null, identity(&null)).expect("slot"));
+        let err = sync_all(&with_failure).expect_err("one fsync fails");
+        assert!(err.contains("restart the coordinator"), "{err}");
+    }
 }
