@@ -12,7 +12,8 @@ use crate::state::{Completed, CoordinatorState, JobRecord};
 use expcluster_core::ids::is_safe_name;
 use expcluster_core::json_float::map_to_json;
 use expcluster_core::npy::validate_npy;
-use expcluster_core::{AttemptNumber, JobId, WorkerId};
+use expcluster_core::{AttemptNumber, JobId, Stage, WorkerId};
+use indexmap::IndexMap;
 use serde_json::json;
 use std::time::Instant;
 
@@ -307,14 +308,32 @@ impl CoordinatorState {
             .results
             .append(&line)
             .map_err(CoordinatorError::storage)?;
-        let job = self.job(job_id)?;
-        let mut event = attempt_event(job, attempt, worker, "succeeded");
-        event.insert("metrics".into(), map_to_json(&final_metrics));
-        event.insert("artifacts".into(), json!(job.artifacts));
-        event.insert("duration_s".into(), json!(job.duration_s));
-        let event = serde_json::Value::Object(event);
+        let job = self
+            .jobs
+            .get(job_id)
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
+        /// What a success adds to the attempt's fields.
+        #[derive(serde::Serialize)]
+        struct Success<'a> {
+            metrics: serde_json::Value,
+            artifacts: &'a [String],
+            duration_s: f64,
+        }
+        let success = Success {
+            metrics: map_to_json(&final_metrics),
+            artifacts: &job.artifacts,
+            duration_s: job.duration_s,
+        };
+        let event = AttemptEvent::new(job, attempt, worker, "succeeded", success);
+        // Serialized straight from the job's record (the fields borrowed apart), not
+        // copied into a `json!` tree first.
+        let mut events = crate::state::Events {
+            log: &mut self.log,
+            text_log: &self.text_log,
+            idea_version: self.idea_version,
+        };
+        events.record("job_completed", &event)?;
         let fingerprint = job.def.fingerprint.clone();
-        self.log_event("job_completed", event)?;
         let job = self
             .jobs
             .get_mut(job_id)
@@ -370,28 +389,67 @@ impl CoordinatorState {
     }
 }
 
-/// The fields every attempt event of the research log carries.
+/// The fields every attempt event of the research log carries, in the order they
+/// have always had, then the outcome's own (`O`).
+#[derive(serde::Serialize)]
+pub(crate) struct AttemptEvent<'a, O> {
+    job_id: &'a JobId,
+    stage_run: u64,
+    stage: Stage,
+    method: &'a str,
+    seed: u64,
+    sweep_point: &'a IndexMap<String, serde_json::Value>,
+    fingerprint: &'a str,
+    attempt: AttemptNumber,
+    worker_id: &'a str,
+    exit_code: i32,
+    status: &'a str,
+    #[serde(flatten)]
+    outcome: O,
+}
+
+impl<'a, O> AttemptEvent<'a, O> {
+    pub(crate) fn new(
+        job: &'a JobRecord,
+        attempt: AttemptNumber,
+        worker: &'a WorkerId,
+        status: &'a str,
+        outcome: O,
+    ) -> Self {
+        Self {
+            job_id: &job.def.id,
+            stage_run: job.stage_run,
+            stage: job.def.stage,
+            method: &job.def.variant,
+            seed: job.def.seed,
+            sweep_point: &job.def.sweep_point,
+            fingerprint: &job.def.fingerprint,
+            attempt,
+            worker_id: &worker.0,
+            exit_code: job.exit_code,
+            status,
+            outcome,
+        }
+    }
+}
+
+/// The fields every attempt event of the research log carries, as a map to add to.
 fn attempt_event(
     job: &JobRecord,
     attempt: AttemptNumber,
     worker: &WorkerId,
     status: &str,
 ) -> serde_json::Map<String, serde_json::Value> {
-    let event = json!({
-        "job_id": job.def.id,
-        "stage_run": job.stage_run,
-        "stage": job.def.stage,
-        "method": job.def.variant,
-        "seed": job.def.seed,
-        "sweep_point": job.def.sweep_point,
-        "fingerprint": job.def.fingerprint,
-        "attempt": attempt,
-        "worker_id": worker.0,
-        "exit_code": job.exit_code,
-        "status": status,
-    });
-    match event {
-        serde_json::Value::Object(map) => map,
+    #[derive(serde::Serialize)]
+    struct NoOutcome {}
+    match serde_json::to_value(AttemptEvent::new(
+        job,
+        attempt,
+        worker,
+        status,
+        NoOutcome {},
+    )) {
+        Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     }
 }

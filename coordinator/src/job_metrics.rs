@@ -14,9 +14,11 @@
 use crate::results_file::{LineKey, LineRef, ResultsFile};
 use crate::state::JobRecord;
 use crate::workspace::Workspace;
+use expcluster_core::expand::VariantKind;
 use expcluster_core::json_float::{map_to_json, series_to_json};
-use expcluster_core::{JobDefinition, JobId};
-use serde_json::{json, Value};
+use expcluster_core::{JobDefinition, JobId, Stage};
+use indexmap::IndexMap;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -35,25 +37,44 @@ pub fn render(
     result: &AttemptResult<'_>,
     series: &BTreeMap<String, Vec<f64>>,
 ) -> io::Result<Vec<u8>> {
+    /// The line's fields, in the order they have always had, serialized from
+    /// references: a `json!` tree of them copied the definition's sweep point and
+    /// strings on every completion, under the state lock.
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        job_id: &'a JobId,
+        stage_run: u64,
+        stage: Stage,
+        variant: &'a str,
+        kind: &'a VariantKind,
+        seed: u64,
+        sweep_point: &'a IndexMap<String, Value>,
+        fingerprint: &'a str,
+        attempt: u32,
+        series: Value,
+        final_metrics: Value,
+        artifacts: &'a [String],
+        duration_s: f64,
+    }
     let final_metrics: BTreeMap<String, f64> = series
         .iter()
         .filter_map(|(name, values)| values.last().map(|last| (name.clone(), *last)))
         .collect();
-    let record = json!({
-        "job_id": def.id,
-        "stage_run": result.stage_run,
-        "stage": def.stage,
-        "variant": def.variant,
-        "kind": def.kind,
-        "seed": def.seed,
-        "sweep_point": def.sweep_point,
-        "fingerprint": def.fingerprint,
-        "attempt": result.attempt,
-        "series": series_to_json(series),
-        "final_metrics": map_to_json(&final_metrics),
-        "artifacts": result.artifacts,
-        "duration_s": result.duration_s,
-    });
+    let record = Line {
+        job_id: &def.id,
+        stage_run: result.stage_run,
+        stage: def.stage,
+        variant: &def.variant,
+        kind: &def.kind,
+        seed: def.seed,
+        sweep_point: &def.sweep_point,
+        fingerprint: &def.fingerprint,
+        attempt: result.attempt,
+        series: series_to_json(series),
+        final_metrics: map_to_json(&final_metrics),
+        artifacts: result.artifacts,
+        duration_s: result.duration_s,
+    };
     let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
     line.push(b'\n');
     Ok(line)

@@ -31,6 +31,8 @@ pub mod research_log;
 pub mod results;
 pub mod results_file;
 pub mod scheduler;
+#[cfg(test)]
+mod serialization_tests;
 pub mod server;
 pub mod service;
 #[cfg(test)]

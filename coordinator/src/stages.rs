@@ -421,7 +421,6 @@ impl StageToFinish {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     /// The typed record serializes exactly as the `json!` literal it replaced (same
     /// keys, order and values), so journals written before and after read the same.
@@ -431,15 +430,7 @@ mod tests {
                     job: {command: [python, runfile.py], params: {lr: 0.1, depth: 2}}\n\
                     methods: {proposed: {}, other: {params.depth: 3}}\n\
                     stages: {full: {seeds: 2, sweep: {params.lr: [0.01, 1.5e-7]}}}\n";
-        let loaded = ExperimentConfig::parse(text, Path::new("config.yaml")).expect("valid");
-        let definitions = expand_stage(
-            &loaded,
-            StageRequest {
-                stage: Stage::Full,
-                code_digest: "digest",
-            },
-        )
-        .expect("expands");
+        let (loaded, definitions) = crate::serialization_tests::expand_full(text);
         let reused: Vec<&JobId> = definitions.iter().take(1).map(|def| &def.id).collect();
         let resources = &loaded.config.resources;
         let former = json!({

@@ -36,6 +36,33 @@ impl Default for Settings {
     }
 }
 
+/// Where events go: see [`CoordinatorState::events`].
+pub struct Events<'a> {
+    pub(crate) log: &'a mut ResearchLog,
+    pub(crate) text_log: &'a crate::text_log::TextLog,
+    pub(crate) idea_version: u32,
+}
+
+impl Events<'_> {
+    /// Writes an event (any payload that serializes to a JSON object) to the research
+    /// log and a line to `logs/experiment_log.txt`; returns its sequence number.
+    pub fn record<P: serde::Serialize>(
+        &mut self,
+        event_type: &str,
+        payload: &P,
+    ) -> Result<u64, crate::error::CoordinatorError> {
+        let written = self
+            .log
+            .append_event(event_type, self.idea_version, payload)
+            .map_err(crate::error::CoordinatorError::storage)?;
+        self.text_log.append(format_args!(
+            "{} [v{}] {} {}\n",
+            written.time, self.idea_version, event_type, written.payload
+        ));
+        Ok(written.seq)
+    }
+}
+
 /// What the coordinator knows about one job.
 #[derive(Debug)]
 pub struct JobRecord {
@@ -301,15 +328,18 @@ impl CoordinatorState {
                 map
             }
         };
-        let written = self
-            .log
-            .append_event(event_type, self.idea_version, &payload)
-            .map_err(crate::error::CoordinatorError::storage)?;
-        self.text_log.append(format_args!(
-            "{} [v{}] {} {}\n",
-            written.time, self.idea_version, event_type, written.payload
-        ));
-        Ok(written.seq)
+        let mut events = self.events();
+        events.record(event_type, &payload)
+    }
+
+    /// The research log and its text twin, borrowed apart from the rest of the state:
+    /// an event can then be serialized straight from a job record it describes.
+    pub fn events(&mut self) -> Events<'_> {
+        Events {
+            log: &mut self.log,
+            text_log: &self.text_log,
+            idea_version: self.idea_version,
+        }
     }
 
     /// Appends a record to the coordinator's journal (durable when it returns).
