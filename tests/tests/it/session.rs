@@ -26,6 +26,16 @@ async fn submit(address: &str, ws: &TestWorkspace) -> u32 {
 }
 
 async fn register(address: &str, ws: &TestWorkspace, slots: u32) -> (Session, String) {
+    let (worker, worker_id) = register_client(address, ws, slots).await;
+    (Session::new(worker), worker_id)
+}
+
+/// Registers a worker; returns its plain gRPC client and id.
+async fn register_client(
+    address: &str,
+    ws: &TestWorkspace,
+    slots: u32,
+) -> (expcluster_worker::client::WorkerClient, String) {
     let (mut worker, _) = clients(address, &security(Some(&token(&ws.root, "worker"))));
     let worker_id = worker
         .register(v1::RegisterRequest {
@@ -37,7 +47,7 @@ async fn register(address: &str, ws: &TestWorkspace, slots: u32) -> (Session, St
         .unwrap()
         .into_inner()
         .worker_id;
-    (Session::new(worker), worker_id)
+    (worker, worker_id)
 }
 
 fn completion(worker_id: &str, job: &v1::JobSpec, outcome: v1::Outcome) -> v1::CompleteRequest {
@@ -267,4 +277,99 @@ async fn a_hung_coordinator_fails_the_call_in_time_and_the_next_one_uses_a_new_s
         .unwrap();
     assert!(!done.requeued);
     assert_eq!(ws.result_lines().len(), 1);
+}
+
+/// A call that names neither a lease nor a completion (a worker of another version)
+/// is refused alone, with INVALID_ARGUMENT and what to do; a message with no calls is
+/// not answered at all. The calls beside them in the same message, and later ones on
+/// the same stream, are answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_naming_nothing_is_refused_alone_and_the_session_goes_on() {
+    use futures::StreamExt;
+    let ws = TestWorkspace::new(
+        "session-empty",
+        &config("session-empty", 1),
+        &[("runfile.py", RUNFILE)],
+    );
+    let (_coordinator, address) = start_coordinator(&ws.root, &[]);
+    assert_eq!(submit(&address, &ws).await, 1);
+    let (mut worker, worker_id) = register_client(&address, &ws, 1).await;
+    // A raw stream, to send what the worker's own client never would.
+    let (calls, outgoing) = futures::channel::mpsc::unbounded::<v1::SessionCalls>();
+    let call = |call_id, call| v1::SessionCall { call_id, call };
+    calls
+        .unbounded_send(v1::SessionCalls {
+            calls: vec![
+                call(1, None),
+                call(
+                    2,
+                    Some(v1::session_call::Call::Lease(lease(&worker_id, 1, 5_000))),
+                ),
+            ],
+        })
+        .unwrap();
+    calls
+        .unbounded_send(v1::SessionCalls { calls: Vec::new() })
+        .unwrap();
+    let mut replies = worker.session(outgoing).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("answered in time")
+        .expect("an answer")
+        .unwrap()
+        .replies;
+    assert_eq!(first.len(), 2, "{first:?}");
+    match &first[0] {
+        v1::SessionReply {
+            call_id: 1,
+            reply: Some(v1::session_reply::Reply::Error(error)),
+        } => {
+            assert_eq!(error.code, Code::InvalidArgument as i32, "{error:?}");
+            assert!(
+                error.message.contains("neither")
+                    && error.message.contains("same expcluster version"),
+                "{error:?}"
+            );
+        }
+        other => panic!("the empty call is refused: {other:?}"),
+    }
+    let job = match &first[1] {
+        v1::SessionReply {
+            call_id: 2,
+            reply: Some(v1::session_reply::Reply::Lease(leased)),
+        } => leased.jobs.first().cloned().expect("the one job is leased"),
+        other => panic!("the lease beside it is answered: {other:?}"),
+    };
+    // The empty message got no answer; the next call on the stream is answered.
+    calls
+        .unbounded_send(v1::SessionCalls {
+            calls: vec![call(
+                3,
+                Some(v1::session_call::Call::Complete(completion(
+                    &worker_id,
+                    &job,
+                    v1::Outcome::Succeeded,
+                ))),
+            )],
+        })
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("answered in time")
+        .expect("an answer")
+        .unwrap()
+        .replies;
+    assert!(
+        matches!(
+            next.as_slice(),
+            [v1::SessionReply {
+                call_id: 3,
+                reply: Some(v1::session_reply::Reply::Complete(v1::CompleteResponse {
+                    requeued: false
+                })),
+            }]
+        ),
+        "{next:?}"
+    );
+    drop(calls);
 }
