@@ -26,27 +26,33 @@ const IDLE_ROUNDS: usize = 200;
 /// Slots per simulated worker, one run each: `EXPCLUSTER_BENCH_SLOTS` (default 1 and
 /// 8). With more than one, a worker leases up to that many jobs per call and completes
 /// them together, as a node with one slot per GPU does.
-fn slot_counts() -> Vec<u32> {
-    match std::env::var("EXPCLUSTER_BENCH_SLOTS")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        Some(slots) => vec![slots.clamp(1, 64)],
-        None => vec![1, 8],
+fn slot_counts() -> anyhow::Result<Vec<u32>> {
+    match std::env::var("EXPCLUSTER_BENCH_SLOTS") {
+        Ok(value) => {
+            let slots: u32 = value.trim().parse().map_err(|_| {
+                anyhow::anyhow!("EXPCLUSTER_BENCH_SLOTS={value:?} is not a number: set it to 1-64")
+            })?;
+            Ok(vec![slots.clamp(1, 64)])
+        }
+        Err(_) => Ok(vec![1, 8]),
     }
 }
 
 /// Simulated workers, one run each: `EXPCLUSTER_BENCH_WORKERS` (default 16 and 64;
 /// for example `64` to profile the target case alone).
-pub fn worker_counts() -> Vec<usize> {
-    match std::env::var("EXPCLUSTER_BENCH_WORKERS") {
-        Ok(value) => value
-            .split(',')
-            .filter_map(|count| count.trim().parse().ok())
-            .filter(|count| *count > 0)
-            .collect(),
-        Err(_) => vec![16, 64],
-    }
+pub fn worker_counts() -> anyhow::Result<Vec<usize>> {
+    let Ok(value) = std::env::var("EXPCLUSTER_BENCH_WORKERS") else {
+        return Ok(vec![16, 64]);
+    };
+    value
+        .split(',')
+        .map(|count| match count.trim().parse::<usize>() {
+            Ok(count) if count > 0 => Ok(count),
+            _ => Err(anyhow::anyhow!(
+                "EXPCLUSTER_BENCH_WORKERS={value:?}: give worker counts above 0, separated by commas (for example 16,64)"
+            )),
+        })
+        .collect()
 }
 
 /// Seeds per method: `EXPCLUSTER_BENCH_JOBS` / 10 (default 10,000 jobs in all).
@@ -69,6 +75,7 @@ fn config() -> String {
 
 pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     let jobs = METHODS * seeds_per_method();
+    let slot_counts = slot_counts()?;
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for &workers in worker_counts {
@@ -95,7 +102,7 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
             "-".to_owned(),
             cpu_cell(&floor.cpu, floor.calls / 2),
         ]);
-        for slots in slot_counts() {
+        for &slots in &slot_counts {
             let measured = coordinator_dispatch(workers, slots).await?;
             notes.push(format!(
                 "{workers} workers x {slots} slot(s): the last job started {:.0} ms after the submit, every completion was acknowledged at {:.0} ms, the stage was seen finished (statistics, arrays and summary written, aggregated off the state lock) at {:.0} ms; live heap still held per job after the stage finished: {:.2} KB (RSS now {:.0} MB).",

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     );
     for name in &which {
         match name.as_str() {
-            "dispatch" => dispatch::run(&dispatch::worker_counts()).await?,
+            "dispatch" => dispatch::run(&dispatch::worker_counts()?).await?,
             "ingest" => ingest::run(&[1, 8, 64]).await?,
             "scale" => scale::run().await?,
             "grid" => grid::run().await?,

@@ -308,30 +308,18 @@ impl CoordinatorState {
             .results
             .append(&line)
             .map_err(CoordinatorError::storage)?;
-        let job = self
-            .jobs
+        // Serialized straight from the job's record, not copied into a `json!` tree
+        // first.
+        let (jobs, mut events) = self.jobs_and_events();
+        let job = jobs
             .get(job_id)
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
-        /// What a success adds to the attempt's fields.
-        #[derive(serde::Serialize)]
-        struct Success<'a> {
-            metrics: serde_json::Value,
-            artifacts: &'a [String],
-            duration_s: f64,
-        }
-        let success = Success {
+        let success = SuccessFields {
             metrics: map_to_json(&final_metrics),
             artifacts: &job.artifacts,
             duration_s: job.duration_s,
         };
         let event = AttemptEvent::new(job, attempt, worker, "succeeded", success);
-        // Serialized straight from the job's record (the fields borrowed apart), not
-        // copied into a `json!` tree first.
-        let mut events = crate::state::Events {
-            log: &mut self.log,
-            text_log: &self.text_log,
-            idea_version: self.idea_version,
-        };
         events.record("job_completed", &event)?;
         let fingerprint = job.def.fingerprint.clone();
         let job = self
@@ -431,6 +419,14 @@ impl<'a, O> AttemptEvent<'a, O> {
             outcome,
         }
     }
+}
+
+/// What a success adds to the attempt's fields in its `job_completed` event.
+#[derive(serde::Serialize)]
+pub(crate) struct SuccessFields<'a> {
+    pub(crate) metrics: serde_json::Value,
+    pub(crate) artifacts: &'a [String],
+    pub(crate) duration_s: f64,
 }
 
 /// The fields every attempt event of the research log carries, as a map to add to.

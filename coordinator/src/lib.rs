@@ -106,38 +106,30 @@ impl Coordinator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Aggregates the stage runs handed to it, outside the state lock, until every
-    /// sender is gone ([`state::CoordinatorState::stage_finisher`]). Returns the
-    /// sender to install in the state.
-    pub fn start_stage_finisher(
-        self: &Arc<Self>,
-    ) -> (
-        tokio::sync::mpsc::UnboundedSender<stages::StageToFinish>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    /// Starts the task that aggregates finished stages outside the state lock, and
+    /// hands it every stage finished from now on
+    /// ([`state::CoordinatorState::stage_finisher`]). The task ends once that sender
+    /// is taken out of the state again.
+    pub fn start_stage_finisher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let (sender, mut ready) = tokio::sync::mpsc::unbounded_channel::<stages::StageToFinish>();
+        self.lock().stage_finisher = Some(sender);
         let coordinator = self.clone();
-        let finisher = tokio::spawn(async move {
+        tokio::spawn(async move {
             while let Some(stage) = ready.recv().await {
                 let run_id = stage.run_id;
                 // Reading every results line and writing files: a blocking thread.
-                let aggregated = tokio::task::spawn_blocking(move || stage.aggregate()).await;
-                let mut state = coordinator.lock();
-                let recorded = match aggregated {
-                    Ok(aggregated) => {
-                        aggregated.and_then(|aggregated| state.record_finished_stage(aggregated))
-                    }
-                    Err(panicked) => Err(CoordinatorError::Storage(format!(
-                        "aggregating the stage failed: {panicked}"
-                    ))),
-                };
-                if let Err(err) = recorded {
+                let aggregated = tokio::task::spawn_blocking(move || stage.aggregate())
+                    .await
+                    .unwrap_or_else(|panicked| {
+                        Err(CoordinatorError::Storage(format!(
+                            "aggregating the stage failed: {panicked}"
+                        )))
+                    });
+                if let Err(err) = coordinator.lock().finish_aggregated(run_id, aggregated) {
                     tracing::error!(%err, "cannot finish the stage yet; will retry");
-                    state.stage_not_finished(run_id);
                 }
             }
-        });
-        (sender, finisher)
+        })
     }
 
     /// Requeues the jobs of workers whose leases ran out, every `period`, forever.

@@ -107,8 +107,7 @@ impl ResultsFile {
 
     /// The line at `at`, parsed.
     pub fn read(&self, at: LineRef) -> io::Result<Value> {
-        read_line(&self.file, at)
-            .map_err(|err| io::Error::other(format!("{}: {err}", self.path.display())))
+        read_line_of(&self.path, &self.file, at)
     }
 
     /// A handle of its own for reading lines without the state lock: appends only
@@ -132,9 +131,13 @@ pub struct ResultsReader {
 impl ResultsReader {
     /// The line at `at`, parsed.
     pub fn read(&self, at: LineRef) -> io::Result<Value> {
-        read_line(&self.file, at)
-            .map_err(|err| io::Error::other(format!("{}: {err}", self.path.display())))
+        read_line_of(&self.path, &self.file, at)
     }
+}
+
+/// [`read_line`], an error naming the file.
+fn read_line_of(path: &Path, file: &File, at: LineRef) -> io::Result<Value> {
+    read_line(file, at).map_err(|err| io::Error::other(format!("{}: {err}", path.display())))
 }
 
 /// Reads and parses the line at `at` of `file`.

@@ -2,7 +2,7 @@
 //! job's record; these check them byte for byte against the `json!` trees they
 //! replaced, so files written before and after read the same.
 
-use crate::completion::AttemptEvent;
+use crate::completion::{AttemptEvent, SuccessFields};
 use crate::job_metrics::{render, AttemptResult};
 use crate::state::JobRecord;
 use expcluster_core::config::{ExperimentConfig, LoadedConfig};
@@ -79,12 +79,6 @@ fn the_results_line_matches_the_former_json_tree() {
 
 #[test]
 fn the_success_event_matches_the_former_json_tree() {
-    #[derive(serde::Serialize)]
-    struct Success<'a> {
-        metrics: serde_json::Value,
-        artifacts: &'a [String],
-        duration_s: f64,
-    }
     let job = job();
     let worker = WorkerId("w-3".to_owned());
     let former = json!({
@@ -103,7 +97,7 @@ fn the_success_event_matches_the_former_json_tree() {
         "artifacts": job.artifacts,
         "duration_s": job.duration_s,
     });
-    let success = Success {
+    let success = SuccessFields {
         metrics: map_to_json(&job.final_metrics()),
         artifacts: &job.artifacts,
         duration_s: job.duration_s,

@@ -81,8 +81,7 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     // Finished stages are aggregated off the state lock from here on.
-    let (stage_finisher, finisher) = coordinator.start_stage_finisher();
-    coordinator.lock().stage_finisher = Some(stage_finisher);
+    let finisher = coordinator.start_stage_finisher();
     let reaper = tokio::spawn(
         coordinator
             .clone()

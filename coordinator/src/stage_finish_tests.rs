@@ -73,9 +73,12 @@ fn a_finished_stage_is_handed_over_once_and_recorded_after_aggregating_without_t
         );
     }
     // Aggregated while nothing holds the state lock, as the finisher does.
-    let aggregated = stage.aggregate().expect("aggregate");
+    let run_id = stage.run_id;
+    let aggregated = stage.aggregate();
     let mut state = coordinator.lock();
-    state.record_finished_stage(aggregated).expect("record");
+    state
+        .finish_aggregated(run_id, aggregated)
+        .expect("recorded");
     let run = state.latest_run(Stage::Implementation).expect("run");
     assert!(run.finished && !run.finishing);
     assert!(
@@ -105,10 +108,12 @@ fn a_stage_whose_aggregation_fails_is_handed_over_again_on_the_retry() {
     let run_id = stage.run_id;
     // The config is unreadable while the finisher aggregates.
     std::fs::remove_file(dir.path().join("config.yaml")).expect("remove config");
-    let failed = stage.aggregate().expect_err("no config to aggregate with");
-    assert!(failed.to_string().contains("config"), "{failed}");
+    let aggregated = stage.aggregate();
     let mut state = coordinator.lock();
-    state.stage_not_finished(run_id);
+    let failed = state
+        .finish_aggregated(run_id, aggregated)
+        .expect_err("no config to aggregate with");
+    assert!(failed.to_string().contains("config"), "{failed}");
     assert!(state.stage_finish_pending, "the reaper retries it");
     let run = state.latest_run(Stage::Implementation).expect("run");
     assert!(!run.finishing && !run.finished);
@@ -119,9 +124,11 @@ fn a_stage_whose_aggregation_fails_is_handed_over_again_on_the_retry() {
     let stage = ready.try_recv().expect("handed over again");
     assert_eq!(stage.run_id, run_id);
     drop(state);
-    let aggregated = stage.aggregate().expect("aggregate");
+    let aggregated = stage.aggregate();
     let mut state = coordinator.lock();
-    state.record_finished_stage(aggregated).expect("record");
+    state
+        .finish_aggregated(run_id, aggregated)
+        .expect("recorded");
     assert!(
         state
             .latest_run(Stage::Implementation)

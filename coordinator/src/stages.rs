@@ -203,15 +203,24 @@ impl CoordinatorState {
                 None => stage,
             };
             let run_id = stage.run_id;
-            let finished = stage
-                .aggregate()
-                .and_then(|aggregated| self.record_finished_stage(aggregated));
-            if finished.is_err() {
-                self.stage_not_finished(run_id);
-            }
-            finished?;
+            self.finish_aggregated(run_id, stage.aggregate())?;
         }
         Ok(())
+    }
+
+    /// Records the aggregation of stage run `run_id`, or, if it or the recording
+    /// failed (a full disk, say), leaves the run unfinished for the reaper to hand
+    /// over again.
+    pub fn finish_aggregated(
+        &mut self,
+        run_id: u64,
+        aggregated: Result<AggregatedStage, CoordinatorError>,
+    ) -> Result<(), CoordinatorError> {
+        let recorded = aggregated.and_then(|aggregated| self.record_finished_stage(aggregated));
+        if recorded.is_err() {
+            self.stage_not_finished(run_id);
+        }
+        recorded
     }
 
     /// Takes what aggregating the stage run at `index` needs, and marks it finishing.
@@ -241,7 +250,7 @@ impl CoordinatorState {
 
     /// Records an aggregated stage run: the `experiment_completed` event, its outputs,
     /// then its claims and the idea feedback.
-    pub fn record_finished_stage(
+    fn record_finished_stage(
         &mut self,
         aggregated: AggregatedStage,
     ) -> Result<(), CoordinatorError> {
@@ -282,7 +291,7 @@ impl CoordinatorState {
     }
 
     /// A stage run could not be finished (a full disk, say): the reaper tries again.
-    pub fn stage_not_finished(&mut self, run_id: u64) {
+    fn stage_not_finished(&mut self, run_id: u64) {
         if let Some(run) = self.stage_runs.iter_mut().find(|run| run.id == run_id) {
             if !run.finished {
                 run.finishing = false;

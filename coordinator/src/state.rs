@@ -38,9 +38,9 @@ impl Default for Settings {
 
 /// Where events go: see [`CoordinatorState::events`].
 pub struct Events<'a> {
-    pub(crate) log: &'a mut ResearchLog,
-    pub(crate) text_log: &'a crate::text_log::TextLog,
-    pub(crate) idea_version: u32,
+    log: &'a mut ResearchLog,
+    text_log: &'a crate::text_log::TextLog,
+    idea_version: u32,
 }
 
 impl Events<'_> {
@@ -240,7 +240,7 @@ pub struct CoordinatorState {
     /// A stage's results could not be written (e.g. a full disk): retry periodically.
     pub stage_finish_pending: bool,
     /// Where stages ready to finish go when a serving coordinator aggregates them in
-    /// the background ([`crate::Coordinator::run_stage_finisher`]); `None`: at once.
+    /// the background ([`crate::Coordinator::start_stage_finisher`]); `None`: at once.
     pub stage_finisher: Option<tokio::sync::mpsc::UnboundedSender<crate::stages::StageToFinish>>,
 }
 
@@ -332,14 +332,20 @@ impl CoordinatorState {
         events.record(event_type, &payload)
     }
 
-    /// The research log and its text twin, borrowed apart from the rest of the state:
-    /// an event can then be serialized straight from a job record it describes.
+    /// The research log and its text twin.
     pub fn events(&mut self) -> Events<'_> {
-        Events {
+        self.jobs_and_events().1
+    }
+
+    /// The jobs and, borrowed apart from them, the research log: an event can then be
+    /// serialized straight from the job record it describes.
+    pub fn jobs_and_events(&mut self) -> (&HashMap<JobId, JobRecord>, Events<'_>) {
+        let events = Events {
             log: &mut self.log,
             text_log: &self.text_log,
             idea_version: self.idea_version,
-        }
+        };
+        (&self.jobs, events)
     }
 
     /// Appends a record to the coordinator's journal (durable when it returns).

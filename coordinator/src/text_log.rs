@@ -122,29 +122,18 @@ fn write_lines(path: &Path, shared: &Shared) {
             std::mem::swap(&mut pending.text, &mut spare);
         }
         // Kept open between writes; opened again after a failure (a removed logs/).
-        let written = match file.as_mut() {
-            Some(open) => open.write_all(spare.as_bytes()),
-            None => open_for_append(path).and_then(|mut opened| {
-                opened.write_all(spare.as_bytes())?;
-                file = Some(opened);
-                Ok(())
-            }),
+        let open = match file.take() {
+            Some(open) => Ok(open),
+            None => crate::workspace::open_append(path),
         };
-        if let Err(err) = written {
-            tracing::warn!(%err, "cannot append to logs/experiment_log.txt");
-            file = None;
+        match open.and_then(|mut open| open.write_all(spare.as_bytes()).map(|()| open)) {
+            Ok(open) => file = Some(open),
+            Err(err) => tracing::warn!(%err, "cannot append to logs/experiment_log.txt"),
         }
         spare.clear();
         spare.shrink_to(KEEP_CAPACITY);
         std::thread::sleep(GATHER);
     }
-}
-
-fn open_for_append(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
 }
 
 fn append(path: &Path, text: &str) {

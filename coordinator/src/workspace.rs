@@ -116,8 +116,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Appends `text` to a plain log file (not atomic: logs only grow).
 pub fn append_text(path: &Path, text: &str) -> io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    file.write_all(text.as_bytes())
+    open_append(path)?.write_all(text.as_bytes())
+}
+
+/// Opens `path` for appending, creating it if needed.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Writes a 1-D float64 `.npy` atomically.
