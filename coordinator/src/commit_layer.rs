@@ -54,7 +54,8 @@ pub async fn durable(ticket: Option<u64>) -> Result<(), Status> {
     group_commit::global().wait(ticket).await.map_err(|reason| {
         tracing::error!(%reason, "answering unavailable: a write could not be made durable");
         Status::unavailable(format!(
-            "cannot write the workspace durably ({reason}); retry later"
+            "{} durably ({reason}); retry later",
+            crate::error::CANNOT_WRITE_WORKSPACE
         ))
     })
 }

@@ -9,9 +9,10 @@
 //!
 //! In a serving coordinator the fsync is deferred to [`crate::group_commit`]: the
 //! append writes and counts its record, and the RPC that caused it answers once the
-//! shared fsync covering it is done.
+//! shared fsync covering it is done. [`AppendGuard::append_behind`] defers the write
+//! too, for the journals a job's dispatch appends to under the state mutex.
 
-use crate::group_commit::{self, Slot};
+use crate::group_commit::{self, Slot, WriteOrder};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -23,9 +24,19 @@ pub struct AppendGuard {
     poisoned: Option<String>,
     /// The file's handle for the sync thread (re-made when the writer's file changes).
     slot: Option<Arc<Slot>>,
+    /// Where its records go in each group-commit round.
+    order: WriteOrder,
 }
 
 impl AppendGuard {
+    /// A guard whose records are written at `order` in each group-commit round.
+    pub fn ordered(order: WriteOrder) -> Self {
+        Self {
+            order,
+            ..Self::default()
+        }
+    }
+
     /// Appends `bytes` and makes them durable (or, in a serving coordinator, counts
     /// them for the next group fsync), or leaves the file as it was.
     pub fn append(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
@@ -69,6 +80,41 @@ impl AppendGuard {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`Self::append`], except that in a serving coordinator the bytes are handed to
+    /// the group commit, which writes them with the others of its round before the
+    /// fsync ([`group_commit::Committer::append_behind`]): no system call here.
+    ///
+    /// So the caller's state moves on before its record is written, and a write that
+    /// fails (a full disk) is not returned here: the group commit keeps the bytes and
+    /// retries them, and no answer is given meanwhile (the waiters of that round are
+    /// told to retry). The guard must stay with one file (it is not checked again),
+    /// and readers of the file must wait for a ticket before reading what was
+    /// appended.
+    pub fn append_behind(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        if !group_commit::deferring() {
+            return self.append(file, bytes);
+        }
+        if self.poisoned.is_none() {
+            self.poisoned = group_commit::global().failure();
+        }
+        if let Some(reason) = &self.poisoned {
+            return Err(io::Error::other(format!(
+                "an earlier fsync failed ({reason}); restart the coordinator once the disk is healthy"
+            )));
+        }
+        let slot = match &self.slot {
+            Some(slot) => slot.clone(),
+            None => {
+                let metadata = file.metadata()?;
+                let slot = Slot::ordered(file, (metadata.dev(), metadata.ino()), self.order)?;
+                self.slot = Some(slot.clone());
+                slot
+            }
+        };
+        group_commit::global().append_behind(&slot, bytes);
         Ok(())
     }
 }

@@ -2,6 +2,11 @@
 
 use tonic::{Code, Status};
 
+/// How every answer refused for a workspace write (a full disk, a failed fsync)
+/// begins, so a client can tell it from an unreachable coordinator (both are
+/// UNAVAILABLE: retry later).
+pub const CANNOT_WRITE_WORKSPACE: &str = "cannot write the workspace";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     #[error("unknown worker {0}: register again")]
@@ -68,5 +73,16 @@ impl From<CoordinatorError> for Status {
             CoordinatorError::Storage(_) => Code::Unavailable,
         };
         Status::new(code, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_refusal_begins_as_clients_expect() {
+        let message = CoordinatorError::Storage("disk full".into()).to_string();
+        assert!(message.starts_with(CANNOT_WRITE_WORKSPACE), "{message}");
     }
 }

@@ -24,6 +24,24 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
+/// Where a file's records go in each round: the records of an earlier file are
+/// written before those of a later one. A crash mid-round then leaves no record on
+/// disk that refers to one still unwritten in another file: a research-log event
+/// names a results line and a stage or lease of the journal, and a results line a
+/// stage. (The other way, a lease record after the failure event of the attempt
+/// before it, a lost event only loses an answer never given: the attempt's worker
+/// retries it and is told the attempt is over.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WriteOrder {
+    /// The coordinator's journal: stage definitions, leases.
+    Journal,
+    /// `job_results.jsonl`.
+    Results,
+    /// `research_log.jsonl`, and any file with no place of its own.
+    #[default]
+    ResearchLog,
+}
+
 /// One file with unsynced appends: a handle of its own (a `dup` of the writer's), so
 /// the sync thread can fsync it without the writer's lock.
 #[derive(Debug)]
@@ -35,20 +53,59 @@ pub struct Slot {
     queued: AtomicBool,
     /// `fsync` rather than `fdatasync` (a directory, after a rename in it).
     full: bool,
+    /// Its place in a round's writes.
+    order: WriteOrder,
+    /// Records appended behind ([`Committer::append_behind`]) and not yet written:
+    /// the sync thread writes them, then fsyncs. Locked only under the committer's
+    /// lock, so a round takes every file's bytes at one instant.
+    unwritten: Mutex<Vec<u8>>,
 }
 
 impl Slot {
     pub fn new(file: &File, identity: (u64, u64)) -> std::io::Result<Arc<Self>> {
-        Ok(Self::owning(file.try_clone()?, identity, false))
+        Self::ordered(file, identity, WriteOrder::default())
     }
 
-    fn owning(file: File, identity: (u64, u64), full: bool) -> Arc<Self> {
+    /// A slot whose records are written at `order` in each round.
+    pub fn ordered(
+        file: &File,
+        identity: (u64, u64),
+        order: WriteOrder,
+    ) -> std::io::Result<Arc<Self>> {
+        Ok(Self::owning(file.try_clone()?, identity, false, order))
+    }
+
+    fn owning(file: File, identity: (u64, u64), full: bool, order: WriteOrder) -> Arc<Self> {
         Arc::new(Self {
             file,
             identity,
             queued: AtomicBool::new(false),
             full,
+            order,
+            unwritten: Mutex::new(Vec::new()),
         })
+    }
+
+    fn unwritten(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `bytes` at the end of the file, or leaves the file as it was (a failed
+    /// write, a full disk, is truncated away so it can be retried whole).
+    fn write_behind(&self, bytes: &[u8]) -> Result<(), WriteFailure> {
+        use std::io::Write;
+        let length_before = self.file.metadata().map_err(WriteFailure::retry)?.len();
+        let mut file = &self.file;
+        if let Err(err) = file.write_all(bytes) {
+            return Err(match self.file.set_len(length_before) {
+                Ok(()) => WriteFailure::retry(err),
+                // A partial record that cannot be removed: nothing can be trusted.
+                Err(undo) => WriteFailure::Final(format!(
+                    "a write failed ({err}) and truncating it back failed ({undo}); restart the coordinator once the disk is healthy"
+                )),
+            });
+        }
+        Ok(())
     }
 
     fn sync(&self) -> std::io::Result<()> {
@@ -69,8 +126,30 @@ struct Inner {
     pending: Vec<Arc<Slot>>,
     /// The first fsync failure; final.
     failed: Option<String>,
+    /// The last round whose writes failed (a full disk): the count it was to cover
+    /// and why. Its bytes are kept and retried; waiters up to it are told to retry.
+    write_failed: Option<(u64, String)>,
     thread_started: bool,
 }
+
+/// Why a round's writes failed.
+enum WriteFailure {
+    /// The file is as it was: the bytes are kept and written again next round.
+    Retry(String),
+    /// As a failed fsync: nothing further can be acknowledged.
+    Final(String),
+}
+
+impl WriteFailure {
+    fn retry(err: std::io::Error) -> Self {
+        Self::Retry(format!(
+            "a write failed ({err}); free space on the workspace's disk, it is retried"
+        ))
+    }
+}
+
+/// How long the sync thread waits before writing again after a failed write.
+const RETRY_WRITES_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The counter of written and durable records, and the thread that syncs.
 #[derive(Debug)]
@@ -133,12 +212,31 @@ impl Committer {
         }
     }
 
+    /// Appends one record to `slot`'s file behind the caller: the bytes are kept, and
+    /// the sync thread writes them (all of a round's, for each file, in one `write`)
+    /// before its fsync. A caller under a lock pays a copy instead of a system call.
+    ///
+    /// The record is durable, like any other, once a ticket taken after this call is;
+    /// until then it is in memory only: a write that fails (a full disk) fails the
+    /// waiters of its round, keeps the bytes and retries them, so nothing is
+    /// acknowledged that is not on disk. Only for files that nothing reads back while
+    /// the records may be unwritten, short of waiting for a ticket first.
+    pub fn append_behind(&self, slot: &Arc<Slot>, bytes: &[u8]) {
+        let mut inner = self.lock();
+        slot.unwritten().extend_from_slice(bytes);
+        inner.written += 1;
+        if !slot.queued.swap(true, Ordering::AcqRel) {
+            inner.pending.push(slot.clone());
+            self.work.notify_one();
+        }
+    }
+
     /// Waits until every record counted up to `ticket` is durable.
     pub async fn wait(&self, ticket: u64) -> Result<(), String> {
         let mut synced = self.synced.subscribe();
         // The watch only ever moves forward; its sender lives as long as `self`.
         let _ = synced
-            .wait_for(|synced| *synced >= ticket || self.lock().failed.is_some())
+            .wait_for(|synced| *synced >= ticket || self.lock().settled(ticket))
             .await;
         self.outcome(ticket)
     }
@@ -146,7 +244,7 @@ impl Committer {
     /// [`Self::wait`] for callers outside async code.
     pub fn wait_blocking(&self, ticket: u64) -> Result<(), String> {
         let mut inner = self.lock();
-        while inner.synced < ticket && inner.failed.is_none() {
+        while inner.synced < ticket && !inner.settled(ticket) {
             inner = self.done.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
         drop(inner);
@@ -158,43 +256,127 @@ impl Committer {
         match &inner.failed {
             Some(reason) => Err(reason.clone()),
             None if inner.synced >= ticket => Ok(()),
-            None => Err("the sync thread stopped".to_owned()),
+            None => match &inner.write_failed {
+                Some((through, reason)) if *through >= ticket => Err(reason.clone()),
+                _ => Err("the sync thread stopped".to_owned()),
+            },
         }
     }
 
-    /// The sync thread: takes every file written since the last round, fsyncs each,
-    /// and publishes the count they cover.
+    /// The sync thread: takes every file written since the last round, writes what
+    /// was appended behind, fsyncs each, and publishes the count they cover.
     fn run(&self) {
+        // Whether the last round's writes failed: a full disk is logged once, and again
+        // when it is over, not every tenth of a second.
+        let mut writes_failing = false;
         loop {
             let (batch, covers) = {
                 let mut inner = self.lock();
                 while inner.pending.is_empty() {
                     inner = self.work.wait(inner).unwrap_or_else(|p| p.into_inner());
                 }
-                let batch = std::mem::take(&mut inner.pending);
-                // Under the lock: an append after this line queues its file again,
-                // for the next round.
-                for slot in &batch {
-                    slot.queued.store(false, Ordering::Release);
-                }
+                let mut batch: Vec<(Arc<Slot>, Vec<u8>)> = std::mem::take(&mut inner.pending)
+                    .into_iter()
+                    .map(|slot| {
+                        // Under the lock: an append after this line queues its file
+                        // again, for the next round, and every file's bytes are taken
+                        // at the same instant, so that, written in `WriteOrder`, a
+                        // record never reaches the disk before one it refers to.
+                        slot.queued.store(false, Ordering::Release);
+                        let bytes = std::mem::take(&mut *slot.unwritten());
+                        (slot, bytes)
+                    })
+                    .collect();
+                batch.sort_by_key(|(slot, _)| slot.order);
                 (batch, inner.written)
             };
-            let result = sync_all(&batch);
+            let result = match write_all_behind(&batch) {
+                Ok(()) => {
+                    let slots: Vec<Arc<Slot>> = batch.into_iter().map(|(slot, _)| slot).collect();
+                    sync_all(&slots).map_err(WriteFailure::Final)
+                }
+                Err((failure, written)) => {
+                    self.retry_round(batch, written);
+                    Err(failure)
+                }
+            };
             let mut inner = self.lock();
-            match result {
-                Ok(()) if inner.failed.is_none() => inner.synced = inner.synced.max(covers),
-                Ok(()) => {}
-                Err(reason) => {
+            let retry_later = match result {
+                Ok(()) => {
+                    if inner.failed.is_none() {
+                        inner.synced = inner.synced.max(covers);
+                    }
+                    if std::mem::take(&mut writes_failing) {
+                        tracing::warn!("the journals are written again");
+                    }
+                    false
+                }
+                Err(WriteFailure::Retry(reason)) => {
+                    if !std::mem::replace(&mut writes_failing, true) {
+                        tracing::error!(%reason, "cannot write the journals: every answer is UNAVAILABLE until they are (retrying every 100 ms)");
+                    }
+                    inner.write_failed = Some((covers, reason));
+                    true
+                }
+                Err(WriteFailure::Final(reason)) => {
                     tracing::error!(%reason, "fsync failed: no further record can be acknowledged until the coordinator restarts");
                     inner.failed.get_or_insert(reason);
+                    false
                 }
-            }
+            };
             let synced = inner.synced;
             drop(inner);
             self.done.notify_all();
             self.synced.send_replace(synced);
+            if retry_later {
+                std::thread::sleep(RETRY_WRITES_AFTER);
+            }
         }
     }
+
+    /// Puts a failed round back: the bytes not written (`written` says which files'
+    /// were) go back in front of any appended since, and every file of the round is
+    /// queued again, to be written and fsynced by the next round.
+    fn retry_round(&self, batch: Vec<(Arc<Slot>, Vec<u8>)>, written: Vec<bool>) {
+        let mut inner = self.lock();
+        for ((slot, bytes), written) in batch.into_iter().zip(written) {
+            if !written {
+                let mut unwritten = slot.unwritten();
+                let newer = std::mem::replace(&mut *unwritten, bytes);
+                unwritten.extend_from_slice(&newer);
+            }
+            if !slot.queued.swap(true, Ordering::AcqRel) {
+                inner.pending.push(slot);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Whether a waiter for `ticket` has its answer short of the ticket being durable:
+    /// the final failure, or a failed write of a round that was to cover it.
+    fn settled(&self, ticket: u64) -> bool {
+        self.failed.is_some()
+            || self
+                .write_failed
+                .as_ref()
+                .is_some_and(|(through, _)| *through >= ticket)
+    }
+}
+
+/// Writes each file's bytes of a round, in order; on a failure, which files were
+/// written (the rest are as they were).
+fn write_all_behind(batch: &[(Arc<Slot>, Vec<u8>)]) -> Result<(), (WriteFailure, Vec<bool>)> {
+    let mut written = vec![false; batch.len()];
+    for (index, (slot, bytes)) in batch.iter().enumerate() {
+        if !bytes.is_empty() {
+            if let Err(failure) = slot.write_behind(bytes) {
+                return Err((failure, written));
+            }
+        }
+        written[index] = true;
+    }
+    Ok(())
 }
 
 /// Fsyncs the files, several at a time (a disk queue serves concurrent flushes at
@@ -242,8 +424,8 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     let (file, dir) = replace_unsynced(path, bytes)?;
     let dir = File::open(dir)?;
     let committer = global();
-    committer.wrote(&Slot::owning(file, (0, 0), false));
-    committer.wrote(&Slot::owning(dir, (0, 0), true));
+    committer.wrote(&Slot::owning(file, (0, 0), false, WriteOrder::default()));
+    committer.wrote(&Slot::owning(dir, (0, 0), true, WriteOrder::default()));
     Ok(())
 }
 
@@ -361,6 +543,36 @@ mod tests {
         let healthy = Slot::new(&file, identity(&file)).expect("slot");
         committer.wrote(&healthy);
         assert!(committer.wait_blocking(2).is_err());
+    }
+
+    /// A round writes its files in `WriteOrder`, whatever order they were appended
+    /// in: a research-log line appended first waits for the journal's, and is not
+    /// written when the journal's write fails (/dev/full: ENOSPC on every write).
+    #[test]
+    fn a_round_writes_the_journal_first_and_nothing_after_a_failed_write() {
+        let committer = Arc::new(Committer::default());
+        committer.start().expect("start");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("research_log.jsonl");
+        let log = File::create(&log_path).expect("create");
+        let log_slot = Slot::ordered(&log, identity(&log), WriteOrder::ResearchLog).expect("slot");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let journal_slot =
+            Slot::ordered(&full, identity(&full), WriteOrder::Journal).expect("slot");
+        committer.append_behind(&log_slot, b"event\n");
+        committer.append_behind(&journal_slot, b"lease\n");
+        let err = committer
+            .wait_blocking(committer.written())
+            .expect_err("the journal cannot be written");
+        assert!(err.contains("write failed"), "{err}");
+        assert_eq!(
+            std::fs::read(&log_path).expect("read"),
+            b"",
+            "the research log waits for the journal"
+        );
     }
 
     /// A round of many files is synced by several threads; a failure in any file of

@@ -78,8 +78,10 @@ impl Coordinator {
         if let Some(saved) = &recovery.torn_tail_saved_to {
             tracing::warn!(saved = %saved.display(), "the research log had a torn last line; it was saved aside");
         }
-        let (journal, _) = ResearchLog::open(&workspace.state_dir().join("journal.jsonl"), repair)
-            .map_err(CoordinatorError::storage)?;
+        let (mut journal, _) =
+            ResearchLog::open(&workspace.state_dir().join("journal.jsonl"), repair)
+                .map_err(CoordinatorError::storage)?;
+        journal.write_as_journal();
         let results = results_file::ResultsFile::open(&workspace.job_results_path())
             .map_err(CoordinatorError::storage)?;
         let mut state = CoordinatorState::new(workspace, log, journal, settings, results);

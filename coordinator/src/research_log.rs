@@ -181,7 +181,7 @@ impl ResearchLog {
         line.push_str(fields);
         line.push('\n');
         self.guard
-            .append(&mut self.file, line.as_bytes())
+            .append_behind(&mut self.file, line.as_bytes())
             .map_err(io_error)?;
         self.next_seq += 1;
         if self.keep_events {
@@ -189,6 +189,12 @@ impl ResearchLog {
             self.events.push(value);
         }
         Ok(Written { seq, time, payload })
+    }
+
+    /// Makes this log the coordinator's journal: its records are written first in each
+    /// group-commit round ([`crate::group_commit::WriteOrder`]).
+    pub fn write_as_journal(&mut self) {
+        self.guard = crate::durable::AppendGuard::ordered(crate::group_commit::WriteOrder::Journal);
     }
 
     /// Stops keeping events in memory and frees those read at open: for a log that is

@@ -87,7 +87,7 @@ impl ResultsFile {
                 path: path.to_owned(),
                 file,
                 len: committed,
-                guard: AppendGuard::default(),
+                guard: AppendGuard::ordered(crate::group_commit::WriteOrder::Results),
             },
             lines,
         ))
@@ -100,7 +100,7 @@ impl ResultsFile {
             offset: self.len,
             len: line.len() as u64,
         };
-        self.guard.append(&mut self.file, line)?;
+        self.guard.append_behind(&mut self.file, line)?;
         self.len += at.len;
         Ok(at)
     }
@@ -117,6 +117,7 @@ impl ResultsFile {
         Ok(ResultsReader {
             path: self.path.clone(),
             file: self.file.try_clone()?,
+            appended: crate::commit_layer::ticket(),
         })
     }
 }
@@ -126,9 +127,24 @@ impl ResultsFile {
 pub struct ResultsReader {
     path: PathBuf,
     file: File,
+    /// The commit ticket covering every line appended when the reader was made: the
+    /// lines are appended behind ([`AppendGuard::append_behind`]), so they may not be
+    /// in the file yet.
+    appended: Option<u64>,
 }
 
 impl ResultsReader {
+    /// Waits until every line appended before the reader was made is in the file;
+    /// fails (say, the disk is full) when they cannot be written yet.
+    pub fn wait_appended(&self) -> io::Result<()> {
+        match self.appended {
+            Some(ticket) => crate::group_commit::global()
+                .wait_blocking(ticket)
+                .map_err(|reason| io::Error::other(format!("{}: {reason}", self.path.display()))),
+            None => Ok(()),
+        }
+    }
+
     /// The line at `at`, parsed.
     pub fn read(&self, at: LineRef) -> io::Result<Value> {
         read_line_of(&self.path, &self.file, at)

@@ -117,6 +117,13 @@ pub async fn serve(
     if let Err(err) = finisher.await {
         tracing::error!(%err, "the stage finisher stopped");
     }
+    // Records appended behind since the last answer (an event no call waited for)
+    // are written before serving ends, as they would have been without deferral.
+    if let Some(ticket) = crate::commit_layer::ticket() {
+        if let Err(reason) = crate::group_commit::global().wait(ticket).await {
+            tracing::error!(%reason, "records appended after the last answer are not on disk");
+        }
+    }
     Ok(result?)
 }
 

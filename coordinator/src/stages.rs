@@ -392,6 +392,9 @@ impl StageToFinish {
     /// Reads every job's results line and writes the stage's arrays, summary and
     /// figures. Touches nothing the state lock guards.
     pub fn aggregate(self) -> Result<AggregatedStage, CoordinatorError> {
+        self.results
+            .wait_appended()
+            .map_err(CoordinatorError::storage)?;
         let loaded = ExperimentConfig::load(&self.workspace.config_path())
             .map_err(|err| CoordinatorError::Config(err.to_string()))?;
         let outcomes: Vec<JobOutcome> = self

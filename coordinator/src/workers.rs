@@ -284,6 +284,39 @@ impl CoordinatorState {
         Ok(expired.len())
     }
 
+    /// Requeues jobs whose lease answer was never sent (its records could not be
+    /// written, or the worker's session was gone), so they need not wait for the
+    /// lease to run out. The attempt named must still be the running one: a lease is
+    /// known by its job and attempt.
+    pub fn return_undelivered(
+        &mut self,
+        leases: &[(JobId, AttemptNumber)],
+    ) -> Result<(), CoordinatorError> {
+        for (id, attempt) in leases {
+            let Some(job) = self.jobs.get(id) else {
+                continue;
+            };
+            let JobState::Running {
+                worker,
+                attempt: running,
+                ..
+            } = &job.state
+            else {
+                continue;
+            };
+            if running != attempt {
+                continue;
+            }
+            let (stage_run, worker) = (job.stage_run, worker.clone());
+            self.log_event(
+                "job_requeued",
+                json!({"job_id": id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0, "reason": "lease_not_delivered"}),
+            )?;
+            self.interrupt(id, "the lease could not be answered")?;
+        }
+        Ok(())
+    }
+
     /// Puts a running job back in the queue without spending its failure budget.
     pub fn interrupt(&mut self, id: &JobId, reason: &str) -> Result<(), CoordinatorError> {
         self.release_slots(id, None);

@@ -40,6 +40,16 @@ pub struct WorkersArgs {
 /// Turns a gRPC failure into an error that says what to do.
 pub fn explain(status: tonic::Status, address: &str) -> anyhow::Error {
     match status.code() {
+        tonic::Code::Unavailable
+            if status
+                .message()
+                .starts_with(expcluster_coordinator::error::CANNOT_WRITE_WORKSPACE) =>
+        {
+            anyhow::anyhow!(
+                "the coordinator at {address} is running but {}",
+                status.message()
+            )
+        }
         tonic::Code::Unavailable => anyhow::anyhow!(
             "cannot reach the coordinator at {address} ({}): start it with `expcluster coordinator --workspace experiments/<idea>`, or check --coordinator / EXPCLUSTER_COORDINATOR",
             status.message()

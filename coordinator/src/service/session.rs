@@ -18,6 +18,7 @@
 use super::worker_service::{complete_now, lease_waiting, try_lease};
 use crate::commit_layer;
 use crate::Coordinator;
+use expcluster_core::{AttemptNumber, JobId};
 use expcluster_proto::v1::{self, session_call::Call, session_reply::Reply};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,7 +51,11 @@ pub fn serve(
 ) -> Replies {
     let (answers_tx, answers_rx) = mpsc::channel(QUEUED_ANSWERS);
     let (replies_tx, replies_rx) = mpsc::channel(QUEUED_ANSWERS);
-    tokio::spawn(forward_when_durable(answers_rx, replies_tx));
+    tokio::spawn(forward_when_durable(
+        coordinator.clone(),
+        answers_rx,
+        replies_tx,
+    ));
     let session = Session {
         coordinator,
         answers: answers_tx,
@@ -176,7 +181,9 @@ fn error(status: &Status) -> v1::SessionError {
 
 /// Sends each answer once its records are durable, in the order they were queued;
 /// answers whose records cannot be made durable become UNAVAILABLE, as a unary call's.
+/// The jobs of a lease answer that is not sent go back to the queue at once.
 async fn forward_when_durable(
+    coordinator: Arc<Coordinator>,
     mut answers: mpsc::Receiver<Answer>,
     replies: mpsc::Sender<Result<v1::SessionReplies, Status>>,
 ) {
@@ -190,17 +197,44 @@ async fn forward_when_durable(
             () = replies.closed() => return,
         };
         if let Err(status) = commit_layer::durable(ticket).await {
+            return_leases(&coordinator, &answer);
             let unavailable = error(&status);
             for reply in &mut answer {
                 reply.reply = Some(Reply::Error(unavailable.clone()));
             }
         }
-        if replies
+        if let Err(unsent) = replies
             .send(Ok(v1::SessionReplies { replies: answer }))
             .await
-            .is_err()
         {
+            if let Ok(unsent) = unsent.0 {
+                return_leases(&coordinator, &unsent.replies);
+            }
             return;
         }
+    }
+}
+
+/// The (job, attempt) of every lease in `answer`.
+fn leases_of(answer: &[v1::SessionReply]) -> Vec<(JobId, AttemptNumber)> {
+    answer
+        .iter()
+        .filter_map(|reply| match &reply.reply {
+            Some(Reply::Lease(lease)) => Some(&lease.jobs),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|spec| Some((JobId::parse(&spec.job_id).ok()?, spec.attempt)))
+        .collect()
+}
+
+/// Requeues the jobs of lease answers that are not sent.
+fn return_leases(coordinator: &Coordinator, answer: &[v1::SessionReply]) {
+    let leases = leases_of(answer);
+    if leases.is_empty() {
+        return;
+    }
+    if let Err(err) = coordinator.lock().return_undelivered(&leases) {
+        tracing::error!(%err, "cannot requeue the jobs of an unsent lease answer; their leases will run out");
     }
 }

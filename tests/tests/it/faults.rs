@@ -84,7 +84,13 @@ fn finished_ok(submit: JoinHandle<Output>) {
 }
 
 fn completed_series(ws: &TestWorkspace, event: &Value) -> Vec<f64> {
-    ws.job_results(event)["series"]["step"]
+    step_series(&ws.root, event)
+}
+
+/// The stored `step` series of the attempt a `job_completed` event reports, in the
+/// workspace at `root`.
+fn step_series(root: &std::path::Path, event: &Value) -> Vec<f64> {
+    expcluster_tests::job_results(root, event)["series"]["step"]
         .as_array()
         .unwrap()
         .iter()
@@ -383,17 +389,174 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
         .filter(|e| e["type"] == "job_completed")
         .collect();
     assert_eq!(completed.len(), 1);
-    let series: Vec<f64> = expcluster_tests::job_results(&root, completed[0])["series"]["step"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
     assert_eq!(
-        series,
+        step_series(&root, completed[0]),
         (0..steps).map(f64::from).collect::<Vec<_>>(),
         "no gap and no duplicate"
     );
+}
+
+/// The group commit's writes behind the state lock, on a real full disk: a round that
+/// cannot be written fails its waiters with what to do, loses nothing and writes
+/// nothing twice, and the next round after space is back writes it all, in order.
+#[test]
+fn records_appended_behind_on_a_full_disk_are_kept_and_written_once_space_is_back() {
+    use expcluster_coordinator::group_commit::{Committer, Slot};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+
+    let disk = SmallDisk::mount("1m");
+    let path = disk.path.join("journal.jsonl");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let meta = file.metadata().unwrap();
+    let slot = Slot::new(&file, (meta.dev(), meta.ino())).unwrap();
+    let committer = Arc::new(Committer::default());
+    committer.start().unwrap();
+    // Records larger than a page, so a full disk cannot take them in a last page's
+    // slack.
+    let record = |n: usize| format!("{{\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(6000));
+
+    committer.append_behind(&slot, record(0).as_bytes());
+    committer
+        .wait_blocking(committer.written())
+        .expect("durable");
+    let filler = disk.fill();
+    committer.append_behind(&slot, record(1).as_bytes());
+    let err = committer
+        .wait_blocking(committer.written())
+        .expect_err("a full disk cannot take the record");
+    assert!(
+        err.contains("No space left") && err.contains("free space"),
+        "{err}"
+    );
+    committer.append_behind(&slot, record(2).as_bytes());
+    assert!(committer.wait_blocking(committer.written()).is_err());
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        record(0),
+        "nothing half-written while the disk is full"
+    );
+    assert!(committer.failure().is_none(), "a full disk is not final");
+
+    std::fs::remove_file(filler).unwrap();
+    let ticket = committer.written();
+    wait_until(
+        Duration::from_secs(10),
+        "the kept records are written",
+        || committer.wait_blocking(ticket).is_ok(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        [record(0), record(1), record(2)].concat(),
+        "every record once, in order"
+    );
+}
+
+/// The dispatch records (the lease journal, the research log, the results lines) are
+/// written behind the state lock by the group commit. A lease taken while the disk is
+/// full cannot be written: the worker is not told of it, every answer says to retry
+/// and why, and once space is back the record is written, the lease (which its
+/// worker never heard of) runs out, and the job runs once, in full.
+#[test]
+fn a_lease_taken_on_a_full_disk_is_not_answered_and_its_job_runs_once_space_is_back() {
+    // One lease call for 40 jobs with long names: a journal record of over 5 KiB,
+    // more than a full tmpfs takes into the slack of a file's last page.
+    let (steps, jobs) = (3, 40);
+    let method = "m".repeat(60);
+    let disk = SmallDisk::mount("16m");
+    let root = disk.path.join("fullatlease");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = config(steps, 0.0, jobs, 3).replace("proposed", &method);
+    std::fs::write(root.join("config.yaml"), config).unwrap();
+    std::fs::write(root.join("runfile.py"), RUNFILE).unwrap();
+    let (_coordinator, address) = start_coordinator(&root, &TIMING);
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(30), "the stage is queued", || {
+        stage_status(&address).is_some_and(|status| {
+            status["jobs"]
+                .as_array()
+                .is_some_and(|queued| queued.len() == jobs as usize)
+        })
+    });
+    let log_path = root.join("research_log.jsonl");
+    let filler = disk.fill();
+    let log_before = std::fs::read(&log_path).unwrap();
+
+    let scratch = tempfile::tempdir().unwrap();
+    let _worker = start_worker(&address, jobs, scratch.path());
+    let mut refusal = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "answers say the disk is full once a lease is taken",
+        || {
+            let output = expcluster(&[
+                "status",
+                "--stage",
+                "implementation",
+                "--coordinator",
+                &address,
+            ]);
+            refusal = String::from_utf8_lossy(&output.stderr).into_owned();
+            !output.status.success()
+        },
+    );
+    assert!(
+        refusal.contains("is running but cannot write the workspace")
+            && refusal.contains("No space left")
+            && refusal.contains("free space"),
+        "the refusal says what is wrong and what to do: {refusal}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::read(&log_path).unwrap(),
+        log_before,
+        "nothing reaches the research log while the disk is full"
+    );
+    std::fs::remove_file(filler).unwrap();
+    finished_ok(submit);
+
+    let mut events = Vec::new();
+    for file in [log_path, root.join(".expcluster").join("journal.jsonl")] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.ends_with('\n'),
+            "{}: no half-written line",
+            file.display()
+        );
+        for line in text.lines() {
+            let record = serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|err| panic!("{}: {err}: {line}", file.display()));
+            events.push(record);
+        }
+    }
+    let completed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "job_completed")
+        .collect();
+    assert_eq!(completed.len(), jobs as usize, "each job completed once");
+    let requeued: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "job_requeued")
+        .collect();
+    assert!(
+        !requeued.is_empty()
+            && requeued
+                .iter()
+                .all(|e| e["reason"] == "lease_not_delivered"),
+        "the unanswered leases were handed back at once, none left to run out: {requeued:?}"
+    );
+    for event in completed {
+        assert_eq!(event["status"], "succeeded");
+        assert_eq!(
+            step_series(&root, event),
+            (0..steps).map(f64::from).collect::<Vec<_>>(),
+            "no gap and no duplicate"
+        );
+    }
 }
 
 #[test]
