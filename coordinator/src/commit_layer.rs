@@ -45,6 +45,18 @@ pub fn ticket() -> Option<u64> {
     group_commit::deferring().then(|| group_commit::global().written())
 }
 
+/// UNAVAILABLE while the group commit cannot write (a full disk): for a call that
+/// would only add records no answer could acknowledge, such as a lease.
+pub fn refuse_while_writes_fail() -> Result<(), Status> {
+    if !group_commit::deferring() {
+        return Ok(());
+    }
+    match group_commit::global().writes_failing() {
+        Some(reason) => Err(unwritable(&reason)),
+        None => Ok(()),
+    }
+}
+
 /// Waits until every record counted by `ticket` is durable; UNAVAILABLE (the worker
 /// or CLI retries) when it cannot be.
 pub async fn durable(ticket: Option<u64>) -> Result<(), Status> {
@@ -53,9 +65,13 @@ pub async fn durable(ticket: Option<u64>) -> Result<(), Status> {
     };
     group_commit::global().wait(ticket).await.map_err(|reason| {
         tracing::error!(%reason, "answering unavailable: a write could not be made durable");
-        Status::unavailable(format!(
-            "{} durably ({reason}); retry later",
-            crate::error::CANNOT_WRITE_WORKSPACE
-        ))
+        unwritable(&reason)
     })
+}
+
+fn unwritable(reason: &str) -> Status {
+    Status::unavailable(format!(
+        "{} durably ({reason}); retry later",
+        crate::error::CANNOT_WRITE_WORKSPACE
+    ))
 }

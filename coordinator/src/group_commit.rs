@@ -197,6 +197,16 @@ impl Committer {
         self.lock().failed.clone()
     }
 
+    /// Why records cannot be written now (the last round's write failed, a full disk,
+    /// and none has succeeded since), if so.
+    pub fn writes_failing(&self) -> Option<String> {
+        let inner = self.lock();
+        match &inner.write_failed {
+            Some((through, reason)) if inner.synced < *through => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
     /// How many records have been written: a ticket for [`Self::wait`].
     pub fn written(&self) -> u64 {
         self.lock().written

@@ -194,3 +194,49 @@ pub(crate) fn logged_events(state: &crate::state::CoordinatorState) -> Vec<serde
         .map(|line| serde_json::from_str(line).expect("every logged line is JSON"))
         .collect()
 }
+
+/// A lease whose answer was never sent goes back to the queue at once, recorded as
+/// `lease_not_delivered`; a lease named by an attempt that is no longer running is
+/// left alone; and a restart reads the job as queued, not as running on the worker.
+#[test]
+fn an_undelivered_lease_is_requeued_at_once_and_a_restart_agrees() {
+    let dir = workspace();
+    let now = Instant::now();
+    let (returned, kept) = {
+        let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("open");
+        let mut state = coordinator.lock();
+        let (_worker, leases) = submit_and_lease_both(&mut state, now);
+        let (returned, kept) = (leases[0].job.clone(), leases[1].job.clone());
+        state
+            .return_undelivered(&[(returned.clone(), 1), (kept.clone(), 2)])
+            .expect("return");
+        assert_returned_and_kept(&state, &returned, &kept);
+        let requeued: Vec<_> = logged_events(&state)
+            .into_iter()
+            .filter(|event| event["type"] == "job_requeued")
+            .collect();
+        assert_eq!(requeued.len(), 1, "{requeued:?}");
+        assert_eq!(requeued[0]["job_id"], returned.as_str());
+        assert_eq!(requeued[0]["reason"], "lease_not_delivered");
+        (returned, kept)
+    };
+    let coordinator = Coordinator::open(dir.path(), Settings::default(), false).expect("reopen");
+    let state = coordinator.lock();
+    assert_returned_and_kept(&state, &returned, &kept);
+}
+
+/// `returned` is queued again; `kept` still runs its first attempt.
+fn assert_returned_and_kept(
+    state: &crate::state::CoordinatorState,
+    returned: &expcluster_core::JobId,
+    kept: &expcluster_core::JobId,
+) {
+    assert!(matches!(
+        state.job(returned).expect("job").state,
+        JobState::Queued { .. }
+    ));
+    assert!(matches!(
+        state.job(kept).expect("job").state,
+        JobState::Running { attempt: 1, .. }
+    ));
+}

@@ -206,6 +206,9 @@ pub(super) fn try_lease(
     request: &v1::LeaseRequest,
 ) -> Result<Vec<v1::JobSpec>, Status> {
     let worker = convert::worker_id(&request.worker_id)?;
+    // A lease taken now could not be answered, and would be handed back: taking and
+    // returning jobs on every retry would only pile up records waiting for the disk.
+    crate::commit_layer::refuse_while_writes_fail()?;
     let (parts, workspace_dir, ranks_placed_elsewhere) = {
         let mut state = coordinator.lock();
         let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;

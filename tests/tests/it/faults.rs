@@ -441,6 +441,7 @@ fn records_appended_behind_on_a_full_disk_are_kept_and_written_once_space_is_bac
         "nothing half-written while the disk is full"
     );
     assert!(committer.failure().is_none(), "a full disk is not final");
+    assert!(committer.writes_failing().is_some());
 
     std::fs::remove_file(filler).unwrap();
     let ticket = committer.written();
@@ -449,6 +450,7 @@ fn records_appended_behind_on_a_full_disk_are_kept_and_written_once_space_is_bac
         "the kept records are written",
         || committer.wait_blocking(ticket).is_ok(),
     );
+    assert!(committer.writes_failing().is_none());
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         [record(0), record(1), record(2)].concat(),
@@ -458,9 +460,9 @@ fn records_appended_behind_on_a_full_disk_are_kept_and_written_once_space_is_bac
 
 /// The dispatch records (the lease journal, the research log, the results lines) are
 /// written behind the state lock by the group commit. A lease taken while the disk is
-/// full cannot be written: the worker is not told of it, every answer says to retry
-/// and why, and once space is back the record is written, the lease (which its
-/// worker never heard of) runs out, and the job runs once, in full.
+/// full cannot be written: the worker is not told of it and its jobs go back to the
+/// queue, later leases are refused before taking any, every answer says to retry and
+/// why, and once space is back each job runs once, in full.
 #[test]
 fn a_lease_taken_on_a_full_disk_is_not_answered_and_its_job_runs_once_space_is_back() {
     // One lease call for 40 jobs with long names: a journal record of over 5 KiB,
@@ -542,12 +544,13 @@ fn a_lease_taken_on_a_full_disk_is_not_answered_and_its_job_runs_once_space_is_b
         .iter()
         .filter(|e| e["type"] == "job_requeued")
         .collect();
+    // A lease taken before the full disk was known is handed back at once; once it is
+    // known, leases are refused before taking any job. None is left to run out.
     assert!(
-        !requeued.is_empty()
-            && requeued
-                .iter()
-                .all(|e| e["reason"] == "lease_not_delivered"),
-        "the unanswered leases were handed back at once, none left to run out: {requeued:?}"
+        requeued
+            .iter()
+            .all(|e| e["reason"] == "lease_not_delivered"),
+        "{requeued:?}"
     );
     for event in completed {
         assert_eq!(event["status"], "succeeded");
