@@ -212,7 +212,10 @@ pub fn client_client(channel: Channel, security: &ClientSecurity) -> ClientClien
 }
 
 /// Whether a failed call may succeed if retried (the coordinator is restarting,
-/// overloaded, or its disk is full).
+/// overloaded, or its disk is full). CANCELLED is how the client reports a call that
+/// a dying connection dropped before it was sent or answered (hyper's "operation was
+/// canceled", seen when the coordinator was killed mid-call); the coordinator never
+/// answers it itself.
 pub fn is_retryable(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -220,6 +223,7 @@ pub fn is_retryable(status: &Status) -> bool {
             | tonic::Code::Unknown
             | tonic::Code::DeadlineExceeded
             | tonic::Code::ResourceExhausted
+            | tonic::Code::Cancelled
     )
 }
 
@@ -228,6 +232,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use tonic::service::Interceptor;
+
+    #[test]
+    fn a_call_dropped_with_its_connection_is_retried_and_a_refusal_is_not() {
+        assert!(is_retryable(&Status::cancelled("operation was canceled")));
+        assert!(is_retryable(&Status::unavailable(
+            "cannot write the workspace"
+        )));
+        assert!(!is_retryable(&Status::failed_precondition(
+            "job x attempt 1 is not current (superseded or finished): stop it"
+        )));
+        assert!(!is_retryable(&Status::permission_denied("not your job")));
+    }
 
     #[test]
     fn the_token_goes_into_the_authorization_header_of_every_call() {
