@@ -100,7 +100,10 @@ fn step_series(root: &std::path::Path, event: &Value) -> Vec<f64> {
 
 #[test]
 fn a_job_on_a_killed_worker_completes_elsewhere_with_every_step_once() {
-    let steps = 30;
+    // 50 steps of 0.1 s. With 30, two CPU hogs beside the suite twice made it find
+    // no requeue at all, most likely because the status poll that saw step 5 came
+    // so late that the job had ended, and its completion was in, before the kill.
+    let steps = 50;
     let ws = TestWorkspace::new(
         "kill9",
         &config(steps, 0.1, 1, 3),
@@ -615,10 +618,14 @@ fn repeated_coordinator_kills_under_load_lose_no_acknowledged_record() {
 
 #[test]
 fn a_pause_shorter_than_the_lease_causes_no_requeue_and_no_duplicate() {
+    // 30 steps of 0.1 s, as in the restart test. With 0.05 s the whole job took
+    // 1.5 s, and with two CPU hogs beside the suite this test once timed out waiting
+    // to see it running: one status poll (a new `expcluster` process) can take
+    // longer than that.
     let steps = 30;
     let ws = TestWorkspace::new(
         "blip",
-        &config(steps, 0.05, 1, 3),
+        &config(steps, 0.1, 1, 3),
         &[("runfile.py", RUNFILE)],
     );
     let (_coordinator, address) = start_coordinator(
