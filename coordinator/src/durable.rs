@@ -41,35 +41,24 @@ impl AppendGuard {
     /// them for the next group fsync), or leaves the file as it was.
     pub fn append(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
         let deferred = group_commit::deferring();
-        if deferred && self.poisoned.is_none() {
-            self.poisoned = group_commit::global().failure();
-        }
-        if let Some(reason) = &self.poisoned {
-            return Err(io::Error::other(format!(
-                "an earlier fsync failed ({reason}); restart the coordinator once the disk is healthy"
-            )));
-        }
-        let metadata = file.metadata()?;
-        let length_before = metadata.len();
+        self.refuse_if_poisoned(deferred)?;
         let slot = if deferred {
+            let metadata = file.metadata()?;
             let identity = (metadata.dev(), metadata.ino());
             match &self.slot {
                 Some(slot) if slot.identity == identity => Some(slot.clone()),
-                _ => {
-                    let slot = Slot::new(file, identity)?;
-                    self.slot = Some(slot.clone());
-                    Some(slot)
-                }
+                _ => Some(self.new_slot(file, identity)?),
             }
         } else {
             None
         };
-        if let Err(err) = file.write_all(bytes) {
-            // Undo the partial record; if even that fails, nothing can be trusted.
-            if let Err(undo) = file.set_len(length_before) {
+        match append_or_undo(file, bytes) {
+            Ok(()) => {}
+            Err(AppendFailure::Undone(err)) => return Err(err),
+            Err(AppendFailure::Torn { err, undo }) => {
                 self.poisoned = Some(format!("{err}; truncating back failed: {undo}"));
+                return Err(err);
             }
-            return Err(err);
         }
         match slot {
             Some(slot) => group_commit::global().wrote(&slot),
@@ -97,25 +86,60 @@ impl AppendGuard {
         if !group_commit::deferring() {
             return self.append(file, bytes);
         }
-        if self.poisoned.is_none() {
-            self.poisoned = group_commit::global().failure();
-        }
-        if let Some(reason) = &self.poisoned {
-            return Err(io::Error::other(format!(
-                "an earlier fsync failed ({reason}); restart the coordinator once the disk is healthy"
-            )));
-        }
+        self.refuse_if_poisoned(true)?;
         let slot = match &self.slot {
             Some(slot) => slot.clone(),
             None => {
                 let metadata = file.metadata()?;
-                let slot = Slot::ordered(file, (metadata.dev(), metadata.ino()), self.order)?;
-                self.slot = Some(slot.clone());
-                slot
+                self.new_slot(file, (metadata.dev(), metadata.ino()))?
             }
         };
         group_commit::global().append_behind(&slot, bytes);
         Ok(())
+    }
+
+    /// Fails once an fsync has failed (this file's, or, when `deferred`, the group
+    /// commit's): see the module doc.
+    fn refuse_if_poisoned(&mut self, deferred: bool) -> io::Result<()> {
+        if deferred && self.poisoned.is_none() {
+            self.poisoned = group_commit::global().failure();
+        }
+        match &self.poisoned {
+            Some(reason) => Err(io::Error::other(format!(
+                "an earlier fsync failed ({reason}); restart the coordinator once the disk is healthy"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The group commit's handle of `file`, at this guard's place in a round.
+    fn new_slot(&mut self, file: &File, identity: (u64, u64)) -> io::Result<Arc<Slot>> {
+        let slot = Slot::ordered(file, identity, self.order)?;
+        self.slot = Some(slot.clone());
+        Ok(slot)
+    }
+}
+
+/// Why [`append_or_undo`] failed.
+pub(crate) enum AppendFailure {
+    /// The write failed and was truncated away: the file is as it was.
+    Undone(io::Error),
+    /// The write failed (`err`) and so did truncating it back (`undo`): the file may
+    /// end in a partial record, and nothing appended after it can be trusted.
+    Torn { err: io::Error, undo: io::Error },
+}
+
+/// Writes `bytes` at the end of `file` (opened for appending), or leaves the file as
+/// it was: a failed write (a full disk) is truncated back to the length before it.
+/// Shared by the appends that write in the call and the group commit's writes behind.
+pub(crate) fn append_or_undo(mut file: &File, bytes: &[u8]) -> Result<(), AppendFailure> {
+    let length_before = file.metadata().map_err(AppendFailure::Undone)?.len();
+    match file.write_all(bytes) {
+        Ok(()) => Ok(()),
+        Err(err) => match file.set_len(length_before) {
+            Ok(()) => Err(AppendFailure::Undone(err)),
+            Err(undo) => Err(AppendFailure::Torn { err, undo }),
+        },
     }
 }
 

@@ -20,6 +20,7 @@
 //! layer does the waiting): a process that appends without serving (the CLI's `idea`
 //! command, unit tests) keeps the plain fsync-per-append.
 
+use crate::durable::AppendFailure;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -93,19 +94,13 @@ impl Slot {
     /// Writes `bytes` at the end of the file, or leaves the file as it was (a failed
     /// write, a full disk, is truncated away so it can be retried whole).
     fn write_behind(&self, bytes: &[u8]) -> Result<(), WriteFailure> {
-        use std::io::Write;
-        let length_before = self.file.metadata().map_err(WriteFailure::retry)?.len();
-        let mut file = &self.file;
-        if let Err(err) = file.write_all(bytes) {
-            return Err(match self.file.set_len(length_before) {
-                Ok(()) => WriteFailure::retry(err),
-                // A partial record that cannot be removed: nothing can be trusted.
-                Err(undo) => WriteFailure::Final(format!(
-                    "a write failed ({err}) and truncating it back failed ({undo}); restart the coordinator once the disk is healthy"
-                )),
-            });
-        }
-        Ok(())
+        crate::durable::append_or_undo(&self.file, bytes).map_err(|failure| match failure {
+            AppendFailure::Undone(err) => WriteFailure::retry(err),
+            // A partial record that cannot be removed: nothing can be trusted.
+            AppendFailure::Torn { err, undo } => WriteFailure::Final(format!(
+                "a write failed ({err}) and truncating it back failed ({undo}); restart the coordinator once the disk is healthy"
+            )),
+        })
     }
 
     fn sync(&self) -> std::io::Result<()> {
@@ -216,10 +211,7 @@ impl Committer {
     pub fn wrote(&self, slot: &Arc<Slot>) {
         let mut inner = self.lock();
         inner.written += 1;
-        if !slot.queued.swap(true, Ordering::AcqRel) {
-            inner.pending.push(slot.clone());
-            self.work.notify_one();
-        }
+        self.queue(&mut inner, slot);
     }
 
     /// Appends one record to `slot`'s file behind the caller: the bytes are kept, and
@@ -235,6 +227,11 @@ impl Committer {
         let mut inner = self.lock();
         slot.unwritten().extend_from_slice(bytes);
         inner.written += 1;
+        self.queue(&mut inner, slot);
+    }
+
+    /// Puts `slot`'s file in the next round, unless it is there already.
+    fn queue(&self, inner: &mut Inner, slot: &Arc<Slot>) {
         if !slot.queued.swap(true, Ordering::AcqRel) {
             inner.pending.push(slot.clone());
             self.work.notify_one();
@@ -323,7 +320,7 @@ impl Committer {
                 }
                 Err(WriteFailure::Retry(reason)) => {
                     if !std::mem::replace(&mut writes_failing, true) {
-                        tracing::error!(%reason, "cannot write the journals: every answer is UNAVAILABLE until they are (retrying every 100 ms)");
+                        tracing::error!(%reason, retry_every = ?RETRY_WRITES_AFTER, "cannot write the journals: every answer is UNAVAILABLE until they are");
                     }
                     inner.write_failed = Some((covers, reason));
                     true
@@ -355,9 +352,7 @@ impl Committer {
                 let newer = std::mem::replace(&mut *unwritten, bytes);
                 unwritten.extend_from_slice(&newer);
             }
-            if !slot.queued.swap(true, Ordering::AcqRel) {
-                inner.pending.push(slot);
-            }
+            self.queue(&mut inner, &slot);
         }
     }
 }

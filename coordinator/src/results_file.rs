@@ -145,7 +145,9 @@ impl ResultsReader {
         }
     }
 
-    /// The line at `at`, parsed.
+    /// The line at `at`, parsed. In a serving coordinator a line just appended may
+    /// not be in the file yet: read through [`Self::reader`], after
+    /// [`ResultsReader::wait_appended`].
     pub fn read(&self, at: LineRef) -> io::Result<Value> {
         read_line_of(&self.path, &self.file, at)
     }

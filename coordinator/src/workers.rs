@@ -270,12 +270,13 @@ impl CoordinatorState {
             })
             .collect();
         for (id, worker, attempt) in &expired {
-            let stage_run = self.job(id)?.stage_run;
-            self.log_event(
-                "job_requeued",
-                json!({"job_id": id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0, "reason": "lease_expired"}),
+            self.requeue_lease(
+                id,
+                worker,
+                *attempt,
+                "lease_expired",
+                "lease expired: the worker stopped heartbeating",
             )?;
-            self.interrupt(id, "lease expired: the worker stopped heartbeating")?;
         }
         // Forget workers silent for many leases (their jobs are already requeued).
         let forget_after = self.settings.lease_timeout * 6;
@@ -307,14 +308,35 @@ impl CoordinatorState {
             if running != attempt {
                 continue;
             }
-            let (stage_run, worker) = (job.stage_run, worker.clone());
-            self.log_event(
-                "job_requeued",
-                json!({"job_id": id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0, "reason": "lease_not_delivered"}),
+            let worker = worker.clone();
+            self.requeue_lease(
+                id,
+                &worker,
+                *attempt,
+                "lease_not_delivered",
+                "the lease could not be answered",
             )?;
-            self.interrupt(id, "the lease could not be answered")?;
         }
         Ok(())
+    }
+
+    /// Logs `job_requeued` (`reason`, as documented in docs/research-log.md) for the
+    /// lease of `attempt` of `id` held by `worker`, and puts the job back in the queue
+    /// (`why` is kept as its last error).
+    fn requeue_lease(
+        &mut self,
+        id: &JobId,
+        worker: &WorkerId,
+        attempt: AttemptNumber,
+        reason: &str,
+        why: &str,
+    ) -> Result<(), CoordinatorError> {
+        let stage_run = self.job(id)?.stage_run;
+        self.log_event(
+            "job_requeued",
+            json!({"job_id": id, "attempt": attempt, "stage_run": stage_run, "worker_id": worker.0, "reason": reason}),
+        )?;
+        self.interrupt(id, why)
     }
 
     /// Puts a running job back in the queue without spending its failure budget.
