@@ -1,6 +1,12 @@
-//! expcluster on a real Slurm (issue 8): the single-node Slurm of
+//! expcluster on a real Slurm (issues 8 and 25): the two-node Slurm of
 //! `deploy/slurm/local-cluster.sh`, started here when it is not running. A test fails,
-//! never skips, when Slurm cannot start.
+//! never skips, when Slurm cannot start (it needs root).
+//!
+//! The nodes are hosts: each node's slurmd, and so every worker and job Slurm starts
+//! there, has its own network namespace, address and host name (`ecslurm1`,
+//! `ecslurm2`). A coordinator the tests start here listens on the controller's address
+//! on the nodes' network (`local-cluster.sh address`), which the nodes reach; on a
+//! node, 127.0.0.1 is the node's own.
 //!
 //! Workers are started only the way a user starts them: `sbatch` of the project's
 //! batch scripts, or `expcluster slurm launch`. Preemption is Slurm's own signal
@@ -8,10 +14,11 @@
 //! worker is a plain `scancel`.
 
 use expcluster_tests::{
-    assert_success, expcluster_bin, path_with_venv, python, start_coordinator, wait_until, Proc,
-    TestWorkspace,
+    assert_success, expcluster_bin, path_with_venv, python, wait_until, Proc, TestWorkspace,
 };
 use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -19,8 +26,12 @@ use std::time::Duration;
 
 /// A job holds while its marker file says so; it prints where it ran.
 const RUNFILE: &str = r#"
-import json, os, time
+import json, os, socket, time
 params = json.loads(os.environ["EXP_CONFIG"])["params"]
+# The node it ran on: ecslurm<N> -> N (-1 elsewhere).
+host = socket.gethostname()
+node = host[len("ecslurm"):] if host.startswith("ecslurm") else ""
+print(f"node: {int(node) if node.isdigit() else -1}")
 marker_dir = params["markers"]
 restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 slurm_job = os.environ.get("SLURM_JOB_ID", "")
@@ -73,6 +84,12 @@ fn slurm_serial() -> std::sync::MutexGuard<'static, ()> {
 fn slurm_up() {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
     let result = UP.get_or_init(|| {
+        if !running_as_root() {
+            return Err("the Slurm tests need root: they start a two-node Slurm whose nodes \
+                        are network namespaces (deploy/slurm/local-cluster.sh up); run them \
+                        as root (e.g. sudo -E cargo test --release -p expcluster-tests --test it slurm)"
+                .to_owned());
+        }
         let output = Command::new(script("local-cluster.sh"))
             .arg("up")
             .output()
@@ -92,6 +109,49 @@ fn slurm_up() {
     }
 }
 
+/// Whether this process runs as root (the owner of /proc/self is its effective user).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// The controller's address on the nodes' network: the bridge in this (the root)
+/// namespace, which every node reaches.
+fn bridge_address() -> String {
+    let output = Command::new(script("local-cluster.sh"))
+        .arg("address")
+        .output()
+        .expect("run local-cluster.sh address");
+    let address = assert_success(&output).trim().to_owned();
+    assert!(!address.is_empty(), "local-cluster.sh printed no address");
+    address
+}
+
+/// `expcluster coordinator` here, on the bridge address (port 0), so that workers on
+/// the nodes reach it; returns it and its address.
+fn start_coordinator_for_nodes(ws: &TestWorkspace) -> (Proc, String) {
+    let host = bridge_address();
+    let mut child = Command::new(expcluster_bin())
+        .args(["coordinator", "--workspace"])
+        .arg(&ws.root)
+        .args(["--listen", &format!("{host}:0")])
+        .env("PATH", path_with_venv())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coordinator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read announce line");
+    let address = line
+        .split_whitespace()
+        .find(|word| word.starts_with(&format!("{host}:")))
+        .unwrap_or_else(|| panic!("coordinator did not announce an address on {host}: {line:?}"))
+        .to_owned();
+    (Proc { child }, address)
+}
+
 /// A Slurm job cancelled when the test ends, whatever happened.
 struct SlurmJob {
     id: String,
@@ -100,15 +160,20 @@ struct SlurmJob {
 impl SlurmJob {
     /// Slurm's state of the job (of every array task), e.g. "RUNNING", "PENDING"; empty once gone.
     fn states(&self) -> Vec<String> {
-        let output = Command::new("squeue")
-            .args(["-h", "-j", &self.id, "-o", "%T"])
-            .output()
-            .expect("squeue");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| l.trim().to_owned())
-            .collect()
+        squeue(&self.id, "%T")
     }
+}
+
+/// One squeue field (`format`, e.g. "%T" or "%N") of a job, a line per array task.
+fn squeue(job: &str, format: &str) -> Vec<String> {
+    let output = Command::new("squeue")
+        .args(["-h", "-j", job, "-o", format])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
 }
 
 impl Drop for SlurmJob {
@@ -127,6 +192,7 @@ fn sbatch(script_name: &str, flags: &[&str], env: &[(&str, &Path)], output: &Pat
         .arg(script(script_name))
         .env("PATH", path_with_venv())
         .env("EXPCLUSTER_BIN", expcluster_bin())
+        .env_remove("EXPCLUSTER_ADVERTISE_HOST")
         .env_remove("EXPCLUSTER_COORDINATOR")
         .env_remove("EXPCLUSTER_TOKEN_FILE");
     for (name, value) in env {
@@ -160,6 +226,7 @@ fn client_command(ws: &TestWorkspace) -> Command {
     command
         .env("PATH", path_with_venv())
         .env_remove("EXPCLUSTER_COORDINATOR")
+        .env_remove("EXPCLUSTER_ADVERTISE_HOST")
         .env_remove("EXPCLUSTER_TOKEN")
         .env("EXPCLUSTER_TOKEN_FILE", ws.path(".expcluster/client.token"));
     command
@@ -196,6 +263,13 @@ fn job_id_of(task: &str) -> f64 {
 
 fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// N of the node name `ecslurm<N>`.
+fn node_number(node: &str) -> f64 {
+    node.strip_prefix("ecslurm")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{node:?} is not a node of the local Slurm"))
 }
 
 fn metric(event: &Value, name: &str) -> f64 {
@@ -302,7 +376,7 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
         ),
         &[("runfile.py", RUNFILE)],
     );
-    let (_coordinator, address) = start_coordinator(&ws.root, &[]);
+    let (_coordinator, address) = start_coordinator_for_nodes(&ws);
     let out = ws.path("slurm-worker.out");
     let job = sbatch(
         "expcluster-workers.sbatch",
@@ -392,7 +466,7 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         ),
         &[("runfile.py", RUNFILE)],
     );
-    let (_coordinator, address) = start_coordinator(&ws.root, &[]);
+    let (_coordinator, address) = start_coordinator_for_nodes(&ws);
     // Two workers as an array, the way a user adds them: `expcluster slurm launch`.
     let launched = client_command(&ws)
         .args([
@@ -416,6 +490,13 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     wait_until(Duration::from_secs(30), "both array tasks run", || {
         array.states() == ["RUNNING", "RUNNING"]
     });
+    // One worker a node: the array's tasks spread over the two nodes.
+    let nodes: BTreeSet<String> = squeue(&array.id, "%N").into_iter().collect();
+    assert_eq!(
+        nodes.len(),
+        2,
+        "the two workers run on two nodes: {nodes:?}"
+    );
 
     let submit = start_submit(&ws, "implementation", &address);
     let first = markers.path().join("implementation.proposed.s0.first");
@@ -427,6 +508,7 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
     let holder = std::fs::read_to_string(&first).unwrap();
     assert!(!holder.is_empty(), "the job ran inside a Slurm job");
     let holder_job = job_id_of(&holder);
+    let holder_node = node_number(&squeue(&holder, "%N").concat());
     // A plain scancel of that one array task: the worker is gone mid-job.
     assert!(Command::new("scancel")
         .arg(&holder)
@@ -444,6 +526,12 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         elsewhere, holder_job,
         "the job completed on the other worker"
     );
+    assert_eq!(
+        metric(&completed[0], "node"),
+        3.0 - holder_node,
+        "the job completed on the other node: {}",
+        completed[0]
+    );
     assert!(completed[0]["attempt"].as_u64().unwrap() >= 2);
 
     // `slurm stop` cancels what `slurm launch` started.
@@ -459,4 +547,206 @@ fn scancel_of_a_worker_moves_its_job_to_another_worker() {
         || array.states().is_empty(),
     );
     assert!(!ws.path(".expcluster/slurm_jobs").exists());
+}
+
+/// A gang rank as users write it for torchrun; each rank records where it ran and the
+/// rendezvous it was given, then all-reduces over gloo (TCP between the nodes).
+const GANG_RUNFILE: &str = r#"
+import datetime, json, os, socket
+import torch
+import torch.distributed as dist
+rank = int(os.environ["RANK"])
+params = json.loads(os.environ["EXP_CONFIG"])["params"]
+seen = {"host": socket.gethostname(), "master_addr": os.environ["MASTER_ADDR"],
+        "world_size": int(os.environ["WORLD_SIZE"])}
+path = os.path.join(params["markers"], f"rank{rank}.a{os.environ['EXP_ATTEMPT']}")
+with open(path + ".tmp", "w") as f:
+    json.dump(seen, f)
+os.rename(path + ".tmp", path)
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+total = torch.tensor([float(rank + 1)])
+dist.all_reduce(total)
+if rank == 0:
+    print(f"allreduce_sum: {total.item()}")
+    print(f"world_size: {dist.get_world_size()}")
+dist.destroy_process_group()
+"#;
+
+fn gang_config(markers: &Path) -> String {
+    format!(
+        "name: slurm\nprimary_metric: {{name: allreduce_sum, goal: max}}\nmetrics: [allreduce_sum]\n\
+         job:\n  command: [python, gang.py]\n  params: {{markers: {:?}}}\n\
+         methods:\n  proposed: {{}}\n\
+         stages:\n  implementation: {{methods: [proposed], seeds: 1}}\n\
+         resources: {{data_parallel: 2, max_attempts: 2, timeout: 2m}}\n",
+        markers.display().to_string()
+    )
+}
+
+/// The workers registered with the coordinator at `address`, as `workers --json` lists them.
+fn registered_workers(ws: &TestWorkspace, address: &str) -> Vec<Value> {
+    let output = client_command(ws)
+        .args(["workers", "--json", "--coordinator", address])
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap_or_default()
+}
+
+#[test]
+fn slurm_launch_on_two_nodes_runs_a_stage_and_a_gang_across_both_nodes() {
+    let _serial = slurm_serial();
+    slurm_up();
+    python();
+    let markers = tempfile::tempdir().unwrap();
+    // Every job holds its worker's only slot for a second: both workers get jobs.
+    let ws = TestWorkspace::new(
+        "slurm-two-nodes",
+        &config("baselines: {seeds: 3}", "markers: ., sleep: 1.0", 2).replace("{sleep: 0.2, ", "{"),
+        &[("runfile.py", RUNFILE), ("gang.py", GANG_RUNFILE)],
+    );
+    // The user's command: a coordinator on the first node, one 1-slot worker per node.
+    let launched = client_command(&ws)
+        .args([
+            "slurm",
+            "launch",
+            "--nodes",
+            "2",
+            "--slots",
+            "1",
+            "--time",
+            "5",
+            "--workspace",
+        ])
+        .arg(&ws.root)
+        .output()
+        .unwrap();
+    let job = SlurmJob {
+        id: assert_success(&launched).trim().to_owned(),
+    };
+    let address_file = ws.path(".expcluster/slurm_coordinator");
+    wait_until(
+        Duration::from_secs(40),
+        "the coordinator in the allocation announces its address",
+        || address_file.exists(),
+    );
+    let address = std::fs::read_to_string(&address_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // It listens on the first node's address, which this (the root) namespace reaches.
+    assert!(
+        address.starts_with(&format!("{}.", node_subnet())),
+        "the coordinator listens on a node's address: {address}"
+    );
+    wait_until(
+        Duration::from_secs(40),
+        "a worker on each node registers",
+        || {
+            let hosts: BTreeSet<String> = registered_workers(&ws, &address)
+                .iter()
+                .filter_map(|w| w["hostname"].as_str().map(String::from))
+                .collect();
+            hosts == BTreeSet::from(["ecslurm1".to_owned(), "ecslurm2".to_owned()])
+        },
+    );
+
+    // A stage of ordinary jobs: they run on both nodes.
+    let (status, text) = finish_submit(
+        start_submit(&ws, "baselines", &address),
+        Duration::from_secs(90),
+    );
+    let slurm_log = || log_of(&ws.path(&format!(".expcluster/slurm/expcluster-{}.out", job.id)));
+    assert!(
+        status.success(),
+        "submit failed: {text}\nslurm log:\n{}",
+        slurm_log()
+    );
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 6, "2 methods x 3 seeds: {completed:?}");
+    let mut nodes = BTreeSet::new();
+    for event in &completed {
+        assert_eq!(event["status"], "succeeded", "{event}");
+        assert_eq!(metric(event, "slurm_job"), job.id.parse::<f64>().unwrap());
+        // The job saw its node's host name, and its worker (named after the host it
+        // registered from) is that node's.
+        let node = metric(event, "node");
+        let worker = event["worker_id"].as_str().unwrap_or_default();
+        assert!(
+            worker.contains(&format!("-ecslurm{node}-")),
+            "job on node {node} reported by worker {worker}"
+        );
+        nodes.insert(node as u32);
+    }
+    assert_eq!(nodes, BTreeSet::from([1, 2]), "the stage ran on both nodes");
+
+    // A data-parallel gang of 2 ranks on two 1-slot workers: one rank a node,
+    // meeting at rank 0's advertised host (its node's name) over the nodes' network.
+    std::fs::write(ws.path("config.yaml"), gang_config(markers.path())).unwrap();
+    let (status, text) = finish_submit(
+        start_submit(&ws, "implementation", &address),
+        Duration::from_secs(120),
+    );
+    assert!(
+        status.success(),
+        "submit failed: {text}\nslurm log:\n{}",
+        slurm_log()
+    );
+    let gang: Vec<Value> = ws
+        .events_of("job_completed")
+        .into_iter()
+        .filter(|e| e["stage"] == "implementation")
+        .collect();
+    assert_eq!(gang.len(), 1, "{gang:?}");
+    let event = &gang[0];
+    assert_eq!(event["status"], "succeeded", "{event}");
+    assert_eq!(event["attempt"], 1, "{event}");
+    // 1 + 2: both ranks took part in the all-reduce.
+    assert_eq!(metric(event, "allreduce_sum"), 3.0, "{event}");
+    assert_eq!(metric(event, "world_size"), 2.0, "{event}");
+    let rank = |r: u32| -> Value {
+        let path = markers.path().join(format!("rank{r}.a1"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+            .unwrap_or_else(|err| panic!("rank {r} left no record at {}: {err}", path.display()))
+    };
+    let (rank0, rank1) = (rank(0), rank(1));
+    let hosts = BTreeSet::from([
+        rank0["host"].as_str().unwrap_or_default().to_owned(),
+        rank1["host"].as_str().unwrap_or_default().to_owned(),
+    ]);
+    assert_eq!(
+        hosts,
+        BTreeSet::from(["ecslurm1".to_owned(), "ecslurm2".to_owned()]),
+        "one rank on each node: {rank0} {rank1}"
+    );
+    for seen in [&rank0, &rank1] {
+        assert_eq!(
+            seen["master_addr"], rank0["host"],
+            "MASTER_ADDR is rank 0's node: {seen}"
+        );
+        assert_eq!(seen["world_size"], 2, "{seen}");
+    }
+
+    let stopped = client_command(&ws)
+        .args(["slurm", "stop", "--workspace"])
+        .arg(&ws.root)
+        .output()
+        .unwrap();
+    assert_success(&stopped);
+    wait_until(
+        Duration::from_secs(30),
+        "the allocation is gone after slurm stop",
+        || job.states().is_empty(),
+    );
+}
+
+/// The nodes' subnet (`10.78.0` of the bridge address `10.78.0.1`).
+fn node_subnet() -> String {
+    let bridge = bridge_address();
+    bridge
+        .rsplit_once('.')
+        .map(|(subnet, _)| subnet.to_owned())
+        .unwrap_or(bridge)
 }
