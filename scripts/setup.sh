@@ -12,7 +12,9 @@ CACHE_DIR="${EXPCLUSTER_CACHE:-$HOME/.cache/expcluster}"
 VENV="$CACHE_DIR/venv"
 TORCH_VERSION="2.11.0"
 PY_PACKAGES=(numpy scipy scikit-learn)
-DEBIAN_PACKAGES=(tmux procps)
+# iproute2, util-linux (nsenter, unshare) and nftables build the namespace cluster of
+# the multi-host tests (tests/src/netns.rs).
+DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables)
 
 mkdir -p "$CACHE_DIR"
 

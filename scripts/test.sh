@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
-# The Slurm tests run against a real single-node Slurm (needs root; see deploy/slurm/).
+# The Slurm tests run against a real two-node Slurm, its nodes network namespaces
+# (needs root; see deploy/slurm/README.md).
 deploy/slurm/local-cluster.sh up
 
 cargo fmt --all -- --check

@@ -21,6 +21,10 @@ use tokio::sync::watch;
 
 pub struct Cluster {
     pub address: String,
+    /// Where simulated workers connect: `address`, or a relay in the namespaces mode
+    /// (crate::netpath).
+    pub worker_address: String,
+    relay: Option<std::process::Child>,
     /// The worker token, for worker processes (`EXPCLUSTER_TOKEN`).
     pub worker_token: String,
     pub worker_security: ClientSecurity,
@@ -48,10 +52,20 @@ impl Cluster {
             ..Settings::default()
         };
         let coordinator = Coordinator::open(&root, settings, false)?;
+        let net_path = crate::netpath::current()?;
+        let bind =
+            net_path.map_or_else(|| "127.0.0.1:0".to_owned(), |path| path.coordinator_bind());
         let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+            std::net::TcpListener::bind(&bind).with_context(|| format!("cannot bind {bind}"))?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?.to_string();
+        let (relay, worker_address) = match net_path {
+            Some(path) => {
+                let (relay, relay_address) = path.relay_to(&address)?;
+                (Some(relay), relay_address)
+            }
+            None => (None, address.clone()),
+        };
         let (stop, mut stopped) = watch::channel(false);
         let security = ServerSecurity {
             auth: Authenticator::new(&tokens),
@@ -91,6 +105,8 @@ impl Cluster {
             })?;
         Ok(Self {
             address,
+            worker_address,
+            relay,
             worker_token: tokens.worker.expose().to_owned(),
             worker_security: ClientSecurity::none().with_token(tokens.worker.expose())?,
             client_security: ClientSecurity::none().with_token(tokens.client.expose())?,
@@ -103,7 +119,7 @@ impl Cluster {
     /// A worker client on its own connection (as a separate worker process has).
     pub fn worker(&self) -> anyhow::Result<WorkerClient> {
         Ok(worker_client(
-            channel(&self.address, &self.worker_security)?,
+            channel(&self.worker_address, &self.worker_security)?,
             &self.worker_security,
         ))
     }
@@ -117,8 +133,21 @@ impl Cluster {
 
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        if let Some(mut relay) = self.relay.take() {
+            let _ = relay.kill();
+            let _ = relay.wait();
+        }
         if let Some(server) = self.server.take() {
             let _ = tokio::task::spawn_blocking(move || server.join()).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.as_mut() {
+            let _ = relay.kill();
+            let _ = relay.wait();
         }
     }
 }

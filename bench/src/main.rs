@@ -1,13 +1,17 @@
 //! `expcluster-bench`: the coordinator's speed and scale, each figure printed beside a
 //! reference measured in the same run. See BENCHMARKS.md for the method and results.
 //!
-//! Usage: `expcluster-bench [dispatch|ingest|scale|grid|all]...`
+//! Usage: `expcluster-bench [dispatch|ingest|scale|grid|all]...`, or
+//! `expcluster-bench relay --listen ADDR --to ADDR --delay-us N` (the delaying TCP
+//! relay of the namespace cluster).
 
 mod cluster;
 mod dispatch;
 mod grid;
 mod heap;
 mod ingest;
+mod netpath;
+mod relay;
 mod report;
 mod scale;
 
@@ -17,16 +21,28 @@ static ALLOCATOR: heap::Counting = heap::Counting;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut which: Vec<String> = std::env::args().skip(1).collect();
+    if which.first().map(String::as_str) == Some("relay") {
+        let args = relay::RelayArgs::parse(&which[1..])?;
+        return tokio::task::spawn_blocking(move || relay::run(&args)).await?;
+    }
     if which.is_empty() || which.iter().any(|w| w == "all") {
         which = ["dispatch", "ingest", "scale", "grid"]
             .map(String::from)
             .to_vec();
     }
+    crate::netpath::current()?;
     println!(
-        "expcluster-bench on {} CPU(s)",
-        std::thread::available_parallelism().map_or(1, usize::from)
+        "expcluster-bench on {} CPU(s); workers reach the coordinator over {}",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        netpath::label()
     );
-    for name in &which {
+    let result = run_all(&which).await;
+    netpath::tear_down();
+    result
+}
+
+async fn run_all(which: &[String]) -> anyhow::Result<()> {
+    for name in which {
         match name.as_str() {
             "dispatch" => dispatch::run(&dispatch::worker_counts()?).await?,
             "ingest" => ingest::run(&[1, 8, 64]).await?,

@@ -90,7 +90,7 @@ impl ServeArgs {
         workspace: &Path,
         listen: &str,
     ) -> anyhow::Result<expcluster_coordinator::server::ServerSecurity> {
-        use expcluster_coordinator::auth::{served_before, Authenticator, TokenPolicy, Tokens};
+        use expcluster_coordinator::auth::{Authenticator, TokenPolicy, Tokens};
         let auth = if self.insecure_no_auth {
             if let Some(address) = listen
                 .parse::<std::net::SocketAddr>()
@@ -108,7 +108,7 @@ impl ServeArgs {
             } else {
                 TokenPolicy::FirstStartOnly
             };
-            let tokens = Tokens::load_or_create(workspace, policy, served_before(workspace))?;
+            let tokens = Tokens::load_or_create(workspace, policy)?;
             let verb = if tokens.created {
                 "created new tokens"
             } else {

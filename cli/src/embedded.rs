@@ -2,7 +2,7 @@
 //! gRPC over loopback, so one machine runs exactly what a cluster runs.
 
 use anyhow::Context;
-use expcluster_coordinator::auth::{served_before, Authenticator, TokenPolicy, Tokens};
+use expcluster_coordinator::auth::{Authenticator, TokenPolicy, Tokens};
 use expcluster_coordinator::server::ServerSecurity;
 use expcluster_coordinator::state::Settings;
 use expcluster_coordinator::Coordinator;
@@ -58,6 +58,7 @@ impl EmbeddedCluster {
                 hostname: "local".to_owned(),
                 // The local workers' gangs talk over loopback.
                 advertise_host: "127.0.0.1".to_owned(),
+                data_root: None,
                 gpus: Vec::new(),
                 incarnation_hint: String::new(),
                 security: worker_security.clone(),
@@ -98,7 +99,7 @@ impl EmbeddedCluster {
 /// coordinator` on it finds them), or, when they cannot be had, tokens that live only
 /// in this process: the embedded coordinator is reached by nobody else.
 fn embedded_tokens(root: &Path) -> anyhow::Result<Tokens> {
-    match Tokens::load_or_create(root, TokenPolicy::FirstStartOnly, served_before(root)) {
+    match Tokens::load_or_create(root, TokenPolicy::FirstStartOnly) {
         Ok(tokens) => Ok(tokens),
         Err(err) => {
             tracing::warn!(%err, "using in-process tokens for the embedded coordinator");

@@ -26,6 +26,12 @@ pub const AUTH_HEADER: &str = "authorization";
 pub const TOKEN_DIR: &str = ".expcluster";
 pub const WORKER_TOKEN_FILE: &str = "worker.token";
 pub const CLIENT_TOKEN_FILE: &str = "client.token";
+/// Written beside the tokens when they are first issued: from then on, token files
+/// that are missing were lost, not never made. Kept in the coordinator's own state
+/// directory because the workspace's other files say nothing about it: `expcluster
+/// init` and a copied example leave an empty research log, and the embedded mode
+/// writes a journal without ever issuing tokens.
+pub const TOKENS_ISSUED_FILE: &str = "tokens.issued";
 /// The one RPC anyone may call: a load balancer or a script checking liveness.
 pub const HEALTH_PATH: &str = "/expcluster.v1.ClientService/Health";
 const WORKER_SERVICE_PREFIX: &str = "/expcluster.v1.WorkerService/";
@@ -138,7 +144,7 @@ pub enum AuthError {
     Malformed(String),
     #[error("cannot read the token file {path}: {reason}; the coordinator does not start without its tokens: restore the file, or pass --new-tokens to make new ones (workers and clients then need the new files)")]
     Unreadable { path: PathBuf, reason: String },
-    #[error("the token file {path} is missing but this workspace has been served before; the coordinator does not start without its tokens: restore it, or pass --new-tokens to make new ones (workers and clients then need the new files)")]
+    #[error("the token file {path} is missing but tokens were issued for this workspace before ({TOKEN_DIR}/{TOKENS_ISSUED_FILE}); the coordinator does not start without its tokens: restore it, or pass --new-tokens to make new ones (workers and clients then need the new files)")]
     Missing { path: PathBuf },
     #[error("cannot write the token file {path}: {reason}")]
     Write { path: PathBuf, reason: String },
@@ -149,7 +155,7 @@ pub enum AuthError {
 /// When the coordinator may write new tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenPolicy {
-    /// Only at the first start of a workspace (no token files, never served).
+    /// Only at the first start of a workspace (no token files, none ever issued).
     FirstStartOnly,
     /// Replace both tokens now (`--new-tokens`): old workers are locked out.
     Regenerate,
@@ -185,49 +191,54 @@ impl Tokens {
         }
     }
 
-    /// Reads the workspace's tokens, or writes them where `policy` allows.
-    /// `served_before` says whether the workspace already holds coordinator state.
-    pub fn load_or_create(
-        workspace: &Path,
-        policy: TokenPolicy,
-        served_before: bool,
-    ) -> Result<Self, AuthError> {
+    /// Reads the workspace's tokens, or writes them where `policy` allows: at the
+    /// first start (neither file, and [`TOKENS_ISSUED_FILE`] absent) or when asked.
+    pub fn load_or_create(workspace: &Path, policy: TokenPolicy) -> Result<Self, AuthError> {
         let dir = workspace.join(TOKEN_DIR);
         let worker_file = dir.join(Role::Worker.file_name());
         let client_file = dir.join(Role::Client.file_name());
         let neither = !exists(&worker_file)? && !exists(&client_file)?;
-        let create = policy == TokenPolicy::Regenerate || (neither && !served_before);
-        if create {
+        let create =
+            policy == TokenPolicy::Regenerate || (neither && !tokens_issued_before(workspace)?);
+        let tokens = if create {
             create_private_dir(&dir)?;
             let worker = Token::generate(Role::Worker)?;
             let client = Token::generate(Role::Client)?;
-            write_private(&worker_file, &worker)?;
-            write_private(&client_file, &client)?;
-            return Ok(Self {
+            write_private(&worker_file, worker.expose())?;
+            write_private(&client_file, client.expose())?;
+            Self {
                 worker,
                 client,
                 worker_file,
                 client_file,
                 created: true,
-            });
+            }
+        } else {
+            Self {
+                worker: read_token_file(&worker_file)?,
+                client: read_token_file(&client_file)?,
+                worker_file,
+                client_file,
+                created: false,
+            }
+        };
+        // Also written when tokens are read: a workspace whose tokens came from a
+        // version without the marker gets it at its next start. Written after the
+        // tokens, so a crash in between leaves tokens that the next start reads.
+        if !tokens_issued_before(workspace)? {
+            write_private(
+                &dir.join(TOKENS_ISSUED_FILE),
+                "tokens were issued for this workspace; if the token files are lost, restore them or start the coordinator with --new-tokens",
+            )?;
         }
-        let worker = read_token_file(&worker_file)?;
-        let client = read_token_file(&client_file)?;
-        Ok(Self {
-            worker,
-            client,
-            worker_file,
-            client_file,
-            created: false,
-        })
+        Ok(tokens)
     }
 }
 
-/// Whether a coordinator has opened this workspace before (it creates the research
-/// log when it opens a workspace): then missing tokens are lost tokens, not a first
-/// start.
-pub fn served_before(workspace: &Path) -> bool {
-    std::fs::symlink_metadata(workspace.join("research_log.jsonl")).is_ok()
+/// Whether a coordinator has issued tokens for this workspace: then missing token
+/// files are lost tokens, not a first start.
+pub fn tokens_issued_before(workspace: &Path) -> Result<bool, AuthError> {
+    exists(&workspace.join(TOKEN_DIR).join(TOKENS_ISSUED_FILE))
 }
 
 fn exists(path: &Path) -> Result<bool, AuthError> {
@@ -284,9 +295,9 @@ fn create_private_dir(dir: &Path) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Writes `token` to a fresh 0600 temp file, syncs it and renames it into place, so a
-/// crash leaves the old token or the new one, never half of one.
-fn write_private(path: &Path, token: &Token) -> Result<(), AuthError> {
+/// Writes `text` (a token) to a fresh 0600 temp file, syncs it and renames it into place, so a
+/// crash leaves the old text or the new one, never half of one.
+fn write_private(path: &Path, text: &str) -> Result<(), AuthError> {
     let failed = |err: std::io::Error| AuthError::Write {
         path: path.to_owned(),
         reason: err.to_string(),
@@ -299,7 +310,7 @@ fn write_private(path: &Path, token: &Token) -> Result<(), AuthError> {
         .mode(0o600)
         .open(&temp)
         .map_err(failed)?;
-    file.write_all(format!("{}\n", token.expose()).as_bytes())
+    file.write_all(format!("{text}\n").as_bytes())
         .map_err(failed)?;
     file.sync_all().map_err(failed)?;
     drop(file);

@@ -9,7 +9,7 @@ fn bearer(token: &Token) -> Vec<u8> {
 #[test]
 fn first_start_writes_two_private_tokens_and_later_starts_read_them() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, false).unwrap();
+    let first = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap();
     assert!(first.created);
     assert_ne!(first.worker, first.client);
     for file in [&first.worker_file, &first.client_file] {
@@ -17,35 +17,64 @@ fn first_start_writes_two_private_tokens_and_later_starts_read_them() {
         assert_eq!(mode, 0o600, "{}", file.display());
     }
     assert!(first.worker.expose().starts_with("ecw_") && first.worker.expose().len() == 4 + 64);
-    let again = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, true).unwrap();
+    let again = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap();
     assert!(!again.created);
     assert_eq!(again.worker, first.worker);
     assert_eq!(again.client, first.client);
 }
 
 #[test]
+fn a_workspace_made_by_init_or_the_embedded_mode_gets_tokens_at_its_first_start() {
+    // What `expcluster init` leaves (an empty research log) and what an embedded run
+    // whose tokens lived in memory leaves (a journal in .expcluster/, no token files)
+    // are not workspaces whose tokens were lost.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("research_log.jsonl"), "").unwrap();
+    std::fs::create_dir(dir.path().join(TOKEN_DIR)).unwrap();
+    std::fs::write(dir.path().join(TOKEN_DIR).join("journal.jsonl"), "{}\n").unwrap();
+    let tokens = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap();
+    assert!(tokens.created);
+    assert!(tokens_issued_before(dir.path()).unwrap());
+}
+
+#[test]
+fn tokens_made_before_the_marker_existed_mark_the_workspace_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap();
+    std::fs::remove_file(dir.path().join(TOKEN_DIR).join(TOKENS_ISSUED_FILE)).unwrap();
+    let again = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.worker, first.worker);
+    assert!(tokens_issued_before(dir.path()).unwrap());
+    std::fs::remove_file(&first.worker_file).unwrap();
+    std::fs::remove_file(&first.client_file).unwrap();
+    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap_err();
+    assert!(matches!(err, AuthError::Missing { .. }), "{err}");
+}
+
+#[test]
 fn a_missing_or_unreadable_token_file_stops_a_workspace_served_before() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, false).unwrap();
+    let tokens = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap();
     std::fs::remove_file(&tokens.client_file).unwrap();
-    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, true).unwrap_err();
+    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap_err();
     assert!(matches!(err, AuthError::Missing { .. }), "{err}");
-    // Both gone, but the workspace has state: still refused (no silent new tokens).
+    // Both gone, but tokens were issued before: still refused (no silent new tokens).
     std::fs::remove_file(&tokens.worker_file).unwrap();
-    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, true).unwrap_err();
+    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap_err();
     assert!(err.to_string().contains("--new-tokens"), "{err}");
     // An empty file is unreadable, not "no token".
     std::fs::write(&tokens.worker_file, "\n").unwrap();
     std::fs::write(&tokens.client_file, "ecc_x\n").unwrap();
-    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, true).unwrap_err();
+    let err = Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).unwrap_err();
     assert!(matches!(err, AuthError::Unreadable { .. }), "{err}");
     // A directory where the file should be.
     std::fs::remove_file(&tokens.worker_file).unwrap();
     std::fs::create_dir(&tokens.worker_file).unwrap();
-    assert!(Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly, true).is_err());
+    assert!(Tokens::load_or_create(dir.path(), TokenPolicy::FirstStartOnly).is_err());
     // Asked for explicitly, new tokens replace the lost ones.
     std::fs::remove_dir(&tokens.worker_file).unwrap();
-    let fresh = Tokens::load_or_create(dir.path(), TokenPolicy::Regenerate, true).unwrap();
+    let fresh = Tokens::load_or_create(dir.path(), TokenPolicy::Regenerate).unwrap();
     assert!(fresh.created);
     assert_ne!(fresh.client, tokens.client);
 }

@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     /// The host name or IP other ranks of a data-parallel gang reach this worker at
     /// (MASTER_ADDR when it runs rank 0).
     pub advertise_host: String,
+    /// Where relative dataset paths of trainer jobs resolve on this node; `None`: the
+    /// workspace's own path, for a filesystem shared with the coordinator.
+    pub data_root: Option<PathBuf>,
 }
 
 /// Running attempts by (job, attempt, rank): two ranks of one gang may run here.
@@ -63,6 +66,7 @@ pub async fn run_worker(
         work_dir: config.work_dir.clone(),
         trainer,
         advertise_host: config.advertise_host.clone(),
+        data_root: config.data_root.clone(),
     });
     let running: Running = Arc::default();
     let heartbeat = tokio::spawn(heartbeat_loop(

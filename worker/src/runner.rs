@@ -31,6 +31,8 @@ pub struct WorkerContext {
     pub trainer: Arc<dyn Trainer>,
     /// The address other ranks of a gang reach this worker at.
     pub advertise_host: String,
+    /// Where relative dataset paths resolve (`--data-root`); `None`: the workspace.
+    pub data_root: Option<PathBuf>,
 }
 
 /// The slot an attempt runs on.
@@ -136,7 +138,10 @@ pub async fn run_attempt(
             let run = TrainerRun {
                 seed: spec.seed,
                 device,
-                data_root: PathBuf::from(&spec.workspace_dir),
+                data_root: context
+                    .data_root
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(&spec.workspace_dir)),
                 checkpoint_dir: checkpoint_dir(&context.work_dir, &spec),
                 timeout,
                 gang: gang.map(|role| TrainerGang {

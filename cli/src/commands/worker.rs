@@ -30,6 +30,12 @@ pub struct WorkerArgs {
     /// (MASTER_ADDR when it runs rank 0); defaults to this machine's host name.
     #[arg(long, env = "EXPCLUSTER_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
+    /// The folder that stands in for the workspace when trainer jobs read their
+    /// datasets on this node: with `--data-root /scratch/my-idea`, `data/digits.npz`
+    /// is read from `/scratch/my-idea/data/digits.npz`. For nodes that do not share a
+    /// filesystem with the coordinator; by default the workspace's own path is used.
+    #[arg(long, env = "EXPCLUSTER_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +82,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         slots,
         work_dir,
         advertise_host,
+        data_root: args
+            .data_root
+            .map(|root| {
+                std::fs::canonicalize(&root).with_context(|| {
+                    format!(
+                        "--data-root {}: no such folder on this node",
+                        root.display()
+                    )
+                })
+            })
+            .transpose()?,
         hostname,
         gpus,
         incarnation_hint,

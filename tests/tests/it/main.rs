@@ -10,6 +10,7 @@ mod gang;
 mod hostile_input;
 mod journal;
 mod logs_follow;
+mod netns;
 mod security;
 mod session;
 mod slurm;

@@ -11,7 +11,7 @@ use crate::TrainError;
 
 fn missing(path: &Path) -> TrainError {
     TrainError::Data(format!(
-        "{} does not exist (relative paths resolve against the job's data root)",
+        "{} does not exist on this node: relative paths resolve against the worker's --data-root, or the workspace's path when it has none (a filesystem shared with the coordinator); copy the data there or start the worker with --data-root",
         path.display()
     ))
 }
