@@ -92,6 +92,27 @@ fn hosts_that_ran(events: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
+/// A worker with `slots` slots on h1 and on h2, reaching the head node at `port`.
+fn workers_on_h1_h2(cluster: &NetCluster, port: u16, slots: u32) -> Vec<Proc> {
+    ["h1", "h2"]
+        .iter()
+        .map(|name| {
+            cluster.host(name).spawn(
+                &format!("expcluster worker --coordinator {HEAD_NODE}:{port} --token-file worker.token --slots {slots}"),
+                "worker.log",
+            )
+        })
+        .collect()
+}
+
+/// `expcluster submit --stage <stage>` from `client` to the head node at `port`,
+/// which must succeed.
+fn submit_from(client: &Host, stage: &str, port: u16) {
+    assert_success(&client.run(&format!(
+        "expcluster submit --stage {stage} --coordinator {HEAD_NODE}:{port} --token-file client.token"
+    )));
+}
+
 /// Whether a worker on `host` (scratch in its TMPDIR) made a job directory.
 fn ran_a_job(host: &Host) -> bool {
     let Ok(entries) = std::fs::read_dir(host.path("tmp")) else {
@@ -258,18 +279,6 @@ fn a_trainer_stage_runs_on_workers_that_hold_only_a_copy_of_the_data() {
     assert!(root.join("baseline_summary.json").exists());
 }
 
-fn gang_trainer_config(ranks: u32) -> String {
-    format!(
-        "name: gang-trainer\nprimary_metric: {{name: test_accuracy, goal: max}}\n\
-         job:\n  trainer:\n    dataset: {{kind: blobs, n_train: 452, n_test: 200, n_features: 8, n_classes: 4, noise: 2.0}}\n\
-         \x20   model: {{kind: mlp, hidden: [32, 32]}}\n    optimizer: {{kind: adam, lr: 1.0e-2}}\n\
-         \x20   epochs: 5\n    batch_size: 50\n    eval_every_steps: 1\n    threads: 1\n\
-         methods:\n  proposed: {{}}\n\
-         stages:\n  baselines: {{seeds: 1}}\n\
-         resources: {{data_parallel: {ranks}, max_attempts: 1, timeout: 5m}}\n"
-    )
-}
-
 /// Writes a workspace with `config` (and `files`) on h0.
 fn workspace_on(h0: &Host, config: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
     let root = h0.path(WORKSPACE);
@@ -285,23 +294,13 @@ fn workspace_on(h0: &Host, config: &str, files: &[(&str, &str)]) -> std::path::P
 fn a_trainer_gang_with_ranks_on_two_hosts_matches_one_process() {
     let cluster = NetCluster::new(4);
     let (h0, h3) = (cluster.host("h0"), cluster.host("h3"));
-    let root = workspace_on(h0, &gang_trainer_config(2), &[]);
+    let root = workspace_on(h0, &crate::gang::trainer_config(2), &[]);
     let _coordinator = start_coordinator(h0, WORKSPACE, "");
     hand_out_tokens(&cluster, WORKSPACE);
     // One slot each: the two ranks must be on two hosts, and rank 0's MASTER_ADDR is
     // its host's name (the default advertised host), resolved by the other host.
-    let _workers: Vec<Proc> = ["h1", "h2"]
-        .iter()
-        .map(|name| {
-            cluster.host(name).spawn(
-                &format!("expcluster worker --coordinator {HEAD_NODE}:{PORT} --token-file worker.token --slots 1"),
-                "worker.log",
-            )
-        })
-        .collect();
-    assert_success(&h3.run(&format!(
-        "expcluster submit --stage baselines --coordinator {HEAD_NODE}:{PORT} --token-file client.token"
-    )));
+    let _workers = workers_on_h1_h2(&cluster, PORT, 1);
+    submit_from(h3, "baselines", PORT);
     let done = completed_of(&root, "baselines");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["status"], "succeeded", "{}", done[0]);
@@ -310,37 +309,10 @@ fn a_trainer_gang_with_ranks_on_two_hosts_matches_one_process() {
     }
     let gang = result_lines(&root).pop().expect("the gang's results line")["series"].clone();
     // The reference: the same job as one process (embedded, on this host).
-    let single_ws = TestWorkspace::new("single", &gang_trainer_config(1), &[]);
+    let single_ws = TestWorkspace::new("single", &crate::gang::trainer_config(1), &[]);
     single_ws.submit_here("baselines", &[]);
     let single = single_ws.result_lines().pop().expect("results line")["series"].clone();
-    let names: Vec<&String> = single.as_object().expect("series").keys().collect();
-    assert!(
-        names.iter().any(|name| name.starts_with("step_")),
-        "{names:?}"
-    );
-    for name in names.iter().filter(|name| !is_timing(name)) {
-        let a = single[name.as_str()].as_array().expect("series");
-        let b = gang[name.as_str()]
-            .as_array()
-            .unwrap_or_else(|| panic!("gang has {name}"));
-        assert_eq!(a.len(), b.len(), "{name}: series lengths");
-        for (step, (x, y)) in a.iter().zip(b).enumerate() {
-            let (x, y) = (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(f64::NAN),
-            );
-            assert!(
-                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
-                "{name} step {step}: one process {x}, two ranks on two hosts {y}"
-            );
-        }
-    }
-}
-
-fn is_timing(name: &str) -> bool {
-    ["per_sec", "time", "seconds"]
-        .iter()
-        .any(|part| name.contains(part))
+    crate::gang::assert_same_learning(&single, &gang);
 }
 
 /// A command job printing `step: i` every 0.2 s for `steps` steps.
@@ -457,18 +429,8 @@ fn a_200_job_stage_completes_exactly_once_over_a_slow_lossy_network() {
     for host in &cluster.hosts {
         host.drop_outgoing(1);
     }
-    let _workers: Vec<Proc> = ["h1", "h2"]
-        .iter()
-        .map(|name| {
-            cluster.host(name).spawn(
-                &format!("expcluster worker --coordinator {HEAD_NODE}:{relay_port} --token-file worker.token --slots 4"),
-                "worker.log",
-            )
-        })
-        .collect();
-    assert_success(&h3.run(&format!(
-        "expcluster submit --stage baselines --coordinator {HEAD_NODE}:{relay_port} --token-file client.token"
-    )));
+    let _workers = workers_on_h1_h2(&cluster, relay_port, 4);
+    submit_from(h3, "baselines", relay_port);
     let done = completed_of(&root, "baselines");
     let mut per_job: BTreeMap<String, usize> = BTreeMap::new();
     for event in &done {
