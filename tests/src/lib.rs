@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod docs;
 pub mod netns;
 
 use serde_json::Value;

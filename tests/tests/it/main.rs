@@ -4,6 +4,7 @@
 
 mod cli;
 mod definition;
+mod docs_executed;
 mod faults;
 mod first_slice;
 mod gang;
