@@ -125,7 +125,8 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     }
     table(
         &format!(
-            "Dispatch: {jobs} no-op jobs (leases and completions over one session per worker; a job's completion is sent with the next lease)"
+            "Dispatch: {jobs} no-op jobs (leases and completions over one session per worker; a job's completion is sent with the next lease; workers over {})",
+            crate::netpath::label()
         ),
         &[
             "system",

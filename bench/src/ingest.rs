@@ -120,8 +120,9 @@ pub async fn run(worker_counts: &[usize]) -> anyhow::Result<()> {
     }
     table(
         &format!(
-            "Metric ingestion: batches of {BATCH} points, acknowledged once stored, {}s per row",
-            RUN_FOR.as_secs()
+            "Metric ingestion: batches of {BATCH} points, acknowledged once stored, {}s per row; workers over {}",
+            RUN_FOR.as_secs(),
+            crate::netpath::label()
         ),
         &[
             "system",
