@@ -73,6 +73,14 @@ pub fn all_doc_blocks(repo_root: &Path) -> Vec<ShellBlock> {
         .collect()
 }
 
+/// The blocks marked `<!-- run: cluster <role> -->` under `repo_root`, in order.
+pub fn cluster_blocks(repo_root: &Path, role: &str) -> Vec<ShellBlock> {
+    all_doc_blocks(repo_root)
+        .into_iter()
+        .filter(|block| matches!(&block.marker, Marker::Cluster { role: Some(r) } if r == role))
+        .collect()
+}
+
 /// README.md and docs/*.md under `repo_root`.
 pub fn doc_files(repo_root: &Path) -> Vec<PathBuf> {
     let docs = repo_root.join("docs");
@@ -385,5 +393,8 @@ mod tests {
         assert!(files[0].ends_with("README.md"));
         assert!(files.iter().any(|f| f.ends_with("security.md")));
         assert!(!all_doc_blocks(&root).is_empty());
+        let head_node = cluster_blocks(&root, "head-node");
+        assert!(!head_node.is_empty(), "README.md marks its head-node block");
+        assert!(head_node[0].file.ends_with("README.md"));
     }
 }
