@@ -54,7 +54,7 @@ array_s=$(echo "$end - $start" | bc -l)
 done_array=$(grep -l '^score:' "$WORK"/array-out/*.out | wc -l)
 
 # 2. expcluster: a coordinator here, one worker with N slots started by sbatch.
-"$BIN" coordinator --workspace "$WS" --listen 127.0.0.1:0 >"$WORK/coordinator.out" 2>"$WORK/coordinator.err" &
+"$BIN" coordinator --workspace "$WS" --listen "$(deploy/slurm/local-cluster.sh address):0" >"$WORK/coordinator.out" 2>"$WORK/coordinator.err" &
 coordinator_pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$WORK/coordinator.out" && break; sleep 0.1; done
 address=$(awk '/listening on/ {print $5; exit}' "$WORK/coordinator.out")
