@@ -13,8 +13,8 @@ VENV="$CACHE_DIR/venv"
 TORCH_VERSION="2.11.0"
 PY_PACKAGES=(numpy scipy scikit-learn)
 # iproute2, util-linux (nsenter, unshare) and nftables build the namespace cluster of
-# the multi-host tests (tests/src/netns.rs).
-DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables)
+# the multi-host tests (tests/src/netns.rs); openssl makes the certificates of docs/security.md.
+DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl)
 
 mkdir -p "$CACHE_DIR"
 

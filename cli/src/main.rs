@@ -26,6 +26,17 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `expcluster validate | head` must end quietly when `head` closes the pipe, as
+    // other Unix tools do, not panic in println! on EPIPE (Rust ignores SIGPIPE).
+    // SAFETY: set once at start, before any thread exists; the default disposition
+    // installs no handler code.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -16,28 +16,16 @@ use std::time::Duration;
 const WORKSPACE: &str = "experiments/my-idea";
 const PORT: u16 = 50051;
 
-/// The commands of README.md's blocks marked `<!-- run: cluster <role> -->`, in order.
+/// The commands of the docs' blocks marked `<!-- run: cluster <role> -->`, in order.
 fn readme_block(role: &str) -> Vec<String> {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let text = std::fs::read_to_string(&readme).expect("README.md");
-    let marker = format!("<!-- run: cluster {role} -->");
-    let mut commands = Vec::new();
-    let mut lines = text.lines();
-    while lines.any(|line| line.trim() == marker) {
-        let block: Vec<String> = lines
-            .by_ref()
-            .skip_while(|line| !line.starts_with("```"))
-            .skip(1)
-            .take_while(|line| !line.starts_with("```"))
-            .map(|line| line.trim().to_owned())
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .collect();
-        assert!(!block.is_empty(), "a block marked {marker} is empty");
-        commands.extend(block);
-    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let commands: Vec<String> = expcluster_tests::docs::cluster_blocks(&repo, role)
+        .into_iter()
+        .flat_map(|block| block.commands)
+        .collect();
     assert!(
         !commands.is_empty(),
-        "README.md has no block marked {marker}"
+        "README.md has no block marked <!-- run: cluster {role} -->"
     );
     commands
 }
