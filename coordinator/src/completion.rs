@@ -33,6 +33,9 @@ pub enum Outcome {
     Failed,
     Preempted,
     Cancelled,
+    /// A gang rank stopped because a peer was lost (see [`crate::gang`]); for a job
+    /// that is no gang it counts as a failure.
+    PeerLost,
 }
 
 /// The parts of a completion that must match for a replay to get the same answer.
@@ -255,7 +258,9 @@ impl CoordinatorState {
                 self.finish_success(job_id, attempt, worker)?;
                 false
             }
-            Outcome::Failed => self.finish_failure(job_id, attempt, worker, now)?,
+            Outcome::Failed | Outcome::PeerLost => {
+                self.finish_failure(job_id, attempt, worker, now)?
+            }
             Outcome::Preempted | Outcome::Cancelled => {
                 let stage_run = job.stage_run;
                 self.log_event(

@@ -11,6 +11,15 @@
 //! its own lease, renewed by its worker's heartbeats; when any rank is lost or fails,
 //! the whole attempt ends (requeued, or counted as one failed attempt), and the
 //! heartbeats tell the surviving ranks to stop.
+//!
+//! A rank that stops because a peer died, vanished or went silent (its collective's
+//! watchdog: a closed socket at once, a silent one after the ring's peer timeout, 60 s)
+//! reports `PeerLost`. That is not its failure, so it does not end the attempt: the
+//! attempt ends by the peer's own report (a failure, counted once), by the peer's
+//! lease running out (its worker or node died: requeued, not counted), or, when every
+//! rank reports a lost peer while every worker is alive (no peer died, yet the gang
+//! could not talk: a bad network or a communicator that cannot start), as one failed
+//! attempt, so a gang that can never connect does not requeue forever.
 
 use crate::completion::{Completion, Outcome};
 use crate::error::CoordinatorError;
@@ -30,6 +39,8 @@ pub struct GangRank {
     pub local_world_size: u32,
     /// This rank's lease: renewed by its worker's heartbeats.
     pub deadline: Instant,
+    /// The rank stopped because a peer was lost: its lease no longer says anything.
+    pub peer_lost: bool,
 }
 
 /// The placement of the current attempt of a data-parallel job.
@@ -53,6 +64,7 @@ impl Gang {
                     local_rank,
                     local_world_size: *count,
                     deadline,
+                    peer_lost: false,
                 });
             }
         }
@@ -78,9 +90,12 @@ impl Gang {
         slots
     }
 
-    /// The first rank whose lease ran out, if any.
+    /// The first rank whose lease ran out, if any; a rank that reported a lost peer
+    /// stopped on purpose and is not the one lost.
     pub fn lost_rank(&self, now: Instant) -> Option<usize> {
-        self.ranks.iter().position(|rank| rank.deadline <= now)
+        self.ranks
+            .iter()
+            .position(|rank| !rank.peer_lost && rank.deadline <= now)
     }
 }
 
@@ -220,10 +235,12 @@ impl CoordinatorState {
         })
     }
 
-    /// A rank other than 0 of the current attempt ended. Success frees its slot;
-    /// anything else ends the whole attempt. Returns `Some(requeued)` when this was
-    /// such a rank, `None` when the completion takes the ordinary path (rank 0, an
-    /// ordinary job, or an attempt that is over, which that path answers).
+    /// A rank of the current attempt ended: any rank that lost a peer, or a rank other
+    /// than 0. Success frees its slot; a lost peer frees it and waits for the peer's
+    /// end (see the module's comment); anything else ends the whole attempt. Returns
+    /// `Some(requeued)` when this was such a rank, `None` when the completion takes
+    /// the ordinary path (rank 0's other ends, an ordinary job, or an attempt that is
+    /// over, which that path answers).
     pub fn complete_gang_rank(
         &mut self,
         worker: &WorkerId,
@@ -245,7 +262,8 @@ impl CoordinatorState {
             .is_some_and(|r| &r.worker == worker);
         let is_current =
             matches!(&job.state, JobState::Running { attempt: a, .. } if *a == attempt);
-        if rank == 0 || !is_current {
+        let peer_lost = completion.outcome == Outcome::PeerLost;
+        if (rank == 0 && !peer_lost) || !is_current {
             return Ok(None);
         }
         if !holds_rank {
@@ -258,12 +276,22 @@ impl CoordinatorState {
         let rank_error = format!("rank {rank} on worker {worker} ended: {}", completion.error);
         match completion.outcome {
             Outcome::Succeeded => {
-                if let Some(record) = self.workers.get_mut(worker) {
-                    if let Some(held) = record.running.get_mut(job_id) {
-                        *held = held.saturating_sub(1);
-                    }
-                }
+                self.free_rank_slot(worker, job_id);
                 Ok(Some(false))
+            }
+            Outcome::PeerLost => {
+                self.free_rank_slot(worker, job_id);
+                let every_rank_lost_its_peers = self.mark_peer_lost(job_id, rank as usize);
+                if !every_rank_lost_its_peers {
+                    return Ok(Some(false));
+                }
+                if let Some(job) = self.jobs.get_mut(job_id) {
+                    job.error = format!("every rank lost its peers, no rank failed or vanished (the gang could not talk); last: {rank_error}");
+                    job.stderr_tail = completion.stderr_tail.clone();
+                }
+                self.release_slots(job_id, Some(worker));
+                let requeued = self.finish_failure(job_id, attempt, worker, now)?;
+                Ok(Some(requeued))
             }
             Outcome::Failed => {
                 if let Some(job) = self.jobs.get_mut(job_id) {
@@ -285,6 +313,29 @@ impl CoordinatorState {
                 Ok(Some(true))
             }
         }
+    }
+}
+
+impl CoordinatorState {
+    /// One rank's slot on `worker` is free again (the others still run).
+    fn free_rank_slot(&mut self, worker: &WorkerId, job_id: &JobId) {
+        if let Some(record) = self.workers.get_mut(worker) {
+            if let Some(held) = record.running.get_mut(job_id) {
+                *held = held.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Marks `rank` of the job's gang as stopped by a lost peer; returns whether
+    /// every rank now is.
+    fn mark_peer_lost(&mut self, job_id: &JobId, rank: usize) -> bool {
+        let Some(gang) = self.jobs.get_mut(job_id).and_then(|job| job.gang.as_mut()) else {
+            return false;
+        };
+        if let Some(stopped) = gang.ranks.get_mut(rank) {
+            stopped.peer_lost = true;
+        }
+        gang.ranks.iter().all(|rank| rank.peer_lost)
     }
 }
 

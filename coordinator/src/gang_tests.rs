@@ -152,6 +152,98 @@ fn a_failed_rank_fails_the_attempt_once_and_a_late_rank_completion_is_harmless()
     assert_eq!(state.jobs[&job].failures, 1);
 }
 
+/// A gang of 3 over workers a (ranks 0, 1) and b (rank 2), all running.
+fn gang_on_two_workers(
+    state: &mut crate::state::CoordinatorState,
+    now: Instant,
+) -> (
+    expcluster_core::WorkerId,
+    expcluster_core::WorkerId,
+    expcluster_core::JobId,
+) {
+    let a = state.register_worker("a", 2, now).expect("register");
+    let b = state.register_worker("b", 1, now).expect("register");
+    let leases = state.lease(&a, 2, now).expect("lease");
+    assert_eq!(leases.len(), 2);
+    assert_eq!(state.lease(&b, 1, now).expect("lease").len(), 1);
+    (a, b, leases[0].job.clone())
+}
+
+#[test]
+fn ranks_that_lost_a_peer_wait_for_the_peer_whose_lease_then_requeues_the_gang_uncounted() {
+    let dir = workspace();
+    let now = Instant::now();
+    let coordinator = submitted(&dir);
+    let mut state = coordinator.lock();
+    let (a, _b, job) = gang_on_two_workers(&mut state, now);
+    // Worker b dies: ranks 0 and 1 see their ring break and stop.
+    for rank in [0, 1] {
+        assert!(!state
+            .complete(&a, &job, 1, ended(Outcome::PeerLost, rank), now)
+            .expect("peer lost"));
+        assert!(
+            matches!(state.jobs[&job].state, JobState::Running { .. }),
+            "a lost peer alone does not end the attempt"
+        );
+    }
+    assert_eq!(state.workers[&a].free_slots(), 2, "their slots are free");
+    // Worker a heartbeats on without the job; b is silent: b's lease runs out.
+    let expired = now + Duration::from_secs(6);
+    state.heartbeat(&a, &[], expired).expect("heartbeat");
+    assert_eq!(state.expire_leases(expired).expect("expire"), 1);
+    assert!(matches!(state.jobs[&job].state, JobState::Queued { .. }));
+    assert_eq!(
+        state.jobs[&job].failures, 0,
+        "a dead peer is no one's failure"
+    );
+    assert!(
+        state.jobs[&job].error.contains("lease expired"),
+        "{}",
+        state.jobs[&job].error
+    );
+}
+
+#[test]
+fn a_rank_that_failed_is_counted_once_whatever_its_peers_reported_first() {
+    let dir = workspace();
+    let now = Instant::now();
+    let coordinator = submitted(&dir);
+    let mut state = coordinator.lock();
+    let (a, b, job) = gang_on_two_workers(&mut state, now);
+    assert!(!state
+        .complete(&a, &job, 1, ended(Outcome::PeerLost, 0), now)
+        .expect("rank 0"));
+    assert!(state
+        .complete(&b, &job, 1, ended(Outcome::Failed, 2), now)
+        .expect("rank 2 failed"));
+    assert_eq!(state.jobs[&job].failures, 1);
+    // Rank 1's late report changes nothing.
+    assert!(state
+        .complete(&a, &job, 1, ended(Outcome::PeerLost, 1), now)
+        .is_err());
+    assert_eq!(state.jobs[&job].failures, 1);
+}
+
+#[test]
+fn every_rank_losing_its_peers_with_every_worker_alive_is_one_failed_attempt() {
+    let dir = workspace();
+    let now = Instant::now();
+    let coordinator = submitted(&dir);
+    let mut state = coordinator.lock();
+    let (a, b, job) = gang_on_two_workers(&mut state, now);
+    for (worker, rank) in [(&a, 0), (&a, 1)] {
+        assert!(!state
+            .complete(worker, &job, 1, ended(Outcome::PeerLost, rank), now)
+            .expect("peer lost"));
+    }
+    assert!(state
+        .complete(&b, &job, 1, ended(Outcome::PeerLost, 2), now)
+        .expect("the last rank"));
+    assert!(matches!(state.jobs[&job].state, JobState::Queued { .. }));
+    assert_eq!(state.jobs[&job].failures, 1, "counted once, not per rank");
+    assert!(state.jobs[&job].error.contains("every rank lost its peers"));
+}
+
 #[test]
 fn a_restart_keeps_the_placement_and_the_rendezvous_of_a_running_gang() {
     let dir = workspace();

@@ -31,10 +31,17 @@ pub enum StopReason {
 /// How a run ended, before it is reported.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEnd {
-    Exited { code: i32 },
-    Signalled { signal: i32 },
+    Exited {
+        code: i32,
+    },
+    Signalled {
+        signal: i32,
+    },
     TimedOut,
     Stopped(StopReason),
+    /// A data-parallel rank stopped because a peer of its gang was lost (the
+    /// trainer's collectives say so; a command job's cannot, and exits).
+    PeerLost,
 }
 
 /// Grace between SIGTERM and SIGKILL when stopping a job.

@@ -298,6 +298,7 @@ fn classify(end: &RunEnd, error: String, timeout: Duration) -> (v1::Outcome, i32
         RunEnd::Stopped(StopReason::Cancelled) => {
             (v1::Outcome::Cancelled, -1, "cancelled".to_owned())
         }
+        RunEnd::PeerLost => (v1::Outcome::PeerLost, -1, error),
     }
 }
 

@@ -125,6 +125,7 @@ pub async fn run_trainer(
             stopped.unwrap_or(RunEnd::Stopped(StopReason::Cancelled)),
             String::new(),
         ),
+        Ok(Err(err @ TrainError::Distributed(_))) => (RunEnd::PeerLost, err.to_string()),
         Ok(Err(err)) => (RunEnd::Exited { code: 1 }, err.to_string()),
         Err(join_error) => (
             RunEnd::Exited { code: 1 },

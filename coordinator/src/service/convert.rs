@@ -44,6 +44,7 @@ pub fn completion(request: &v1::CompleteRequest) -> Result<Completion, Status> {
         Ok(v1::Outcome::Failed) => Outcome::Failed,
         Ok(v1::Outcome::Preempted) => Outcome::Preempted,
         Ok(v1::Outcome::Cancelled) => Outcome::Cancelled,
+        Ok(v1::Outcome::PeerLost) => Outcome::PeerLost,
         Ok(v1::Outcome::Unspecified) | Err(_) => {
             return Err(Status::invalid_argument("completion without an outcome"))
         }

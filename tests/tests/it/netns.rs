@@ -497,3 +497,64 @@ fn tls_with_a_certificate_naming_the_head_node() {
         "a certificate that does not name the address is refused"
     );
 }
+
+#[test]
+fn a_gang_whose_peer_host_is_cut_off_is_requeued_whole_without_spending_its_failure_budget() {
+    let cluster = NetCluster::new(5);
+    let (h0, h1, h2, h3, h4) = (
+        cluster.host("h0"),
+        cluster.host("h1"),
+        cluster.host("h2"),
+        cluster.host("h3"),
+        cluster.host("h4"),
+    );
+    let root = workspace_on(h0, crate::gang::LONG_GANG_ONE_ATTEMPT, &[]);
+    let _coordinator = start_coordinator(h0, WORKSPACE, "--lease-timeout 3s");
+    hand_out_tokens(&cluster, WORKSPACE);
+    copy_between(
+        h0,
+        &format!("{WORKSPACE}/.expcluster/worker.token"),
+        h4,
+        "worker.token",
+    );
+    let _workers = workers_on_h1_h2(&cluster, PORT, 1);
+    assert_success(&h3.run(&format!(
+        "expcluster submit --stage baselines --detach --coordinator {HEAD_NODE}:{PORT} --token-file client.token"
+    )));
+    wait_until(Duration::from_secs(60), "both ranks run", || {
+        ran_a_job(h1) && ran_a_job(h2)
+    });
+    let _spare = h4.spawn(
+        &format!("expcluster worker --coordinator {HEAD_NODE}:{PORT} --token-file worker.token --slots 1"),
+        "worker.log",
+    );
+    // h2 drops off the network: its rank's peer sees silence, not a closed socket.
+    h2.set_link(false);
+    wait_until(
+        Duration::from_secs(30),
+        "the gang is requeued once h2's lease runs out",
+        || !events(&root, "job_requeued").is_empty(),
+    );
+    wait_until(Duration::from_secs(180), "the job completes", || {
+        !completed_of(&root, "baselines").is_empty()
+    });
+    let done = &completed_of(&root, "baselines")[0];
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert!(
+        events(&root, "job_attempt_failed").is_empty(),
+        "the surviving rank's lost peer is not a failure"
+    );
+    let requeued = events(&root, "job_requeued");
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert_eq!(requeued[0]["reason"], "lease_expired");
+    assert!(
+        requeued[0]["worker_id"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("-h2-"),
+        "the host that vanished is named: {}",
+        requeued[0]
+    );
+    assert!(ran_a_job(h4), "the spare host ran a rank of attempt 2");
+}
