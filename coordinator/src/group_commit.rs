@@ -32,6 +32,27 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 /// stage. (The other way, a lease record after the failure event of the attempt
 /// before it, a lost event only loses an answer never given: the attempt's worker
 /// retries it and is told the attempt is over.)
+///
+/// This order is only needed, and only kept, within a round. A round writes each
+/// file's bytes in one `write`, which loses how the appends to different files were
+/// interleaved; the order puts back the one interleaving that matters. Across rounds
+/// the order is that of the appends: rounds run one after another on one thread, and
+/// each takes every pending byte at one instant (under the committer's lock), so a
+/// record appended after another is written in the same round as it or a later one.
+/// The coordinator appends a record only after those it refers to (the stage record,
+/// then `stage_started`; the lease, then the events of its attempt; the results line,
+/// then `job_completed`), all under its state mutex, so no record reaches the disk
+/// before one it refers to, in one round or across two. That append order is the
+/// callers' part of the guarantee: an event appended *before* the record it names
+/// could be taken by a round alone and written first. Nothing needs that (a record
+/// names what exists already), so records are not handed over in batches that a round
+/// would take all or none of, which every caller would have to build.
+///
+/// A round whose write failed (a full disk) keeps it too: its files are queued again
+/// before its waiters hear of the failure, so whatever is appended afterwards is
+/// taken with them and written behind them in this order. (A later record of an
+/// earlier file, say a journal record, may then be written before a results line or
+/// event appended before it: they refer to it, never it to them.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WriteOrder {
     /// The coordinator's journal: stage definitions, leases.
@@ -60,6 +81,10 @@ pub struct Slot {
     /// the sync thread writes them, then fsyncs. Locked only under the committer's
     /// lock, so a round takes every file's bytes at one instant.
     unwritten: Mutex<Vec<u8>>,
+    /// Tests only: while set, writes behind fail and are undone, as on a full disk
+    /// (a real one cannot be had in a test: /dev/full's writes cannot be undone).
+    #[cfg(test)]
+    disk_full: AtomicBool,
 }
 
 impl Slot {
@@ -84,6 +109,8 @@ impl Slot {
             full,
             order,
             unwritten: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            disk_full: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +121,10 @@ impl Slot {
     /// Writes `bytes` at the end of the file, or leaves the file as it was (a failed
     /// write, a full disk, is truncated away so it can be retried whole).
     fn write_behind(&self, bytes: &[u8]) -> Result<(), WriteFailure> {
+        #[cfg(test)]
+        if self.disk_full.load(Ordering::Acquire) {
+            return Err(WriteFailure::retry(std::io::ErrorKind::StorageFull.into()));
+        }
         crate::durable::append_or_undo(&self.file, bytes).map_err(|failure| match failure {
             AppendFailure::Undone(err) => WriteFailure::retry(err),
             // A partial record that cannot be removed: nothing can be trusted.
@@ -294,6 +325,13 @@ impl Committer {
                         (slot, bytes)
                     })
                     .collect();
+                if inner.failed.is_some() {
+                    // The first failure is final (see the module doc): nothing more
+                    // is acknowledged, and writing behind a torn record, or after an
+                    // fsync that may have lost pages, only adds to what the restart
+                    // must sort out. The bytes are dropped; their waiters fail.
+                    continue;
+                }
                 batch.sort_by_key(|(slot, _)| slot.order);
                 (batch, inner.written)
             };
@@ -303,7 +341,11 @@ impl Committer {
                     sync_all(&slots).map_err(WriteFailure::Final)
                 }
                 Err((failure, written)) => {
-                    self.retry_round(batch, written);
+                    // A final failure is not retried: the bytes of a torn write would
+                    // go again behind its torn part, round after round, with no pause.
+                    if matches!(failure, WriteFailure::Retry(_)) {
+                        self.retry_round(batch, written);
+                    }
                     Err(failure)
                 }
             };
@@ -499,6 +541,7 @@ pub fn deferring() -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::PathBuf;
 
     fn identity(file: &File) -> (u64, u64) {
         use std::os::unix::fs::MetadataExt;
@@ -550,34 +593,132 @@ mod tests {
         assert!(committer.wait_blocking(2).is_err());
     }
 
+    /// A research-log file and a journal file, each with its slot.
+    fn research_log_and_journal(dir: &std::path::Path) -> [(PathBuf, Arc<Slot>); 2] {
+        [
+            ("research_log.jsonl", WriteOrder::ResearchLog),
+            ("journal.jsonl", WriteOrder::Journal),
+        ]
+        .map(|(name, order)| {
+            let path = dir.join(name);
+            let file = File::create(&path).expect("create");
+            let slot = Slot::ordered(&file, identity(&file), order).expect("slot");
+            (path, slot)
+        })
+    }
+
+    fn read(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).expect("read")
+    }
+
     /// A round writes its files in `WriteOrder`, whatever order they were appended
     /// in: a research-log line appended first waits for the journal's, and is not
-    /// written when the journal's write fails (/dev/full: ENOSPC on every write).
+    /// written while the journal's write fails (a full disk); both are written once
+    /// it succeeds.
+    ///
+    /// Both are appended before the sync thread starts, so that they are in one round:
+    /// a running thread could take the first alone (it did, about one run in 30), and
+    /// across rounds the order is that of the appends (see `WriteOrder`).
     #[test]
     fn a_round_writes_the_journal_first_and_nothing_after_a_failed_write() {
         let committer = Arc::new(Committer::default());
-        committer.start().expect("start");
         let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("research_log.jsonl");
-        let log = File::create(&log_path).expect("create");
-        let log_slot = Slot::ordered(&log, identity(&log), WriteOrder::ResearchLog).expect("slot");
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("open /dev/full");
-        let journal_slot =
-            Slot::ordered(&full, identity(&full), WriteOrder::Journal).expect("slot");
-        committer.append_behind(&log_slot, b"event\n");
-        committer.append_behind(&journal_slot, b"lease\n");
+        let [(log_path, log), (journal_path, journal)] = research_log_and_journal(dir.path());
+        journal.disk_full.store(true, Ordering::Release);
+        committer.append_behind(&log, b"event\n");
+        committer.append_behind(&journal, b"lease\n");
+        committer.start().expect("start");
         let err = committer
             .wait_blocking(committer.written())
             .expect_err("the journal cannot be written");
         assert!(err.contains("write failed"), "{err}");
         assert_eq!(
-            std::fs::read(&log_path).expect("read"),
-            b"",
+            read(&log_path),
+            "",
             "the research log waits for the journal"
         );
+        journal.disk_full.store(false, Ordering::Release);
+        committer.append_behind(&log, b"more\n");
+        committer
+            .wait_blocking(committer.written())
+            .expect("written once there is space");
+        assert_eq!(read(&journal_path), "lease\n");
+        assert_eq!(read(&log_path), "event\nmore\n");
+    }
+
+    /// Across rounds: an event appended after the journal record it names, once the
+    /// round that was to write that record has failed (a full disk), is in a later
+    /// round, and still does not reach the disk before the record, however many
+    /// rounds retry them.
+    #[test]
+    fn an_event_appended_after_a_failed_journal_record_is_never_written_before_it() {
+        let committer = Arc::new(Committer::default());
+        committer.start().expect("start");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let [(log_path, log), (journal_path, journal)] = research_log_and_journal(dir.path());
+        journal.disk_full.store(true, Ordering::Release);
+        committer.append_behind(&journal, b"lease\n");
+        let lease = committer.written();
+        let err = committer
+            .wait_blocking(lease)
+            .expect_err("the journal cannot be written");
+        assert!(err.contains("write failed"), "{err}");
+        committer.append_behind(&log, b"event\n");
+        let event = committer.written();
+        assert!(event > lease);
+        committer
+            .wait_blocking(event)
+            .expect_err("the lease is retried first and fails again");
+        assert_eq!(
+            read(&log_path),
+            "",
+            "the event waits for the lease it names"
+        );
+        journal.disk_full.store(false, Ordering::Release);
+        committer.append_behind(&log, b"more\n");
+        committer
+            .wait_blocking(committer.written())
+            .expect("written once there is space");
+        assert_eq!(read(&journal_path), "lease\n");
+        assert_eq!(read(&log_path), "event\nmore\n");
+    }
+
+    /// A write that fails and cannot be truncated back (/dev/full: ENOSPC, and no
+    /// ftruncate on a device) is final: it is not retried, and nothing appended
+    /// afterwards is written, not even to a file written before it in a round.
+    #[test]
+    fn a_torn_write_is_final_and_nothing_is_written_after_it() {
+        let committer = Arc::new(Committer::default());
+        committer.start().expect("start");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let torn = Slot::ordered(&full, identity(&full), WriteOrder::ResearchLog).expect("slot");
+        committer.append_behind(&torn, b"event\n");
+        let err = committer
+            .wait_blocking(committer.written())
+            .expect_err("the write is torn");
+        assert!(err.contains("truncating it back failed"), "{err}");
+        assert!(committer.failure().is_some());
+        assert!(
+            committer.lock().pending.is_empty(),
+            "the torn write is not queued again"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let [_, (journal_path, journal)] = research_log_and_journal(dir.path());
+        committer.append_behind(&journal, b"lease\n");
+        committer
+            .wait_blocking(committer.written())
+            .expect_err("nothing is acknowledged after a final failure");
+        // The thread drops a round after a final failure under its lock, in the
+        // same step as it takes it: once taken, it is not going to be written.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !committer.lock().pending.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the round is taken");
+            std::thread::yield_now();
+        }
+        assert_eq!(read(&journal_path), "", "nothing is written after it");
     }
 
     /// A round of many files is synced by several threads; a failure in any file of
