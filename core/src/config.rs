@@ -4,8 +4,11 @@
 //! reports the line and column), then [`ExperimentConfig::validate`] for what serde
 //! cannot see (names the stages use, override paths, claims, bounds). Every error is a
 //! [`ConfigError`] with a position and a hint; nothing runs until both passes succeed.
+//! Before both, the text is held to its [`Limits`] (size, strings, lists, nesting,
+//! aliases), so that neither pass can be made to exhaust memory.
 
 use crate::config_error::{locate_key, ConfigError};
+use crate::config_limits::{read_config_text, Limits};
 use crate::config_locate::{locate, At};
 use crate::ids::is_safe_name;
 use crate::overrides::apply_override;
@@ -16,9 +19,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Upper bounds that keep a typo from queueing millions of jobs.
+/// The most seeds of one stage (a typo guard; the job matrix has its own limit).
 pub const MAX_SEEDS: u32 = 1000;
-pub const MAX_JOBS_PER_STAGE: usize = 100_000;
 
 /// Dotted path → value.
 pub type Overrides = IndexMap<String, Value>;
@@ -47,6 +49,9 @@ pub struct ExperimentConfig {
     pub claims: Vec<Claim>,
     #[serde(default)]
     pub resources: Resources,
+    /// Raised limits on the config and its job matrix (docs/config.md, "Limits").
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,21 +188,15 @@ pub struct LoadedConfig {
 }
 
 impl ExperimentConfig {
-    /// Reads, parses and validates a config file.
+    /// Reads (never more than [`crate::config_limits::READ_CEILING`] bytes), parses and
+    /// validates a config file.
     pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-            file: path.to_owned(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the config: {err}"),
-            hint: "run `expcluster init <idea>` to create an experiment with a config.yaml"
-                .to_owned(),
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_config_text(path)?, path)
     }
 
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<LoadedConfig, ConfigError> {
+        Limits::of_text(text, path)?.check_text(text, path)?;
         let config: ExperimentConfig = serde_yaml::from_str(text).map_err(|err| {
             let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
             ConfigError {

@@ -45,6 +45,33 @@ pub fn locate(text: &str, path: &[At<'_>]) -> (usize, usize) {
     found.map_or((0, 0), |offset| line_column(text, offset))
 }
 
+/// The text of a top-level entry, from its key (at the start of a line) to the end
+/// of its value: `limits:` and its block, parsed before the rest of the config.
+pub fn top_level_entry(text: &str, key: &str) -> Option<Range<usize>> {
+    let at = find_key(text, 0..text.len(), key)?;
+    if line_column(text, at).1 != 1 {
+        return None;
+    }
+    Some(at..value_extent(text, at, key.len()).end)
+}
+
+/// The 1-based (line, column) of the first YAML alias (`*name`) outside quotes and
+/// comments.
+pub fn first_alias(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mask = code_mask(text);
+    (0..bytes.len())
+        .find(|&i| {
+            mask[i]
+                && bytes[i] == b'*'
+                && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'[' | b'{' | b','))
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|b| !b.is_ascii_whitespace() && !b",[]{}".contains(b))
+        })
+        .map(|at| line_column(text, at))
+}
+
 /// The 1-based line and column of a byte offset.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];

@@ -2,12 +2,12 @@
 //!
 //! Each check names the key it is about, so the error carries that key's position.
 
-use crate::config::{
-    is_valid_variant_name, LoadedConfig, StageSpec, MAX_JOBS_PER_STAGE, MAX_SEEDS,
-};
+use crate::config::{is_valid_variant_name, LoadedConfig, StageSpec, MAX_SEEDS};
 use crate::config_error::ConfigError;
 use crate::config_locate::At;
+use crate::expand::canonical_json;
 use crate::ids::Stage;
+use crate::job_matrix::check_job_matrix;
 use crate::metric_line::is_metric_name;
 use crate::trainer_spec::TrainerSpec;
 
@@ -195,15 +195,19 @@ fn validate_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
 /// `baselines:` with nothing after it parses as "no such stage"; the researcher meant
 /// a stage, so it is an error rather than a stage that silently never runs.
 fn reject_empty_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
-    let Ok(raw) = serde_yaml::from_str::<serde_yaml::Value>(&loaded.text) else {
+    /// Only `stages`, and of each stage only whether it is null: everything else is
+    /// skipped by serde_yaml without being built (or its aliases followed).
+    #[derive(serde::Deserialize)]
+    struct StagesOnly {
+        #[serde(default)]
+        stages: Option<indexmap::IndexMap<String, Option<serde::de::IgnoredAny>>>,
+    }
+    let Ok(raw) = serde_yaml::from_str::<StagesOnly>(&loaded.text) else {
         return Ok(());
     };
+    let stages = raw.stages.unwrap_or_default();
     for stage in Stage::ALL {
-        if raw
-            .get("stages")
-            .and_then(|stages| stages.get(stage.as_str()))
-            .is_some_and(serde_yaml::Value::is_null)
-        {
+        if stages.get(stage.as_str()).is_some_and(Option::is_none) {
             return Err(loaded.error_at(
                 &["stages", stage.as_str()],
                 format!("stage `{stage}` is empty"),
@@ -286,7 +290,8 @@ fn validate_stage(
                 &format!("list at least one {kind}, or remove `{field}` to run them all"),
             ));
         }
-        for (index, item) in names.iter().enumerate() {
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
+        for item in names {
             let [a, b, c] = key(field);
             let at = [a, b, c, At::Value(item)];
             if !known.contains(&item) {
@@ -296,7 +301,7 @@ fn validate_stage(
                     &format!("known {kind}s: {}", join(known.iter().copied())),
                 ));
             }
-            if names[..index].contains(item) {
+            if !seen.insert(item) {
                 return Err(loaded.error_at_path(
                     &at,
                     format!("stage `{stage}` lists the {kind} `{item}` twice"),
@@ -312,6 +317,9 @@ fn validate_stage(
             "define ablations under `ablations:` (overrides of the proposed method)",
         ));
     }
+    // Before the sweep's values are resolved one by one: a 10^7-job stage is refused
+    // from arithmetic alone.
+    check_job_matrix(loaded, stage, spec)?;
     for (path, values) in &spec.sweep {
         let at = [
             At::Key("stages"),
@@ -326,8 +334,9 @@ fn validate_stage(
                 "give at least one value, or remove the path",
             ));
         }
-        for (index, value) in values.iter().enumerate() {
-            if values[..index].contains(value) {
+        let mut seen = std::collections::HashSet::with_capacity(values.len());
+        for value in values {
+            if !seen.insert(canonical_json(value)) {
                 return Err(loaded.error_at_path(
                     &at,
                     format!("sweep `{path}` lists {value} twice"),
@@ -340,24 +349,6 @@ fn validate_stage(
         }
     }
     check_resolves(loaded, &["stages", name, "overrides"], &[&spec.overrides])?;
-    let points: usize = spec.sweep.values().map(Vec::len).product();
-    let variants =
-        listed.as_ref().map_or(known.len(), Vec::len) + usize::from(stage == Stage::Ablations);
-    let variants = if stage == Stage::Implementation && listed.is_none() {
-        1
-    } else {
-        variants
-    };
-    let jobs = points
-        .saturating_mul(variants)
-        .saturating_mul(spec.seeds as usize);
-    if jobs > MAX_JOBS_PER_STAGE {
-        return Err(loaded.error_at(
-            &["stages", name],
-            format!("stage `{stage}` expands to {jobs} jobs"),
-            &format!("at most {MAX_JOBS_PER_STAGE} jobs per stage: fewer seeds or sweep values"),
-        ));
-    }
     Ok(())
 }
 

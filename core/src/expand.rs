@@ -10,6 +10,7 @@ use crate::config::{LoadedConfig, Overrides};
 use crate::config_error::ConfigError;
 use crate::config_validate::stage_spec;
 use crate::ids::{JobId, Stage};
+use crate::job_matrix::check_job_matrix;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -87,6 +88,9 @@ pub fn expand_stage(
             &format!("add `{stage}: {{seeds: 3}}` under `stages`"),
         )
     })?;
+    // The config was validated, but this is where the memory is spent: the matrix is
+    // checked here too, before the sweep's points or the jobs are allocated.
+    check_job_matrix(loaded, stage, spec)?;
     let proposed = config.proposed_method().to_owned();
     let empty = Overrides::new();
     let proposed_overrides = config.methods.get(&proposed).unwrap_or(&empty);

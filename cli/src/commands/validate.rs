@@ -8,9 +8,11 @@ use crate::output::render;
 use crate::workspace_arg;
 use clap::Args;
 use expcluster_core::config::Goal;
+use expcluster_core::config_limits::read_config_text;
 use expcluster_core::expand::{expand_stage, StageRequest};
 use expcluster_core::{ConfigError, ExperimentConfig, Stage, VariantKind};
 use indexmap::IndexMap;
+use std::collections::HashSet;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -28,7 +30,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let loaded = match ExperimentConfig::load(&config_path) {
         Ok(loaded) => loaded,
         Err(err) => {
-            let text = std::fs::read_to_string(&config_path).unwrap_or_default();
+            // Bounded like the load: a config of gigabytes is never read whole.
+            let text = read_config_text(&config_path).unwrap_or_default();
             eprint!("{}", render_error(&err, &text));
             return Ok(ExitCode::from(2));
         }
@@ -67,22 +70,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         };
-        let mut per_variant: IndexMap<String, (VariantKind, Vec<String>, Vec<u64>, usize)> =
-            IndexMap::new();
+        // Sets, not lists: a 100,000-point sweep is counted in linear time.
+        type Seen = (VariantKind, HashSet<String>, HashSet<u64>, usize);
+        let mut per_variant: IndexMap<String, Seen> = IndexMap::new();
         for job in &jobs {
             let entry = per_variant.entry(job.variant.clone()).or_insert((
                 job.kind,
-                Vec::new(),
-                Vec::new(),
+                HashSet::new(),
+                HashSet::new(),
                 0,
             ));
-            let label = job.sweep_label();
-            if !entry.1.contains(&label) {
-                entry.1.push(label);
-            }
-            if !entry.2.contains(&job.seed) {
-                entry.2.push(job.seed);
-            }
+            entry.1.insert(job.sweep_label());
+            entry.2.insert(job.seed);
             entry.3 += 1;
         }
         for (variant, (kind, points, seeds, count)) in per_variant {
@@ -109,6 +108,10 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// At most this many characters of the offending line are shown, around the column
+/// (a generated config can be one line of megabytes).
+const SHOWN_CHARS: usize = 120;
+
 /// `error: file:line:column: message`, the line with a caret, and the hint.
 fn render_error(err: &ConfigError, text: &str) -> String {
     let mut out = format!("error: {}", err.file.display());
@@ -123,12 +126,25 @@ fn render_error(err: &ConfigError, text: &str) -> String {
     {
         let number = err.line.to_string();
         let pad = " ".repeat(number.len());
-        let before: String = line
+        let column = err.column.saturating_sub(1);
+        let start = column.saturating_sub(SHOWN_CHARS / 2);
+        let shown: String = line.chars().skip(start).take(SHOWN_CHARS).collect();
+        let (cut_before, cut_after) = (
+            if start > 0 { "…" } else { "" },
+            if line.chars().nth(start + SHOWN_CHARS).is_some() {
+                "…"
+            } else {
+                ""
+            },
+        );
+        let before: String = cut_before
             .chars()
-            .take(err.column.saturating_sub(1))
+            .chain(shown.chars().take(column - start))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        out.push_str(&format!("{pad} |\n{number} | {line}\n{pad} | {before}^\n"));
+        out.push_str(&format!(
+            "{pad} |\n{number} | {cut_before}{shown}{cut_after}\n{pad} | {before}^\n"
+        ));
     }
     if !err.hint.is_empty() {
         out.push_str(&format!("  hint: {}\n", err.hint));

@@ -366,3 +366,226 @@ fn every_array_numpy_writes_passes_the_validator() {
     }
     assert_eq!(checked, 10);
 }
+
+// Hostile configs (issue 19, item 3): a config that would expand to millions of jobs
+// or gigabytes of values is refused by `validate`, `submit` and the coordinator, each
+// at once, with the position, the limit and how to raise it, in bounded memory.
+
+/// Runs its arguments as a child, kills the child if its resident memory passes the
+/// cap (so a regression cannot take the machine down), and writes the child's peak
+/// resident memory in KiB (getrusage of this process's children) to the first argument.
+const WATCH_MEMORY: &str = "import resource, subprocess, sys, time
+peak_file, cap = sys.argv[1], int(sys.argv[2])
+child = subprocess.Popen(sys.argv[3:])
+while child.poll() is None:
+    try:
+        with open(f'/proc/{child.pid}/status') as status:
+            rss = next((int(l.split()[1]) for l in status if l.startswith('VmRSS:')), 0)
+    except OSError:
+        rss = 0
+    if rss > cap:
+        child.kill()
+    time.sleep(0.01)
+open(peak_file, 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(child.returncode if child.returncode >= 0 else 128 - child.returncode)
+";
+
+/// `expcluster <args>` under [`WATCH_MEMORY`]: its output and peak resident KiB.
+fn expcluster_watched(args: &[&str], cap_kib: u64) -> (std::process::Output, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let peak_file = dir.path().join("peak");
+    let output = std::process::Command::new(expcluster_tests::python())
+        .args(["-c", WATCH_MEMORY])
+        .arg(&peak_file)
+        .arg(cap_kib.to_string())
+        .arg(expcluster_tests::expcluster_bin())
+        .args(args)
+        .env("PATH", expcluster_tests::path_with_venv())
+        .env_remove("EXPCLUSTER_COORDINATOR")
+        .output()
+        .unwrap();
+    let peak = std::fs::read_to_string(&peak_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (output, peak)
+}
+
+/// How much more than `expcluster validate` of a one-job config a refusal may take.
+const REFUSAL_GROWTH_KIB: u64 = 64 * 1024;
+
+/// The peak resident KiB of `expcluster validate` of a one-job config (the binary
+/// maps libtorch, so this is hundreds of MiB).
+fn valid_config_peak() -> u64 {
+    let ws = TestWorkspace::new("baseline", &config("baseline"), &[("runfile.py", RUNFILE)]);
+    let root = ws.root.to_str().unwrap();
+    let (output, peak) = expcluster_watched(&["validate", "--workspace", root], u64::MAX);
+    assert_success(&output);
+    peak
+}
+
+/// The 1-based line of the first line of `text` starting with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|line| line.starts_with(prefix))
+        .unwrap()
+        + 1
+}
+
+/// Refused by `expcluster validate`, by `expcluster submit` before anything starts,
+/// and by a coordinator's SubmitStage, each saying everything in `says` (the
+/// position and the limit with how to raise it), none in much more memory than a
+/// valid config takes.
+async fn assert_refused_everywhere(ws: &TestWorkspace, stage: &str, says: &[String]) {
+    let baseline = valid_config_peak();
+    let cap = baseline + 1024 * 1024;
+    let root = ws.root.to_str().unwrap();
+    let before = tree(&ws.root);
+    for args in [
+        vec!["validate", "--workspace", root],
+        vec!["submit", "--workspace", root, "--stage", stage],
+    ] {
+        let (output, peak) = expcluster_watched(&args, cap);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} accepted it:\n{stderr}");
+        for said in says {
+            assert!(
+                stderr.contains(said.as_str()),
+                "{args:?} does not say {said:?}:\n{stderr}"
+            );
+        }
+        eprintln!("{args:?}: peak {peak} KiB, a valid config's {baseline} KiB");
+        assert!(
+            peak < baseline + REFUSAL_GROWTH_KIB,
+            "{args:?} peaked at {peak} KiB, a valid config at {baseline} KiB"
+        );
+    }
+    assert_eq!(validate_exit_code(root), Some(2));
+    assert_eq!(tree(&ws.root), before, "submit started something");
+
+    let (coordinator, address) = start_coordinator(&ws.root, &[]);
+    let peak_before = peak_kib(coordinator.pid());
+    let (_, mut client) = clients(&address, &security(Some(&token(&ws.root, "client"))));
+    let refused = client
+        .submit_stage(v1::SubmitStageRequest {
+            stage: stage.into(),
+            rerun: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    for said in says {
+        assert!(
+            refused.message().contains(said.as_str()),
+            "the coordinator does not say {said:?}: {refused:?}"
+        );
+    }
+    let grown_kib = peak_kib(coordinator.pid()) - peak_before;
+    assert!(
+        grown_kib < REFUSAL_GROWTH_KIB,
+        "the coordinator's peak grew by {grown_kib} KiB"
+    );
+}
+
+fn validate_exit_code(root: &str) -> Option<i32> {
+    expcluster_tests::expcluster(&["validate", "--workspace", root])
+        .status
+        .code()
+}
+
+fn numbers(count: usize) -> String {
+    (0..count)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_million_job_sweep_is_refused_at_once_in_bounded_memory() {
+    let text = format!(
+        "name: huge\nprimary_metric: {{name: test_accuracy, goal: max}}\n\
+         job:\n  command: [python, runfile.py]\n  params: {{a: 0, b: 0}}\n\
+         methods:\n  proposed: {{}}\n\
+         stages:\n  full:\n    seeds: 1000\n    sweep:\n      params.a: [{}]\n      params.b: [{}]\n",
+        numbers(100),
+        numbers(100)
+    );
+    let ws = TestWorkspace::new("huge", &text, &[("runfile.py", RUNFILE)]);
+    let says = [
+        format!(
+            "{}/config.yaml:{}:3: stage `full` expands to 10000000 jobs (1 variant × 10000 sweep points × 1000 seeds), more than the limit of 100000 (limits.jobs_per_stage)",
+            ws.root.display(),
+            line_of(&text, "  full:")
+        ),
+        "raise the limit with `limits: {jobs_per_stage: N}` at the top level of config.yaml".to_owned(),
+    ];
+    assert_refused_everywhere(&ws, "full", &says).await;
+}
+
+/// A "billion laughs": nine levels of nine aliases over a 60 KB string, 60 KB of text
+/// that expands to 9^9 copies of it. serde_yaml's own guard (at most 100 alias jumps
+/// per event) stopped it only once the parse had taken some 650 MB.
+fn billion_laughs() -> String {
+    let mut levels = vec![
+        format!("    s: &s {}", "x".repeat(60_000)),
+        format!("    l0: &l0 [{}]", ["*s"; 9].join(", ")),
+    ];
+    for level in 1..9 {
+        let aliases = vec![format!("*l{}", level - 1); 9].join(", ");
+        levels.push(format!("    l{level}: &l{level} [{aliases}]"));
+    }
+    format!(
+        "name: laughs\nprimary_metric: {{name: test_accuracy, goal: max}}\n\
+         job:\n  command: [python, runfile.py]\n  params:\n    a: 0\n{}\n\
+         methods:\n  proposed: {{}}\nstages:\n  implementation: {{seeds: 1}}\n",
+        levels.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_bomb_is_refused_at_once_in_bounded_memory() {
+    let text = billion_laughs();
+    let ws = TestWorkspace::new("laughs", &text, &[("runfile.py", RUNFILE)]);
+    let says = [
+        // Where the expansion passed the limit: inside the anchored string.
+        format!(
+            "{}/config.yaml:{}:8: ",
+            ws.root.display(),
+            line_of(&text, "    s: &s")
+        ),
+        "the config's values take more than 16777216 bytes once YAML aliases are expanded"
+            .to_owned(),
+        "(4 × limits.config_bytes".to_owned(),
+        "raise the limit with `limits: {config_bytes: N}` at the top level of config.yaml"
+            .to_owned(),
+    ];
+    assert_refused_everywhere(&ws, "implementation", &says).await;
+}
+
+#[test]
+fn a_config_longer_than_the_limit_is_refused_before_it_is_parsed() {
+    // 12 MiB in one flow list: 2 million values the parse would hold.
+    let text = format!(
+        "name: long\nprimary_metric: {{name: test_accuracy, goal: max}}\n\
+         job: {{command: [python, runfile.py], params: {{a: [{}]}}}}\n\
+         methods: {{proposed: {{}}}}\nstages: {{implementation: {{seeds: 1}}}}\n",
+        vec!["1234"; 2 << 20].join(", ")
+    );
+    let ws = TestWorkspace::new("long", &text, &[("runfile.py", RUNFILE)]);
+    let root = ws.root.to_str().unwrap();
+    let (output, peak) = expcluster_watched(&["validate", "--workspace", root], u64::MAX);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let column = (4 << 20) - text.find("job:").unwrap() + 1;
+    assert!(
+        stderr.contains(&format!("{root}/config.yaml:3:{column}: the config is {} bytes, more than the limit of 4194304 (limits.config_bytes)", text.len())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`limits: {config_bytes: N}`"), "{stderr}");
+    // The offending line is shown cut around the column, not 12 MiB wide.
+    assert!(stderr.len() < 2048, "{} bytes of stderr", stderr.len());
+    let baseline = valid_config_peak();
+    eprintln!("validate of an 8 MiB config: peak {peak} KiB, a valid config's {baseline} KiB");
+    assert!(peak < baseline + REFUSAL_GROWTH_KIB, "peak {peak} KiB");
+}
