@@ -3,7 +3,8 @@
 #
 # Installs, outside the clone (so CI and later builds reuse them):
 #   - a Python venv with PyTorch 2.11.0 (the libtorch that tch 0.24 links against),
-#     numpy, scipy and scikit-learn (example data and the statistics references);
+#     numpy, scipy, scikit-learn and statsmodels (example data and the statistics
+#     references; a package added here is pip-installed into the existing venv);
 #   - the Debian packages the tests use.
 # Prints nothing but progress; `scripts/env.sh` exports the resulting paths.
 set -euo pipefail
@@ -11,7 +12,7 @@ set -euo pipefail
 CACHE_DIR="${EXPCLUSTER_CACHE:-$HOME/.cache/expcluster}"
 VENV="$CACHE_DIR/venv"
 TORCH_VERSION="2.11.0"
-PY_PACKAGES=(numpy scipy scikit-learn)
+PY_PACKAGES=(numpy scipy scikit-learn statsmodels)
 # iproute2, util-linux (nsenter, unshare) and nftables build the namespace cluster of
 # the multi-host tests (tests/src/netns.rs); openssl makes the certificates of docs/security.md.
 DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl)

@@ -132,10 +132,37 @@ pub struct Claim {
     pub alpha: f64,
     #[serde(default)]
     pub statement: Option<String>,
+    /// The test, fixed before the data (docs/statistics.md).
+    #[serde(default)]
+    pub test: ClaimTest,
 }
 
 fn default_alpha() -> f64 {
     0.05
+}
+
+/// Which test a claim's comparison runs. `auto` decides by the design alone: the
+/// paired t-test when both sides ran the same seeds, Welch's otherwise; the others
+/// ask for one test whatever the data (a paired test needs shared seeds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimTest {
+    #[default]
+    Auto,
+    PairedT,
+    Welch,
+    MannWhitney,
+}
+
+impl ClaimTest {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimTest::Auto => "auto",
+            ClaimTest::PairedT => "paired_t",
+            ClaimTest::Welch => "welch",
+            ClaimTest::MannWhitney => "mann_whitney",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -408,6 +408,32 @@ fn validate_claims(loaded: &LoadedConfig) -> Result<(), ConfigError> {
                 "alpha is a significance level in (0, 1), usually 0.05",
             ));
         }
+        // One comparison runs one test: two claims on the same pair and metric must
+        // not ask for different ones.
+        let same_comparison = |other: &&crate::config::Claim| {
+            other.metric == claim.metric
+                && ((other.better == claim.better && other.than == claim.than)
+                    || (other.better == claim.than && other.than == claim.better))
+        };
+        if let Some(other) = config
+            .claims
+            .iter()
+            .take_while(|other| other.id != claim.id)
+            .filter(same_comparison)
+            .find(|other| other.test != claim.test)
+        {
+            return Err(loaded.error_at_path(
+                &field("id"),
+                format!(
+                    "claims `{}` and `{}` test the same comparison with `{}` and `{}`",
+                    other.id,
+                    claim.id,
+                    other.test.as_str(),
+                    claim.test.as_str()
+                ),
+                "a comparison runs one test, chosen before the data: give both claims the same `test`",
+            ));
+        }
     }
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The ablation impact chart: for each ablation, the change of the primary metric
 //! against the unablated proposed method run in the same stage (ablation minus
-//! reference, paired by seed when both have every seed), with a 95% bootstrap
-//! interval from the statistics crate.
+//! reference, paired by seed when both have every seed), with the 95% interval the
+//! summary's test implies (paired t, else Welch–Satterthwaite) from the statistics
+//! crate.
 
 use crate::data::{array_path, proposed_method, read_1d, ArrayEntry, ArrayKind, Primary};
 use crate::hbars::{self, HBar, HBarChart};
 use crate::render::{number, write_png, Area};
 use crate::FiguresError;
+use expcluster_stats::TestMethod;
 use plotters::style::RGBColor;
 use std::path::Path;
 
@@ -47,8 +49,12 @@ pub fn write(
     let mut impacts = Vec::new();
     for entry in of_metric.iter().filter(|e| e.variant != reference.variant) {
         let values = read_1d(&array_path(workspace, entry))?;
-        let paired = values.len() == reference_values.len();
-        let Ok(comparison) = expcluster_stats::compare(&values, &reference_values, paired, 0)
+        let method = if values.len() == reference_values.len() {
+            TestMethod::PairedT
+        } else {
+            TestMethod::Welch
+        };
+        let Ok(comparison) = expcluster_stats::compare(&values, &reference_values, method, 0.95)
         else {
             continue;
         };
@@ -56,8 +62,8 @@ pub fn write(
             continue;
         };
         let interval = comparison
-            .mean_diff_ci_low
-            .zip(comparison.mean_diff_ci_high);
+            .interval
+            .map(|interval| (interval.low, interval.high));
         impacts.push(Impact {
             label: entry.label(),
             diff,
@@ -109,7 +115,7 @@ fn draw(
         })
         .collect();
     let better = if higher_is_better { "higher" } else { "lower" };
-    let x_desc = format!("change in final {metric} (ablation − {reference}; whisker: 95% bootstrap CI; {better} is better)");
+    let x_desc = format!("change in final {metric} (ablation − {reference}; whisker: 95% t interval; {better} is better)");
     hbars::draw(
         area,
         &HBarChart {

@@ -8,7 +8,7 @@
 //! - `<stage>_<metric>_final.png`: the final value of the primary metric per method,
 //!   bars at the mean with 95% Student-t intervals (from the per-seed `.npy` arrays);
 //! - `ablation_impact.png`: each ablation's change of the primary metric against the
-//!   unablated method, with a 95% bootstrap interval (paired by seed).
+//!   unablated method, with the 95% t interval of the difference (paired by seed).
 //!
 //! Text is drawn with DejaVu Sans compiled into the binary (the `dejavu` crate and
 //! plotters' `ab_glyph` backend), so a fresh machine without system fonts renders

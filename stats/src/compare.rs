@@ -1,26 +1,24 @@
 //! One comparison of two methods on one metric, everything a stage summary
 //! reports about the pair in one serialisable value.
 //!
-//! This is the policy layer above the scipy-exact tests: a test that is
-//! undefined for the data (too few values, zero variance, all differences
-//! zero) is reported as `None` with a note saying why, never as NaN/inf, so a
-//! claim evaluator can tell "no evidence" from "evidence".
+//! This is the policy layer above the scipy-exact tests. A comparison runs the
+//! one test it was planned with ([`TestMethod`]) and reports the interval that
+//! test implies, so the interval and the p-value can never tell different
+//! stories. A test that is undefined for the data (too few values, zero
+//! variance) is reported as `None` with a note saying why, never as NaN/inf,
+//! and never replaced by another test: a claim evaluator can tell "no
+//! evidence" from "evidence", and nobody can pick the test after the data.
 
 use serde::Serialize;
 
-use crate::bootstrap::{bootstrap_mean_diff_ci, bootstrap_paired_mean_diff_ci};
 use crate::descriptive::{describe, Descriptive};
 use crate::effect_size::{cohens_d, hedges_g};
+use crate::hodges_lehmann::hodges_lehmann_shift;
 use crate::mann_whitney::{mann_whitney_u, MannWhitneyResult};
+use crate::method::{Interval, IntervalMethod, TestMethod};
 use crate::parametric::{paired_t_test, welch_t_test, TTestResult};
-use crate::sample::{finite_pairs, finite_values, mean};
-use crate::wilcoxon::{wilcoxon_signed_rank, WilcoxonResult};
+use crate::sample::{finite_pairs, finite_values, mean, variance};
 use crate::StatsError;
-
-/// Resamples behind the bootstrap interval of [`compare`].
-pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
-/// Confidence level of the bootstrap interval of [`compare`].
-pub const BOOTSTRAP_CONFIDENCE: f64 = 0.95;
 
 /// Method `a` against method `b` on one metric. Differences are `a - b`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,182 +26,182 @@ pub struct Comparison {
     /// Summaries of all finite values of each method.
     pub a: Descriptive,
     pub b: Descriptive,
+    /// The test, fixed before the data.
+    pub method: TestMethod,
     pub paired: bool,
-    /// Complete pairs (both seeds finite) used by the paired statistics;
-    /// `None` when not paired.
+    /// Complete pairs (both seeds finite) used by a paired test; `None` when
+    /// the test is unpaired.
     pub n_pairs: Option<usize>,
     /// Unpaired: mean(a) - mean(b) over finite values. Paired: the mean of
     /// the differences over complete pairs.
     pub mean_diff: Option<f64>,
-    /// Percentile bootstrap interval of `mean_diff` (pairs resampled whole
-    /// when paired), at [`BOOTSTRAP_CONFIDENCE`].
-    pub mean_diff_ci_low: Option<f64>,
-    pub mean_diff_ci_high: Option<f64>,
-    pub ci_confidence: f64,
+    /// The two-sided p-value of `method`, when the test is defined.
+    pub p_value: Option<f64>,
+    /// The interval `method` implies, at the confidence `compare` was given;
+    /// present exactly when `p_value` is.
+    pub interval: Option<Interval>,
+    /// The result of `method`, in scipy's terms; the other two are `None`.
+    pub paired_t: Option<TTestResult>,
     pub welch: Option<TTestResult>,
     pub mann_whitney: Option<MannWhitneyResult>,
-    /// Present only for paired data.
-    pub paired_t: Option<TTestResult>,
-    /// Present only for paired data.
-    pub wilcoxon: Option<WilcoxonResult>,
-    /// Effect sizes on the same values as `mean_diff`.
+    /// Standardised effect sizes of the unpaired values (pooled sd).
     pub cohens_d: Option<f64>,
     pub hedges_g: Option<f64>,
+    /// Paired only: mean / sd of the paired differences (Cohen's d_z), the
+    /// effect size of the paired t-test and its power.
+    pub cohens_dz: Option<f64>,
     /// Why any of the optional fields above is missing.
     pub notes: Vec<String>,
 }
 
-/// Compares `a` with `b`. `paired` means `a[i]` and `b[i]` come from the same
-/// seed; the only error is a length mismatch then. Failed seeds (non-finite
-/// values) are excluded and counted in the summaries.
-///
-/// The unpaired statistics (Welch, Mann–Whitney, effect sizes) use every
-/// finite value of each method; the paired ones (paired t, Wilcoxon, and in
-/// paired mode the mean difference and its interval) use the complete pairs.
-pub fn compare(a: &[f64], b: &[f64], paired: bool, seed: u64) -> Result<Comparison, StatsError> {
-    if paired && a.len() != b.len() {
+/// Compares `a` with `b` by `method`, with the interval at `confidence`.
+/// For a paired method `a[i]` and `b[i]` come from the same seed; a length
+/// mismatch is then an error, as is a confidence outside (0, 1). Failed seeds
+/// (non-finite values) are excluded and counted in the summaries; a paired
+/// test drops the whole pair.
+pub fn compare(
+    a: &[f64],
+    b: &[f64],
+    method: TestMethod,
+    confidence: f64,
+) -> Result<Comparison, StatsError> {
+    if method.is_paired() && a.len() != b.len() {
         return Err(StatsError::PairedLengthMismatch {
             a: a.len(),
             b: b.len(),
         });
     }
-    let mut notes = Vec::new();
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(StatsError::InvalidConfidence(confidence));
+    }
     let (finite_a, _) = finite_values(a);
     let (finite_b, _) = finite_values(b);
-
-    let unpaired_ok = finite_a.len() >= 2 && finite_b.len() >= 2;
-    if !unpaired_ok {
-        notes.push(format!(
-            "unpaired tests skipped: each method needs at least 2 finite values \
-             (n_a = {}, n_b = {})",
-            finite_a.len(),
-            finite_b.len()
-        ));
-    }
-    let welch = unpaired_ok
-        .then(|| welch_t_test(&finite_a, &finite_b))
-        .and_then(|result| keep_t("welch t-test", result, &mut notes));
-    // Never NaN once both samples are non-empty: with every value tied the
-    // normal approximation's z is -inf and the p-value is 1, as in scipy.
-    let mann_whitney = unpaired_ok.then(|| mann_whitney_u(&finite_a, &finite_b));
+    let mut notes = Vec::new();
     let effect_d = cohens_d(&finite_a, &finite_b);
-    let effect_g = hedges_g(&finite_a, &finite_b);
-    if unpaired_ok && effect_d.is_none() {
+    if finite_a.len() >= 2 && finite_b.len() >= 2 && effect_d.is_none() {
         notes.push("effect size undefined: both methods have zero variance".to_string());
     }
-
-    let difference = if paired {
-        paired_difference(a, b, seed, &mut notes)?
-    } else {
-        unpaired_difference(a, b, &finite_a, &finite_b, seed)?
-    };
-
-    Ok(Comparison {
+    let mut comparison = Comparison {
         a: describe(a),
         b: describe(b),
-        paired,
-        n_pairs: difference.n_pairs,
-        mean_diff: difference.mean_diff,
-        mean_diff_ci_low: difference.interval.map(|(low, _)| low),
-        mean_diff_ci_high: difference.interval.map(|(_, high)| high),
-        ci_confidence: BOOTSTRAP_CONFIDENCE,
-        welch,
-        mann_whitney,
-        paired_t: difference.paired_t,
-        wilcoxon: difference.wilcoxon,
+        method,
+        paired: method.is_paired(),
+        n_pairs: None,
+        mean_diff: (!finite_a.is_empty() && !finite_b.is_empty())
+            .then(|| mean(&finite_a) - mean(&finite_b)),
+        p_value: None,
+        interval: None,
+        paired_t: None,
+        welch: None,
+        mann_whitney: None,
         cohens_d: effect_d,
-        hedges_g: effect_g,
+        hedges_g: hedges_g(&finite_a, &finite_b),
+        cohens_dz: None,
         notes,
-    })
-}
-
-/// The mean difference, its interval and the paired tests.
-#[derive(Default)]
-struct Difference {
-    n_pairs: Option<usize>,
-    mean_diff: Option<f64>,
-    interval: Option<(f64, f64)>,
-    paired_t: Option<TTestResult>,
-    wilcoxon: Option<WilcoxonResult>,
-}
-
-fn unpaired_difference(
-    a: &[f64],
-    b: &[f64],
-    finite_a: &[f64],
-    finite_b: &[f64],
-    seed: u64,
-) -> Result<Difference, StatsError> {
-    let mean_diff =
-        (!finite_a.is_empty() && !finite_b.is_empty()).then(|| mean(finite_a) - mean(finite_b));
-    // A one-value sample resamples to itself: no interval worth reporting.
-    let interval = if finite_a.len() >= 2 && finite_b.len() >= 2 {
-        Some(bootstrap_mean_diff_ci(
-            a,
-            b,
-            BOOTSTRAP_RESAMPLES,
-            BOOTSTRAP_CONFIDENCE,
-            seed,
-        )?)
-    } else {
-        None
     };
-    Ok(Difference {
-        mean_diff,
-        interval,
-        ..Difference::default()
-    })
+    match method {
+        TestMethod::PairedT => run_paired_t(&mut comparison, a, b, confidence),
+        TestMethod::Welch | TestMethod::MannWhitney => {
+            if finite_a.len() < 2 || finite_b.len() < 2 {
+                comparison.notes.push(format!(
+                    "{} skipped: each method needs at least 2 finite values (n_a = {}, n_b = {})",
+                    method.as_str(),
+                    finite_a.len(),
+                    finite_b.len()
+                ));
+            } else if method == TestMethod::Welch {
+                run_welch(&mut comparison, &finite_a, &finite_b, confidence);
+            } else {
+                run_mann_whitney(&mut comparison, &finite_a, &finite_b, confidence);
+            }
+        }
+    }
+    Ok(comparison)
 }
 
-fn paired_difference(
-    a: &[f64],
-    b: &[f64],
-    seed: u64,
-    notes: &mut Vec<String>,
-) -> Result<Difference, StatsError> {
+fn run_paired_t(comparison: &mut Comparison, a: &[f64], b: &[f64], confidence: f64) {
     let (pair_a, pair_b) = finite_pairs(a, b);
     let differences: Vec<f64> = pair_a.iter().zip(&pair_b).map(|(x, y)| x - y).collect();
-    let partial = Difference {
-        n_pairs: Some(differences.len()),
-        mean_diff: (!differences.is_empty()).then(|| mean(&differences)),
-        ..Difference::default()
-    };
+    comparison.n_pairs = Some(differences.len());
+    comparison.mean_diff = (!differences.is_empty()).then(|| mean(&differences));
     if differences.len() < 2 {
-        notes.push(format!(
-            "paired tests skipped: at least 2 complete pairs needed (have {})",
+        comparison.notes.push(format!(
+            "paired_t skipped: at least 2 complete pairs needed (have {})",
             differences.len()
         ));
-        return Ok(partial);
+        return;
     }
-    let interval =
-        bootstrap_paired_mean_diff_ci(a, b, BOOTSTRAP_RESAMPLES, BOOTSTRAP_CONFIDENCE, seed)?;
-    let paired_t = keep_t("paired t-test", paired_t_test(a, b)?, notes);
-    let wilcoxon = wilcoxon_signed_rank(a, b)?;
-    let wilcoxon = if wilcoxon.pvalue.is_finite() {
-        Some(wilcoxon)
-    } else {
-        notes.push("wilcoxon signed-rank undefined: every difference is zero".to_string());
-        None
+    let spread = variance(&differences).sqrt();
+    comparison.cohens_dz = (spread > 0.0).then(|| mean(&differences) / spread);
+    // Equal lengths were checked by `compare`.
+    let Ok(result) = paired_t_test(&pair_a, &pair_b) else {
+        return;
     };
-    Ok(Difference {
-        interval: Some(interval),
-        paired_t,
-        wilcoxon,
-        ..partial
-    })
+    keep_t(comparison, result, IntervalMethod::PairedT, confidence);
+    comparison.paired_t = comparison.p_value.map(|_| result);
 }
 
-/// Keeps a t-test whose statistic and p-value are finite; otherwise records
-/// why. With n >= 2 assured, scipy's inf/NaN only comes from zero variance.
-fn keep_t(name: &str, result: TTestResult, notes: &mut Vec<String>) -> Option<TTestResult> {
+fn run_welch(comparison: &mut Comparison, a: &[f64], b: &[f64], confidence: f64) {
+    let result = welch_t_test(a, b);
+    keep_t(
+        comparison,
+        result,
+        IntervalMethod::WelchSatterthwaite,
+        confidence,
+    );
+    comparison.welch = comparison.p_value.map(|_| result);
+}
+
+/// Keeps a t-test whose statistic and p-value are finite, with its interval;
+/// otherwise records why. With n >= 2 assured, scipy's inf/NaN only comes
+/// from zero variance.
+fn keep_t(
+    comparison: &mut Comparison,
+    result: TTestResult,
+    method: IntervalMethod,
+    confidence: f64,
+) {
     if result.statistic.is_finite() && result.pvalue.is_finite() {
-        return Some(result);
+        let (low, high) = result.confidence_interval(confidence);
+        comparison.p_value = Some(result.pvalue);
+        comparison.interval = Some(Interval {
+            method,
+            confidence,
+            estimate: result.estimate,
+            low,
+            high,
+        });
+        return;
     }
     let detail = if result.statistic.is_nan() {
         "and no difference in means"
     } else {
         "but different means (scipy reports t = ±inf, p = 0)"
     };
-    notes.push(format!("{name} undefined: zero variance {detail}"));
-    None
+    comparison.notes.push(format!(
+        "{} undefined: zero variance {detail}; no other test is substituted",
+        comparison.method.as_str()
+    ));
+}
+
+fn run_mann_whitney(comparison: &mut Comparison, a: &[f64], b: &[f64], confidence: f64) {
+    // Never NaN once both samples are non-empty: with every value tied the
+    // normal approximation's z is -inf and the p-value is 1, as in scipy.
+    let result = mann_whitney_u(a, b);
+    let interval = hodges_lehmann_shift(a, b, confidence);
+    if interval.excludes(0.0) != (result.pvalue < 1.0 - confidence) {
+        comparison.notes.push(format!(
+            "the Hodges–Lehmann interval ends exactly at 0 because a value occurs in both \
+             samples, while the test's p-value ({}) says {}; the verdict follows the test",
+            result.pvalue,
+            if result.pvalue < 1.0 - confidence {
+                "it rejects"
+            } else {
+                "it does not reject"
+            }
+        ));
+    }
+    comparison.p_value = Some(result.pvalue);
+    comparison.interval = Some(interval);
+    comparison.mann_whitney = Some(result);
 }

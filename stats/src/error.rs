@@ -13,13 +13,7 @@ pub enum StatsError {
     /// Paired data needs one value per seed on both sides.
     #[error("paired samples differ in length ({a} vs {b}); pass one value per seed on each side")]
     PairedLengthMismatch { a: usize, b: usize },
-    /// A sample has no finite value left after dropping failed seeds.
-    #[error("sample `{sample}` has no finite values; at least one successful seed is needed")]
-    EmptySample { sample: &'static str },
     /// The confidence level must lie strictly between 0 and 1.
     #[error("confidence level {0} is outside (0, 1); use e.g. 0.95")]
     InvalidConfidence(f64),
-    /// A bootstrap needs at least one resample.
-    #[error("the bootstrap needs at least one resample; use e.g. 10000")]
-    NoResamples,
 }

@@ -11,7 +11,16 @@
 //!   [`paired_t_test`], [`wilcoxon_signed_rank`]) return plain `f64` fields
 //!   that are NaN or ±inf exactly where scipy's are;
 //! - [`describe`] and [`compare`] are what summaries store: undefined values
-//!   are `None` (JSON `null`) and [`Comparison::notes`] says why.
+//!   are `None` (JSON `null`) and [`Comparison::notes`] says why. A
+//!   comparison runs the one test it is given ([`TestMethod`]) and reports the
+//!   interval that test implies ([`Interval`]: paired t, Welch–Satterthwaite,
+//!   Hodges–Lehmann), so the interval excludes 0 exactly when the p-value is
+//!   below its level; [`power_analysis`] says what an inconclusive one could
+//!   detect (statsmodels' `TTestPower` / `TTestIndPower`).
+//!
+//! There is no bootstrap: at the few seeds an experiment runs, a percentile
+//! bootstrap covers far less than its nominal level, and the interval beside
+//! a test must be the one that test implies.
 //!
 //! Everywhere, non-finite inputs are failed seeds: they are dropped (the
 //! whole pair for paired data) and counted, never propagated. The deliberate
@@ -23,26 +32,32 @@
 //!   (`mannwhitneyu`) — `compare` never calls a test on fewer than 2 values;
 //! - Holm ignores NaN p-values instead of assuming there are none.
 
-mod bootstrap;
 mod compare;
 mod correction;
 mod descriptive;
 mod distributions;
 mod effect_size;
 mod error;
+mod hodges_lehmann;
 mod mann_whitney;
+mod method;
+mod noncentral_t;
 mod parametric;
+mod power;
 mod ranks;
 mod sample;
 mod wilcoxon;
 
-pub use bootstrap::{bootstrap_mean_diff_ci, bootstrap_paired_mean_diff_ci};
-pub use compare::{compare, Comparison, BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES};
+pub use compare::{compare, Comparison};
 pub use correction::holm_bonferroni;
 pub use descriptive::{describe, percentile_linear, Descriptive};
 pub use effect_size::{cohens_d, hedges_g};
 pub use error::StatsError;
 pub use mann_whitney::{mann_whitney_u, MannWhitneyResult};
+pub use method::{Interval, IntervalMethod, TestMethod};
 pub use parametric::{paired_t_test, welch_t_test, TTestResult};
+pub use power::{
+    detectable_effect, power_analysis, required_nobs, t_test_power, PowerAnalysis, PowerDesign,
+};
 pub use ranks::RankTestMethod;
 pub use wilcoxon::{wilcoxon_signed_rank, WilcoxonResult};

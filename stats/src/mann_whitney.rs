@@ -34,34 +34,92 @@ pub fn mann_whitney_u(a: &[f64], b: &[f64]) -> MannWhitneyResult {
             method: RankTestMethod::Asymptotic,
         };
     }
-    let (n1, n2) = (a.len(), b.len());
-    let pooled: Vec<f64> = a.iter().chain(&b).copied().collect();
-    let ranking = average_ranks(&pooled);
-    let rank_sum_a: f64 = ranking.ranks[..n1].iter().sum();
-    let (n1f, n2f) = (n1 as f64, n2 as f64);
-    let u1 = rank_sum_a - n1f * (n1f + 1.0) / 2.0;
-    let u2 = n1f * n2f - u1;
+    let null = UNull::of(&a, &b);
+    let u1 = null.u1;
     // Two-sided: the survival function at the larger U, doubled.
-    let u = u1.max(u2);
-    let both_large = n1 > 8 && n2 > 8;
-    let exact = !both_large && !ranking.has_ties();
-    let (pvalue, method) = if exact {
-        // Without ties U is an integer; P(U >= u) = P(U <= n1 n2 - u).
-        let lower = (n1f * n2f - u).round() as usize;
-        (2.0 * exact_cdf(n1, n2, lower), RankTestMethod::Exact)
-    } else {
-        let n = n1f + n2f;
-        let mu = n1f * n2f / 2.0;
-        let sd = (n1f * n2f / 12.0 * ((n + 1.0) - ranking.tie_term() / (n * (n - 1.0)))).sqrt();
-        // The continuity correction always subtracts 1/2, as scipy does,
-        // because the p-value always comes from the upper tail at max(U1, U2).
-        let z = (u - mu - 0.5) / sd;
-        (2.0 * normal_sf(z), RankTestMethod::Asymptotic)
-    };
+    let u = u1.max(null.mn() - u1);
     MannWhitneyResult {
         statistic: u1,
-        pvalue: pvalue.clamp(0.0, 1.0),
-        method,
+        pvalue: null.pvalue(u),
+        method: null.method,
+    }
+}
+
+/// The null distribution scipy uses for U on given samples, and the observed U1.
+pub(crate) struct UNull {
+    n1: usize,
+    n2: usize,
+    pub method: RankTestMethod,
+    /// Standard deviation of U, tie-corrected (asymptotic method only).
+    sd: f64,
+    /// U of the first sample: `R1 - n1 (n1 + 1) / 2`.
+    pub u1: f64,
+}
+
+impl UNull {
+    /// scipy 1.17's `_mwu_choose_method` on the finite, non-empty `a` and `b`.
+    pub(crate) fn of(a: &[f64], b: &[f64]) -> UNull {
+        let (n1, n2) = (a.len(), b.len());
+        let pooled: Vec<f64> = a.iter().chain(b).copied().collect();
+        let ranking = average_ranks(&pooled);
+        let rank_sum_a: f64 = ranking.ranks[..n1].iter().sum();
+        let (n1f, n2f) = (n1 as f64, n2 as f64);
+        let both_large = n1 > 8 && n2 > 8;
+        let exact = !both_large && !ranking.has_ties();
+        let n = n1f + n2f;
+        UNull {
+            n1,
+            n2,
+            method: if exact {
+                RankTestMethod::Exact
+            } else {
+                RankTestMethod::Asymptotic
+            },
+            sd: (n1f * n2f / 12.0 * ((n + 1.0) - ranking.tie_term() / (n * (n - 1.0)))).sqrt(),
+            u1: rank_sum_a - n1f * (n1f + 1.0) / 2.0,
+        }
+    }
+
+    pub(crate) fn mn(&self) -> f64 {
+        (self.n1 * self.n2) as f64
+    }
+
+    /// The two-sided p-value when the larger of U1 and U2 is `u_max`.
+    pub(crate) fn pvalue(&self, u_max: f64) -> f64 {
+        let p = match self.method {
+            // Without ties U is an integer; P(U >= u) = P(U <= n1 n2 - u).
+            RankTestMethod::Exact | RankTestMethod::Permutation => {
+                let lower = (self.mn() - u_max).round() as usize;
+                2.0 * exact_cdf(self.n1, self.n2, lower)
+            }
+            RankTestMethod::Asymptotic => {
+                // The continuity correction always subtracts 1/2, as scipy
+                // does, because the p-value always comes from the upper tail
+                // at max(U1, U2).
+                let z = (u_max - self.mn() / 2.0 - 0.5) / self.sd;
+                2.0 * normal_sf(z)
+            }
+        };
+        p.clamp(0.0, 1.0)
+    }
+
+    /// The number `k` of counts `j = 0, 1, …` for which a smaller U of `j`
+    /// (larger U of `n1 n2 - j`) gives a p-value below `alpha`: the test
+    /// rejects exactly when min(U1, U2) <= k - 1. The p-value grows with `j`,
+    /// so `k` is found by bisection with the very function that reports it.
+    pub(crate) fn critical_count(&self, alpha: f64) -> usize {
+        let rejects = |j: usize| self.pvalue(self.mn() - j as f64) < alpha;
+        let (mut low, mut high) = (0, self.n1 * self.n2 / 2 + 1);
+        // Invariant: rejects(j) for every j < low, not for any j >= high.
+        while low < high {
+            let middle = (low + high) / 2;
+            if rejects(middle) {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
     }
 }
 

@@ -11,18 +11,24 @@
 
 use serde::Serialize;
 
-use crate::distributions::student_t_two_sided;
+use crate::distributions::{student_t_ppf, student_t_two_sided};
 use crate::sample::{finite_pairs, finite_values, mean, variance};
 use crate::StatsError;
 
-/// A t-test result; fields are scipy's `statistic`, `pvalue` and `df` and may
-/// be NaN or ±inf exactly where scipy's are (serialised as JSON `null`).
+/// A t-test result; fields are scipy's `statistic`, `pvalue`, `df` and the
+/// private `_estimate` and `_standard_error` behind its `confidence_interval()`,
+/// and may be NaN or ±inf exactly where scipy's are (serialised as JSON `null`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TTestResult {
     pub statistic: f64,
     /// Two-sided p-value.
     pub pvalue: f64,
     pub df: f64,
+    /// The difference the test is about: mean(a) - mean(b) (Welch) or the
+    /// mean of the paired differences.
+    pub estimate: f64,
+    /// The standard error of `estimate`; `statistic = estimate / standard_error`.
+    pub standard_error: f64,
 }
 
 impl TTestResult {
@@ -30,7 +36,26 @@ impl TTestResult {
         statistic: f64::NAN,
         pvalue: f64::NAN,
         df: f64::NAN,
+        estimate: f64::NAN,
+        standard_error: f64::NAN,
     };
+
+    /// The two-sided interval of `estimate` implied by this test, scipy's
+    /// `TtestResult.confidence_interval(confidence)`:
+    /// `estimate + t.ppf((1 ± confidence) / 2, df) * standard_error`.
+    ///
+    /// It is the set of differences the test would not reject at
+    /// `1 - confidence`, so it excludes 0 exactly when `pvalue < 1 - confidence`
+    /// (up to rounding at the boundary itself). With zero variance it is the
+    /// point `(estimate, estimate)`: it excludes 0 exactly when the means
+    /// differ, which is when scipy's p-value is 0.
+    pub fn confidence_interval(&self, confidence: f64) -> (f64, f64) {
+        let tail = (1.0 - confidence) / 2.0;
+        // t.ppf(tail) = -t.ppf(1 - tail): one quantile serves both ends.
+        let critical = student_t_ppf(1.0 - tail, self.df);
+        let half_width = critical * self.standard_error;
+        (self.estimate - half_width, self.estimate + half_width)
+    }
 }
 
 /// Welch's unequal-variance t-test of mean(a) - mean(b); equals
@@ -48,11 +73,15 @@ pub fn welch_t_test(a: &[f64], b: &[f64]) -> TTestResult {
     // scipy: "if df is undefined, variances are zero ... it doesn't matter
     // what df is as long as it's not NaN".
     let df = if df.is_nan() { 1.0 } else { df };
-    let statistic = (mean(&a) - mean(&b)) / (vn1 + vn2).sqrt();
+    let estimate = mean(&a) - mean(&b);
+    let standard_error = (vn1 + vn2).sqrt();
+    let statistic = estimate / standard_error;
     TTestResult {
         statistic,
         pvalue: student_t_two_sided(statistic, df),
         df,
+        estimate,
+        standard_error,
     }
 }
 
@@ -72,10 +101,14 @@ pub fn paired_t_test(a: &[f64], b: &[f64]) -> Result<TTestResult, StatsError> {
     let differences: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
     let n = differences.len() as f64;
     let df = n - 1.0;
-    let statistic = mean(&differences) / (variance(&differences) / n).sqrt();
+    let estimate = mean(&differences);
+    let standard_error = (variance(&differences) / n).sqrt();
+    let statistic = estimate / standard_error;
     Ok(TTestResult {
         statistic,
         pvalue: student_t_two_sided(statistic, df),
         df,
+        estimate,
+        standard_error,
     })
 }

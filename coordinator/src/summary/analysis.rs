@@ -8,25 +8,28 @@
 //!   against the unablated reference (`a` = ablation, `b` = reference), and any pair a
 //!   claim needs that is not already there (`a` = the claimed-better side).
 //!   Differences are always `a − b`.
-//! - Comparisons are paired when both groups ran the same seeds (same seed, same data
-//!   split and initialisation), with failed pairs dropped by the statistics crate.
-//! - Each comparison has one *primary* p-value: the paired t-test when paired, Welch's
-//!   t-test otherwise; where that test is undefined (zero variance), its rank
-//!   counterpart (Wilcoxon, Mann–Whitney) stands in. Holm–Bonferroni runs over the
-//!   primary p-values of all comparisons of the stage.
-//! - The bootstrap seed of a comparison is a hash of (stage, metric, a, b), so a
-//!   recomputed summary is identical to the stored one.
+//! - Each comparison runs one test, chosen before the data ([`planned_test`],
+//!   docs/statistics.md): the test a claim on the pair asks for (`test:`), else the
+//!   paired t-test when both groups ran the same seeds (same seed, same data split and
+//!   initialisation; failed pairs are dropped by the statistics crate) and Welch's
+//!   t-test otherwise. A test that is undefined for the data (zero variance) gives no
+//!   p-value; no other test stands in. Its interval is the one the test implies, at
+//!   95%, so it excludes 0 exactly when p < 0.05. Holm–Bonferroni runs over the
+//!   p-values of all comparisons of the stage.
 
 use crate::results::{group_by_variant, metric_names, JobOutcome};
-use expcluster_core::config::{Goal, LoadedConfig};
+use expcluster_core::config::{ClaimTest, Goal, LoadedConfig};
 use expcluster_core::expand::VariantKind;
 use expcluster_core::Stage;
-use expcluster_stats::{compare, describe, holm_bonferroni, Comparison, Descriptive};
+use expcluster_stats::{
+    compare, describe, holm_bonferroni, Comparison, Descriptive, StatsError, TestMethod,
+};
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Significance level the summaries use for "significant" (claims carry their own).
+/// Significance level the summaries use for "significant" (claims carry their own);
+/// the comparisons' intervals are at `1 - SUMMARY_ALPHA`.
 pub const SUMMARY_ALPHA: f64 = 0.05;
 
 /// One variant at one sweep point, with its per-seed values.
@@ -96,9 +99,12 @@ pub struct Test {
     pub a: usize,
     pub b: usize,
     pub purpose: Purpose,
-    pub bootstrap_seed: u64,
+    /// The test, fixed before the data, and why it is that one.
+    pub method: TestMethod,
+    pub method_reason: String,
     pub comparison: Comparison,
-    /// Name of the test behind `p_value` (`paired_t`, `wilcoxon`, `welch`, `mann_whitney`).
+    /// Name of the test behind `p_value` (`paired_t`, `welch`, `mann_whitney`);
+    /// `None` when the test is undefined for the data.
     pub test: Option<&'static str>,
     pub p_value: Option<f64>,
     pub p_holm: Option<f64>,
@@ -203,6 +209,16 @@ pub fn analyse(loaded: &LoadedConfig, stage: Stage, outcomes: &[JobOutcome]) -> 
             }
         })
         .collect();
+    analyse_groups(loaded, stage, metrics, groups)
+}
+
+/// The comparisons and Holm adjustment of a stage whose groups are known.
+pub fn analyse_groups(
+    loaded: &LoadedConfig,
+    stage: Stage,
+    metrics: Vec<String>,
+    groups: Vec<Group>,
+) -> StageAnalysis {
     let mut analysis = StageAnalysis {
         stage,
         proposed: loaded.config.proposed_method().to_owned(),
@@ -214,7 +230,7 @@ pub fn analyse(loaded: &LoadedConfig, stage: Stage, outcomes: &[JobOutcome]) -> 
     };
     let pairs = comparison_pairs(loaded, &analysis);
     for (metric, a, b, purpose) in pairs {
-        let test = run_test(&analysis, stage, metric, a, b, purpose);
+        let test = run_test(loaded, &analysis, metric, a, b, purpose);
         analysis.tests.push(test);
     }
     let raw: Vec<f64> = analysis
@@ -276,98 +292,116 @@ fn comparison_pairs(
 }
 
 fn run_test(
+    loaded: &LoadedConfig,
     analysis: &StageAnalysis,
-    stage: Stage,
     metric: String,
     a: usize,
     b: usize,
     purpose: Purpose,
 ) -> Test {
     let (group_a, group_b) = (&analysis.groups[a], &analysis.groups[b]);
-    let paired = group_a.seeds == group_b.seeds;
-    let bootstrap_seed = fnv1a(&[stage.as_str(), &metric, &group_a.stem, &group_b.stem]);
-    // Lengths match whenever `paired` is set, the only error `compare` has.
+    let (method, method_reason) = planned_test(loaded, group_a, group_b, &metric);
     let comparison = compare(
         group_a.values(&metric),
         group_b.values(&metric),
-        paired,
-        bootstrap_seed,
+        method,
+        1.0 - SUMMARY_ALPHA,
     )
-    .or_else(|_| {
-        compare(
-            group_a.values(&metric),
-            group_b.values(&metric),
-            false,
-            bootstrap_seed,
-        )
-    });
-    let comparison = match comparison {
-        Ok(comparison) => comparison,
-        Err(_) => unreachable_comparison(group_a, group_b, &metric),
-    };
-    let (test, p_value) = primary_p_value(&comparison);
+    .unwrap_or_else(|err| unreachable_comparison(group_a, group_b, &metric, method, err));
     Test {
         metric,
         a,
         b,
         purpose,
-        bootstrap_seed,
+        method,
+        method_reason,
+        test: comparison.p_value.map(|_| method.as_str()),
+        p_value: comparison.p_value,
         comparison,
-        test,
-        p_value,
         p_holm: None,
     }
 }
 
-/// `compare` only fails on a paired length mismatch, ruled out above; this keeps the
-/// stage finishing (with an untested comparison) rather than panicking if that changes.
-fn unreachable_comparison(a: &Group, b: &Group, metric: &str) -> Comparison {
+/// The test of a comparison, from the config and the design only (never the data):
+/// the test a claim on this pair and metric asks for, else paired t when both groups
+/// ran the same seeds and Welch otherwise. A paired test asked for on groups that ran
+/// different seeds cannot pair them, so it becomes Welch, and the reason says so.
+pub fn planned_test(
+    loaded: &LoadedConfig,
+    a: &Group,
+    b: &Group,
+    metric: &str,
+) -> (TestMethod, String) {
+    let shared_seeds = a.seeds == b.seeds;
+    let asked = loaded.config.claims.iter().find(|claim| {
+        claim.metric == metric
+            && claim.test != ClaimTest::Auto
+            && ((claim.better == a.variant && claim.than == b.variant)
+                || (claim.better == b.variant && claim.than == a.variant))
+    });
+    let design = if shared_seeds {
+        (
+            TestMethod::PairedT,
+            "design: both sides ran the same seeds".to_owned(),
+        )
+    } else {
+        (
+            TestMethod::Welch,
+            "design: the sides ran different seeds".to_owned(),
+        )
+    };
+    let Some(claim) = asked else {
+        return design;
+    };
+    match claim.test {
+        ClaimTest::Auto => design,
+        ClaimTest::PairedT if !shared_seeds => (
+            TestMethod::Welch,
+            format!(
+                "claim `{}` asks for paired_t, but the sides ran different seeds: welch",
+                claim.id
+            ),
+        ),
+        ClaimTest::PairedT => (
+            TestMethod::PairedT,
+            format!("claim `{}` asks for paired_t", claim.id),
+        ),
+        ClaimTest::Welch => (
+            TestMethod::Welch,
+            format!("claim `{}` asks for welch", claim.id),
+        ),
+        ClaimTest::MannWhitney => (
+            TestMethod::MannWhitney,
+            format!("claim `{}` asks for mann_whitney", claim.id),
+        ),
+    }
+}
+
+/// `compare` only fails on a paired length mismatch (the seeds are equal whenever the
+/// test is paired) or an invalid confidence (a constant); this keeps the stage
+/// finishing, with an untested comparison, rather than panicking if that changes.
+fn unreachable_comparison(
+    a: &Group,
+    b: &Group,
+    metric: &str,
+    method: TestMethod,
+    err: StatsError,
+) -> Comparison {
     Comparison {
         a: a.describe(metric),
         b: b.describe(metric),
-        paired: false,
+        method,
+        paired: method.is_paired(),
         n_pairs: None,
         mean_diff: None,
-        mean_diff_ci_low: None,
-        mean_diff_ci_high: None,
-        ci_confidence: expcluster_stats::BOOTSTRAP_CONFIDENCE,
+        p_value: None,
+        interval: None,
+        paired_t: None,
         welch: None,
         mann_whitney: None,
-        paired_t: None,
-        wilcoxon: None,
         cohens_d: None,
         hedges_g: None,
-        notes: vec!["comparison could not be computed".to_owned()],
+        cohens_dz: None,
+        notes: vec![format!("comparison could not be computed: {err}")],
     }
-}
-
-/// The primary p-value of a comparison and the test it came from.
-pub fn primary_p_value(comparison: &Comparison) -> (Option<&'static str>, Option<f64>) {
-    let candidates: [(&'static str, Option<f64>); 2] = if comparison.paired {
-        [
-            ("paired_t", comparison.paired_t.map(|t| t.pvalue)),
-            ("wilcoxon", comparison.wilcoxon.map(|w| w.pvalue)),
-        ]
-    } else {
-        [
-            ("welch", comparison.welch.map(|t| t.pvalue)),
-            ("mann_whitney", comparison.mann_whitney.map(|u| u.pvalue)),
-        ]
-    };
-    candidates
-        .into_iter()
-        .find_map(|(name, p)| p.filter(|p| p.is_finite()).map(|p| (Some(name), Some(p))))
-        .unwrap_or((None, None))
-}
-
-/// FNV-1a over the parts (separated), a hash that never changes between builds.
-pub fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain(std::iter::once(0x1f)) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
 }

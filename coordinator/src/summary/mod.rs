@@ -2,8 +2,8 @@
 //! `ablation_summary.json`): descriptive statistics per method and metric, the
 //! comparisons with Holm's correction, and text generated from those numbers.
 //!
-//! A summary is a pure function of (config, stage, per-job results): no clock, seeded
-//! bootstraps, insertion-ordered keys. That is what lets `expcluster summarize`
+//! A summary is a pure function of (config, stage, per-job results): no clock, no
+//! randomness, insertion-ordered keys. That is what lets `expcluster summarize`
 //! recompute it from the stored results ([`stored`]) and get the same bytes.
 
 pub mod analysis;

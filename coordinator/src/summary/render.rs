@@ -4,18 +4,46 @@
 //! `best_method`, `analysis`; `key_findings`, `best_configuration`,
 //! `statistical_tests`; `ablations[{name, change, impact, conclusion}]`) and add n,
 //! n_failed, se, the 95% CI, min, max, the failed seeds and the per-seed array of every
-//! entry. Undefined numbers are `null`. Nothing here reads a clock, so the same
-//! results always give the same bytes.
+//! entry. Every comparison names its test and the interval that test implies
+//! (docs/statistics.md). Undefined numbers are `null`. Nothing here reads a clock, so
+//! the same results always give the same bytes.
 
 use super::analysis::{Group, StageAnalysis, Test, SUMMARY_ALPHA};
-use super::text::{best_group, fmt_diff, fmt_p, test_sentence};
+use super::text::{best_group, fmt_diff, fmt_p, test_and_interval, test_sentence};
 use expcluster_core::config::{Goal, LoadedConfig};
-use expcluster_stats::{BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES};
+use expcluster_stats::{Comparison, Interval};
 use serde_json::{json, Map, Value};
 
 pub fn num(value: Option<f64>) -> Value {
     match value {
         Some(v) if v.is_finite() => Value::from(v),
+        _ => Value::Null,
+    }
+}
+
+/// The interval a comparison's test implies, with its method and what it estimates.
+pub fn interval_json(interval: Option<&Interval>) -> Value {
+    let Some(interval) = interval else {
+        return Value::Null;
+    };
+    json!({
+        "method": interval.method,
+        "label": interval.method.label(),
+        "confidence": interval.confidence,
+        "estimand": interval.method.estimand(),
+        "estimate": num(Some(interval.estimate)),
+        "low": num(Some(interval.low)),
+        "high": num(Some(interval.high)),
+    })
+}
+
+/// `[low, high]` of the interval when it is about the difference of means (the t
+/// tests), `null` otherwise: the `mean_diff_ci95` of the tables.
+pub fn mean_diff_interval(comparison: &Comparison) -> Value {
+    match comparison.interval {
+        Some(interval) if interval.method.estimates_mean_difference() => {
+            pair(Some(interval.low), Some(interval.high))
+        }
         _ => Value::Null,
     }
 }
@@ -120,19 +148,23 @@ pub fn test_json(analysis: &StageAnalysis, loaded: &LoadedConfig, test: &Test) -
         "n_pairs": c.n_pairs,
         "n_a": c.a.n,
         "n_failed_a": c.a.n_nan,
+        "failed_seeds_a": a.failed_seeds(&test.metric),
         "mean_a": num(c.a.mean),
         "n_b": c.b.n,
         "n_failed_b": c.b.n_nan,
+        "failed_seeds_b": b.failed_seeds(&test.metric),
         "mean_b": num(c.b.mean),
         "mean_diff": num(c.mean_diff),
-        "mean_diff_ci95": pair(c.mean_diff_ci_low, c.mean_diff_ci_high),
-        "bootstrap": {"method": "percentile", "resamples": BOOTSTRAP_RESAMPLES, "confidence": BOOTSTRAP_CONFIDENCE, "seed": test.bootstrap_seed},
+        "mean_diff_ci95": mean_diff_interval(c),
+        "interval": interval_json(c.interval.as_ref()),
+        "planned_test": test.method,
+        "planned_test_reason": test.method_reason,
         "welch": c.welch,
         "mann_whitney": c.mann_whitney,
         "paired_t": c.paired_t,
-        "wilcoxon": c.wilcoxon,
         "cohens_d": num(c.cohens_d),
         "hedges_g": num(c.hedges_g),
+        "cohens_dz": num(c.cohens_dz),
         "test": test.test,
         "p_value": num(test.p_value),
         "p_holm": num(test.p_holm),
@@ -149,7 +181,8 @@ pub fn statistical_tests(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Val
         "alpha": SUMMARY_ALPHA,
         "correction": "holm-bonferroni",
         "family_size": analysis.family_size,
-        "primary_test": "paired t-test when both sides ran the same seeds, else Welch's t-test; Wilcoxon / Mann-Whitney when that test is undefined (zero variance)",
+        "primary_test": "chosen before the data: the test a claim on the pair asks for (config `test:`), else the paired t-test when both sides ran the same seeds and Welch's t-test otherwise; a test undefined for the data (zero variance) gives no p-value and no other test stands in (docs/statistics.md)",
+        "interval": format!("the interval each comparison's test implies, at {}%: paired t → t interval of the mean paired difference, Welch → Welch–Satterthwaite interval, Mann–Whitney → Hodges–Lehmann shift with its exact or normal interval; it excludes 0 exactly when p < {SUMMARY_ALPHA}", 100.0 * (1.0 - SUMMARY_ALPHA)),
         "comparisons": analysis.tests.iter().map(|t| test_json(analysis, loaded, t)).collect::<Vec<_>>(),
     })
 }
@@ -266,8 +299,10 @@ pub fn ablation_entry(analysis: &StageAnalysis, loaded: &LoadedConfig, index: us
             test.metric.clone(),
             json!({
                 "difference": num(c.mean_diff),
-                "ci95": pair(c.mean_diff_ci_low, c.mean_diff_ci_high),
+                "ci95": mean_diff_interval(c),
+                "interval": interval_json(c.interval.as_ref()),
                 "test": test.test,
+                "planned_test": test.method,
                 "p_value": num(test.p_value),
                 "p_holm": num(test.p_holm),
                 "hedges_g": num(c.hedges_g),
@@ -277,6 +312,7 @@ pub fn ablation_entry(analysis: &StageAnalysis, loaded: &LoadedConfig, index: us
                 "n_failed_ablated": c.a.n_nan,
                 "n_full": c.b.n,
                 "n_failed_full": c.b.n_nan,
+                "failed_seeds_ablated": group.failed_seeds(&test.metric),
             }),
         );
         if test.metric == analysis.primary_metric {
@@ -297,10 +333,19 @@ pub fn ablation_entry(analysis: &StageAnalysis, loaded: &LoadedConfig, index: us
 fn ablation_conclusion(group: &Group, test: &Test, direction: &str) -> String {
     let c = &test.comparison;
     let numbers = match (c.mean_diff, test.p_holm) {
-        (Some(diff), Some(p)) => {
-            format!("{} {} (Holm p = {})", test.metric, fmt_diff(diff), fmt_p(p))
-        }
-        (Some(diff), None) => format!("{} {} (no test possible)", test.metric, fmt_diff(diff)),
+        (Some(diff), Some(p)) => format!(
+            "{} {} ({}, Holm p = {})",
+            test.metric,
+            fmt_diff(diff),
+            test_and_interval(test),
+            fmt_p(p)
+        ),
+        (Some(diff), None) => format!(
+            "{} {} ({} not possible)",
+            test.metric,
+            fmt_diff(diff),
+            test.method.label()
+        ),
         _ => format!("{} not comparable", test.metric),
     };
     let failed = c.a.n_nan + c.b.n_nan;

@@ -4,7 +4,7 @@
 
 use super::analysis::{Group, StageAnalysis, Test, SUMMARY_ALPHA};
 use expcluster_core::config::{Goal, LoadedConfig};
-use expcluster_stats::Descriptive;
+use expcluster_stats::{Descriptive, Interval};
 
 /// A number for prose: 4 decimals, or scientific notation when tiny or huge.
 pub fn fmt_num(value: f64) -> String {
@@ -57,11 +57,95 @@ pub fn describe_short(stats: &Descriptive) -> String {
     )
 }
 
-/// What one comparison shows, e.g. `proposed vs baseline on acc: difference +0.07
-/// [95% CI +0.05, +0.09], paired_t p = 0.001 (Holm 0.003): proposed is significantly
-/// better`.
+/// An interval for prose: `95% CI [+0.0010, +0.0156] (paired t interval)`; an end
+/// the samples are too small to bound prints as ∞.
+pub fn fmt_interval(interval: &Interval) -> String {
+    let end = |value: f64| {
+        if value.is_finite() {
+            fmt_diff(value)
+        } else if value > 0.0 {
+            "+∞".to_owned()
+        } else {
+            "−∞".to_owned()
+        }
+    };
+    format!(
+        "{}% CI [{}, {}] ({})",
+        fmt_num_short(100.0 * interval.confidence),
+        end(interval.low),
+        end(interval.high),
+        interval.method.label()
+    )
+}
+
+/// `99`, `95`, `97.5`: a confidence level in percent without trailing zeros.
+fn fmt_num_short(percent: f64) -> String {
+    let text = format!("{percent:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// The test and its interval, e.g. `paired t-test p = 0.0412, 95% CI [+0.0010,
+/// +0.0156] (paired t interval)`; for a rank test the interval's estimate (the
+/// Hodges–Lehmann shift) comes first, since it is not the mean difference.
+pub fn test_and_interval(test: &Test) -> String {
+    let c = &test.comparison;
+    let Some(p) = c.p_value else {
+        return format!("{} not possible", test.method.label());
+    };
+    let interval = match c.interval {
+        Some(interval) if interval.method.estimates_mean_difference() => {
+            format!(", {}", fmt_interval(&interval))
+        }
+        Some(interval) => format!(
+            ", shift {} {}",
+            fmt_diff(interval.estimate),
+            fmt_interval(&interval)
+        ),
+        None => String::new(),
+    };
+    format!("{} p = {}{interval}", test.method.label(), fmt_p(p))
+}
+
+/// The seeds behind a comparison and the failed ones left out, e.g. `n = 4 pairs,
+/// no failed seed` or `n = 4 vs 3, 1 failed seed excluded (baseline: seed 2)`.
+pub fn sample_text(a: &Group, b: &Group, test: &Test) -> String {
+    let c = &test.comparison;
+    let size = match c.n_pairs {
+        Some(pairs) => format!("n = {pairs} pairs"),
+        None => format!("n = {} vs {}", c.a.n, c.b.n),
+    };
+    let failed: Vec<String> = [a, b]
+        .iter()
+        .filter_map(|group| {
+            let seeds = group.failed_seeds(&test.metric);
+            (!seeds.is_empty()).then(|| {
+                let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+                format!(
+                    "{}: seed{} {}",
+                    group.stem,
+                    if seeds.len() == 1 { "" } else { "s" },
+                    list.join(", ")
+                )
+            })
+        })
+        .collect();
+    let count = c.a.n_nan + c.b.n_nan;
+    match count {
+        0 => format!("{size}, no failed seed"),
+        1 => format!("{size}, 1 failed seed excluded ({})", failed.join("; ")),
+        _ => format!(
+            "{size}, {count} failed seeds excluded ({})",
+            failed.join("; ")
+        ),
+    }
+}
+
+/// What one comparison shows, e.g. `proposed vs baseline on acc: difference +0.07,
+/// paired t-test p = 0.001, 95% CI [+0.05, +0.09] (paired t interval), Holm p = 0.003;
+/// n = 4 pairs, no failed seed: proposed is significantly better`.
 pub fn test_sentence(analysis: &StageAnalysis, loaded: &LoadedConfig, test: &Test) -> String {
-    let (a, b) = (&analysis.groups[test.a].stem, &analysis.groups[test.b].stem);
+    let (group_a, group_b) = (&analysis.groups[test.a], &analysis.groups[test.b]);
+    let (a, b) = (&group_a.stem, &group_b.stem);
     let c = &test.comparison;
     let Some(diff) = c.mean_diff else {
         return format!(
@@ -70,21 +154,13 @@ pub fn test_sentence(analysis: &StageAnalysis, loaded: &LoadedConfig, test: &Tes
             c.notes.join("; ")
         );
     };
-    let interval = match (c.mean_diff_ci_low, c.mean_diff_ci_high) {
-        (Some(low), Some(high)) => format!(" [95% CI {}, {}]", fmt_diff(low), fmt_diff(high)),
-        _ => String::new(),
-    };
-    let failed = c.a.n_nan + c.b.n_nan;
-    let failed = if failed > 0 {
-        format!(", {failed} failed seed(s) excluded")
-    } else {
-        String::new()
-    };
-    let (Some(name), Some(p), Some(p_holm)) = (test.test, test.p_value, test.p_holm) else {
+    let sample = sample_text(group_a, group_b, test);
+    let (Some(p_holm), Some(_)) = (test.p_holm, test.p_value) else {
         return format!(
-            "{a} vs {b} on {}: difference {}{interval}{failed}; no test was possible ({})",
+            "{a} vs {b} on {}: difference {}; {} not possible ({}); {sample}",
             test.metric,
             fmt_diff(diff),
+            test.method.label(),
             c.notes.join("; ")
         );
     };
@@ -93,13 +169,13 @@ pub fn test_sentence(analysis: &StageAnalysis, loaded: &LoadedConfig, test: &Tes
         test.better_side(loaded.config.goal_of(&test.metric)),
     ) {
         (true, Some(side)) => format!("{} is significantly better", analysis.groups[side].stem),
-        _ => format!("no significant difference at α = {SUMMARY_ALPHA}"),
+        _ => format!("no significant difference at α = {SUMMARY_ALPHA} after Holm"),
     };
     format!(
-        "{a} vs {b} on {}: difference {}{interval}, {name} p = {} (Holm p = {}){failed}: {verdict}",
+        "{a} vs {b} on {}: difference {}, {}, Holm p = {}; {sample}: {verdict}",
         test.metric,
         fmt_diff(diff),
-        fmt_p(p),
+        test_and_interval(test),
         fmt_p(p_holm)
     )
 }
@@ -160,7 +236,8 @@ pub fn findings(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Vec<String> 
         ));
     }
     out.push(format!(
-        "p-values are Holm–Bonferroni adjusted over the {} comparisons of this stage.",
+        "Each comparison runs the one test fixed before the data (a claim's `test:`, else the paired t-test on shared seeds, else Welch's) and reports the {}% interval that test implies; p-values are Holm–Bonferroni adjusted over the {} comparisons of this stage.",
+        fmt_num_short(100.0 * (1.0 - SUMMARY_ALPHA)),
         analysis.family_size
     ));
     out

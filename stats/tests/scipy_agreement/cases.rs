@@ -17,7 +17,7 @@ pub struct Case {
 }
 
 impl Case {
-    fn new(label: impl Into<String>, a: Vec<f64>, b: Vec<f64>) -> Case {
+    pub fn new(label: impl Into<String>, a: Vec<f64>, b: Vec<f64>) -> Case {
         Case {
             label: label.into(),
             a,

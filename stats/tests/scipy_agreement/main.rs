@@ -5,11 +5,13 @@ mod cases;
 mod python;
 mod tolerance;
 
-mod bootstrap;
 mod compare;
 mod correction;
+mod coverage;
 mod descriptive;
 mod effect_size;
+mod intervals;
 mod parametric;
+mod power;
 mod properties;
 mod rank_tests;

@@ -1,23 +1,44 @@
 //! Welch's and the paired t-test against `ttest_ind(equal_var=False)` and
-//! `ttest_rel`.
+//! `ttest_rel`, including the intervals they imply
+//! (`confidence_interval(0.95)` and `(0.99)`).
 
-use expcluster_stats::{paired_t_test, welch_t_test, StatsError};
+use expcluster_stats::{paired_t_test, welch_t_test, StatsError, TTestResult};
+use serde_json::Value;
 
 use crate::cases;
-use crate::python::{field, run_reference};
+use crate::python::{decode, field, run_reference};
 use crate::tolerance::Mismatches;
 
 const WELCH: &str = r#"
 def run(case):
     r = stats.ttest_ind(finite(case["a"]), finite(case["b"]), equal_var=False)
-    return {"statistic": r.statistic, "pvalue": r.pvalue, "df": r.df}
+    return {"statistic": r.statistic, "pvalue": r.pvalue, "df": r.df,
+            "ci95": list(r.confidence_interval(0.95)), "ci99": list(r.confidence_interval(0.99))}
 "#;
 
 const PAIRED: &str = r#"
 def run(case):
     r = stats.ttest_rel(*finite_pairs(case["a"], case["b"]))
-    return {"statistic": r.statistic, "pvalue": r.pvalue, "df": float(r.df)}
+    return {"statistic": r.statistic, "pvalue": r.pvalue, "df": float(r.df),
+            "ci95": list(r.confidence_interval(0.95)), "ci99": list(r.confidence_interval(0.99))}
 "#;
+
+/// The intervals of `actual` at 95% and 99% against scipy's.
+fn check_intervals(
+    mismatches: &mut Mismatches,
+    label: &str,
+    actual: &TTestResult,
+    reference: &Value,
+) {
+    for (level, key) in [(0.95, "ci95"), (0.99, "ci99")] {
+        let (low, high) = actual.confidence_interval(level);
+        let expected = &reference[key];
+        let expected_low = decode(&expected[0]).expect("scipy gives a low end");
+        let expected_high = decode(&expected[1]).expect("scipy gives a high end");
+        mismatches.check(label, &format!("{key} low"), low, expected_low);
+        mismatches.check(label, &format!("{key} high"), high, expected_high);
+    }
+}
 
 #[test]
 fn welch_matches_scipy_ttest_ind() {
@@ -39,6 +60,7 @@ fn welch_matches_scipy_ttest_ind() {
             field(reference, "pvalue"),
         );
         mismatches.check(&case.label, "df", actual.df, field(reference, "df"));
+        check_intervals(&mut mismatches, &case.label, &actual, reference);
     }
     mismatches.assert_none(cases.len(), &version);
 }
@@ -63,6 +85,7 @@ fn paired_t_matches_scipy_ttest_rel() {
             field(reference, "pvalue"),
         );
         mismatches.check(&case.label, "df", actual.df, field(reference, "df"));
+        check_intervals(&mut mismatches, &case.label, &actual, reference);
     }
     mismatches.assert_none(cases.len(), &version);
 }

@@ -4,6 +4,7 @@
 
 use expcluster_stats::{
     compare, describe, holm_bonferroni, mann_whitney_u, welch_t_test, wilcoxon_signed_rank,
+    TestMethod,
 };
 use proptest::prelude::*;
 
@@ -25,21 +26,23 @@ proptest! {
     fn never_panics_and_p_values_are_probabilities(
         a in prop::collection::vec(value(), 0..25),
         b in prop::collection::vec(value(), 0..25),
-        seed in any::<u64>(),
     ) {
         let summary = describe(&a);
         prop_assert_eq!(summary.n + summary.n_nan, a.len());
-        let c = compare(&a, &b, false, seed).expect("unpaired never fails");
-        for p in [c.welch.map(|t| t.pvalue), c.mann_whitney.map(|m| m.pvalue)].into_iter().flatten() {
-            prop_assert!((0.0..=1.0).contains(&p));
+        for method in [TestMethod::Welch, TestMethod::MannWhitney] {
+            let c = compare(&a, &b, method, 0.95).expect("unpaired never fails");
+            prop_assert_eq!(c.p_value.is_some(), c.interval.is_some());
+            if let Some(p) = c.p_value {
+                prop_assert!((0.0..=1.0).contains(&p));
+            }
         }
         prop_assert!(in_unit_interval_or_nan(welch_t_test(&a, &b).pvalue));
         let n = a.len().min(b.len());
         let w = wilcoxon_signed_rank(&a[..n], &b[..n]).expect("equal lengths");
         prop_assert!(in_unit_interval_or_nan(w.pvalue));
-        let c = compare(&a[..n], &b[..n], true, seed).expect("equal lengths");
-        if let (Some(low), Some(high)) = (c.mean_diff_ci_low, c.mean_diff_ci_high) {
-            prop_assert!(low <= high);
+        let c = compare(&a[..n], &b[..n], TestMethod::PairedT, 0.95).expect("equal lengths");
+        if let Some(interval) = c.interval {
+            prop_assert!(interval.low <= interval.high);
         }
     }
 

@@ -115,39 +115,53 @@ for c in tests:
     w = f"{c['a']} vs {c['b']} on {c['metric']}"
     if [c["n_a"], c["n_failed_a"], c["n_b"], c["n_failed_b"]] != [len(fa), len(a) - len(fa), len(fb), len(b) - len(fb)]:
         errors.append(f"{w}: counts {c}")
-    r = stats.ttest_ind(fa, fb, equal_var=False)
-    close(w + " welch t", get(c, "welch", "statistic"), r.statistic); close(w + " welch p", get(c, "welch", "pvalue"), r.pvalue)
-    close(w + " welch df", get(c, "welch", "df"), r.df)
-    r = stats.mannwhitneyu(fa, fb)
-    close(w + " U", get(c, "mann_whitney", "statistic"), r.statistic); close(w + " U p", get(c, "mann_whitney", "pvalue"), r.pvalue)
     pooled = np.sqrt(((len(fa) - 1) * np.var(fa, ddof=1) + (len(fb) - 1) * np.var(fb, ddof=1)) / (len(fa) + len(fb) - 2))
     d = (np.mean(fa) - np.mean(fb)) / pooled
     df = len(fa) + len(fb) - 2
     close(w + " cohens_d", c["cohens_d"], d)
     close(w + " hedges_g", c["hedges_g"], d * np.exp(special.gammaln(df / 2) - np.log(np.sqrt(df / 2)) - special.gammaln((df - 1) / 2)))
+    # One test per comparison, planned by the design (same seeds: paired t), and
+    # the interval that test implies: scipy's confidence_interval() of the same test.
+    method = c["planned_test"]
+    if method != ("paired_t" if c["paired"] else "welch"): errors.append(f"{w}: planned {method}")
     if c["paired"]:
         m = np.isfinite(a) & np.isfinite(b)
         if c["n_pairs"] != int(m.sum()): errors.append(f"{w}: n_pairs {c['n_pairs']}")
-        r = stats.ttest_rel(a[m], b[m])
-        close(w + " paired t", get(c, "paired_t", "statistic"), r.statistic); close(w + " paired p", get(c, "paired_t", "pvalue"), r.pvalue)
-        r = stats.wilcoxon(a[m], b[m])
-        close(w + " wilcoxon", get(c, "wilcoxon", "statistic"), r.statistic); close(w + " wilcoxon p", get(c, "wilcoxon", "pvalue"), r.pvalue)
-        diff = np.mean(a[m] - b[m]); primary = get(c, "paired_t", "pvalue") if get(c, "paired_t", "pvalue") is not None else get(c, "wilcoxon", "pvalue"); spread = a[m] - b[m]
+        r = stats.ttest_rel(a[m], b[m]); diff = np.mean(a[m] - b[m])
     else:
-        diff = np.mean(fa) - np.mean(fb); primary = get(c, "welch", "pvalue") if get(c, "welch", "pvalue") is not None else get(c, "mann_whitney", "pvalue"); spread = np.array([x - y for x in fa for y in fb])
+        r = stats.ttest_ind(fa, fb, equal_var=False); diff = np.mean(fa) - np.mean(fb)
     close(w + " mean_diff", c["mean_diff"], diff)
-    close(w + " p_value", c["p_value"], primary)
-    lo, hi = c["mean_diff_ci95"]
-    if not (spread.min() - 1e-12 <= lo <= diff <= hi <= spread.max() + 1e-12):
-        errors.append(f"{w}: bootstrap interval {lo, hi} around {diff}")
+    if c["p_value"] is None:
+        # Undefined (zero variance, as scipy's NaN says): no interval, no stand-in test.
+        if c["interval"] is not None or c["test"] is not None or np.isfinite(r.pvalue):
+            errors.append(f"{w}: undefined test reported {c}")
+        continue
+    for other in ("welch", "paired_t", "mann_whitney"):
+        if other != method and c[other] is not None: errors.append(f"{w}: {other} reported beside {method}")
+    close(w + " t", get(c, method, "statistic"), r.statistic); close(w + " p", get(c, method, "pvalue"), r.pvalue)
+    close(w + " df", get(c, method, "df"), r.df)
+    close(w + " p_value", c["p_value"], r.pvalue)
+    if c["test"] != method: errors.append(f"{w}: test {c['test']}")
+    ci = r.confidence_interval(0.95)
+    iv = c["interval"]
+    if iv["method"] != ("paired_t" if c["paired"] else "welch_satterthwaite") or iv["confidence"] != 0.95:
+        errors.append(f"{w}: interval {iv}")
+    close(w + " ci low", iv["low"], ci.low); close(w + " ci high", iv["high"], ci.high)
+    close(w + " ci95 low", c["mean_diff_ci95"][0], ci.low); close(w + " ci95 high", c["mean_diff_ci95"][1], ci.high)
+    if (iv["low"] > 0 or iv["high"] < 0) != (c["p_value"] < 0.05):
+        errors.append(f"{w}: interval {iv['low'], iv['high']} and p = {c['p_value']} disagree")
   except (TypeError, KeyError) as err:
     errors.append(f"{c['a']} vs {c['b']} on {c['metric']}: missing statistic ({err!r}): {c}")
 # Holm-Bonferroni over the family, as statsmodels' multipletests(method='holm').
-ps = [c["p_value"] for c in tests]
+# Comparisons without a p-value are outside the family.
+family = [i for i, c in enumerate(tests) if c["p_value"] is not None]
+ps = [tests[i]["p_value"] for i in family]
 order = np.argsort(ps, kind="stable"); running = 0.0
-for rank, i in enumerate(order):
-    running = max(running, ps[i] * (len(ps) - rank))
-    close(f"holm {i}", tests[i]["p_holm"], min(running, 1.0))
+for rank, j in enumerate(order):
+    running = max(running, ps[j] * (len(ps) - rank))
+    close(f"holm {family[j]}", tests[family[j]]["p_holm"], min(running, 1.0))
+for i, c in enumerate(tests):
+    if c["p_value"] is None and c["p_holm"] is not None: errors.append(f"holm {i} without p")
 if s["statistical_tests"]["family_size"] != len(ps): errors.append("family_size")
 for run, metrics in s.get("learning_curves", {}).items():
     for metric, lc in metrics.items():
@@ -158,24 +172,98 @@ for run, metrics in s.get("learning_curves", {}).items():
 print(json.dumps({"errors": errors, "checked": checked[0]}))
 "#;
 
-/// Runs [`SCIPY_CHECK`] on a summary; asserts every number agrees.
-fn assert_agrees_with_scipy(ws: &TestWorkspace, summary: &str) {
-    let output = Command::new(python())
-        .args(["-c", SCIPY_CHECK])
-        .arg(&ws.root)
-        .arg(summary)
-        .output()
+/// Runs a check script with `args` and `stdin`; asserts it found no error among at
+/// least `least` numbers checked.
+fn run_check(script: &str, args: &[&std::ffi::OsStr], stdin: &[u8], least: u64, what: &str) {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("python");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let output = child.wait_with_output().expect("python");
     assert_success(&output);
     let report: Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert_eq!(
-        report["errors"],
-        serde_json::json!([]),
-        "{summary} disagrees with scipy"
-    );
+    assert_eq!(report["errors"], serde_json::json!([]), "{what} disagrees");
     assert!(
-        report["checked"].as_u64().unwrap() > 50,
+        report["checked"].as_u64().unwrap() >= least,
         "too few numbers checked: {report}"
+    );
+}
+
+/// Runs [`SCIPY_CHECK`] on a summary; asserts every number agrees.
+fn assert_agrees_with_scipy(ws: &TestWorkspace, summary: &str) {
+    let args = [ws.root.as_os_str(), std::ffi::OsStr::new(summary)];
+    run_check(SCIPY_CHECK, &args, b"", 51, summary);
+}
+
+/// Recomputes each claim's evidence from the stored arrays: the interval at 1 - alpha
+/// is scipy's `ttest_rel(...).confidence_interval()` (1e-9) and excludes 0 exactly when
+/// p < alpha; the power figures are statsmodels' `TTestPower` at alpha / family (1e-6).
+const CLAIM_CHECK: &str = r#"
+import json, sys, numpy as np
+from scipy import stats
+from statsmodels.stats.power import TTestPower
+root = sys.argv[1]
+files = {"baselines": "baseline_summary.json", "full": "research_summary.json", "ablations": "ablation_summary.json"}
+errors, checked = [], [0]
+def close(what, got, want, tol):
+    checked[0] += 1
+    if got is None or want is None or not np.isfinite(want) or abs(got - want) > tol * max(1.0, abs(want)):
+        errors.append(f"{what}: got {got!r}, want {want!r}")
+for event in json.load(sys.stdin):
+    s = json.load(open(f"{root}/{files[event['stage']]}"))
+    alpha, metric = event["alpha"], event["metric"]
+    for e in event["evidence"]:
+        w = f"{event['claim']} in {event['stage']} ({e['better_run']} vs {e['than_run']})"
+        load = lambda run: np.load(f"{root}/{s['methods'][run][metric]['values_file']}")
+        x, y = load(e["better_run"]), load(e["than_run"])
+        m = np.isfinite(x) & np.isfinite(y)
+        d = x[m] - y[m]
+        if e["planned_test"] != "paired_t" or e["n_pairs"] != int(m.sum()):
+            errors.append(f"{w}: {e['planned_test']} on {e['n_pairs']} pairs")
+        r = stats.ttest_rel(x[m], y[m])
+        ci = r.confidence_interval(1 - alpha)
+        iv = e["interval"]
+        close(w + " p", e["p_value"], r.pvalue, 1e-9)
+        close(w + " interval low", iv["low"], ci.low, 1e-9)
+        close(w + " interval high", iv["high"], ci.high, 1e-9)
+        if iv["confidence"] != 1 - alpha or (iv["low"] > 0 or iv["high"] < 0) != (r.pvalue < alpha):
+            errors.append(f"{w}: interval {iv} vs p = {r.pvalue}")
+        pw, tool, n = e["power"], TTestPower(), len(d)
+        level = alpha / e["family_size"]
+        close(w + " power alpha", pw["alpha"], level, 1e-12)
+        close(w + " d_z", pw["observed_effect"], np.mean(d) / np.std(d, ddof=1), 1e-9)
+        close(w + " power", pw["power_at_observed"], tool.power(pw["observed_effect"], n, level), 1e-6)
+        close(w + " detectable", tool.power(pw["detectable_effect"], n, level), 0.8, 1e-6)
+        close(w + " detectable difference", pw["detectable_difference"], pw["detectable_effect"] * np.std(d, ddof=1), 1e-9)
+        if pw["nobs_needed"] > 2:
+            close(w + " seeds needed", tool.power(pw["observed_effect"], pw["nobs_needed"], level), 0.8, 1e-6)
+        if pw["seeds_needed"] != int(np.ceil(pw["nobs_needed"] - 1e-9)):
+            errors.append(f"{w}: seeds_needed {pw}")
+print(json.dumps({"errors": errors, "checked": checked[0]}))
+"#;
+
+/// Runs [`CLAIM_CHECK`] on every `hypothesis_evaluated` event and checks that each
+/// sentence names its test, its interval and its seeds.
+fn assert_claims_agree(ws: &TestWorkspace) {
+    let events = ws.events_of("hypothesis_evaluated");
+    for event in &events {
+        let summary = event["summary"].as_str().unwrap();
+        for expected in ["paired t-test p = ", "(paired t interval)", " pairs, "] {
+            assert!(summary.contains(expected), "{expected:?} not in {summary}");
+        }
+    }
+    let events = serde_json::to_vec(&events).unwrap();
+    run_check(
+        CLAIM_CHECK,
+        &[ws.root.as_os_str()],
+        &events,
+        9,
+        "claim evidence",
     );
 }
 
@@ -302,6 +390,7 @@ fn a_contradicted_claim_updates_the_idea_and_later_stages_carry_the_new_version(
         summary["analysis"]
     );
     assert_agrees_with_scipy(&ws, "baseline_summary.json");
+    assert_claims_agree(&ws);
 
     // summarize refuses while the coordinator holds the workspace, then reproduces
     // the file byte for byte once it is gone.
@@ -414,6 +503,7 @@ fn a_supported_claim_leaves_the_idea_alone_and_ablations_report_their_impact() {
         .unwrap()
         .starts_with("The most critical component is the one removed by no_bonus"));
     assert_agrees_with_scipy(&ws, "ablation_summary.json");
+    assert_claims_agree(&ws);
 }
 
 #[test]
