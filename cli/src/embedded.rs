@@ -17,6 +17,11 @@ pub struct EmbeddedCluster {
     pub address: String,
     /// The client token of this cluster, for the submitting CLI.
     pub client_security: ClientSecurity,
+    /// The coordinator itself, for a caller in this process that must act under its
+    /// state lock (`expcluster mcp`'s idea update: the coordinator holds the
+    /// workspace lock, so the update goes through its state, as the feedback after a
+    /// stage does).
+    pub coordinator: Arc<Coordinator>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
@@ -40,10 +45,10 @@ impl EmbeddedCluster {
         let worker_security = ClientSecurity::none().with_token(tokens.worker.expose())?;
         let client_security = ClientSecurity::none().with_token(tokens.client.expose())?;
         let server_stop = wait_for(stopped.clone());
+        let served = coordinator.clone();
         let server = tokio::spawn(async move {
             if let Err(err) =
-                expcluster_coordinator::server::serve(listener, coordinator, security, server_stop)
-                    .await
+                expcluster_coordinator::server::serve(listener, served, security, server_stop).await
             {
                 tracing::error!(%err, "embedded coordinator stopped");
             }
@@ -79,6 +84,7 @@ impl EmbeddedCluster {
         Ok(Self {
             address,
             client_security,
+            coordinator,
             stop,
             server,
             workers: handles,

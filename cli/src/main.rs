@@ -7,6 +7,7 @@
 mod commands;
 mod connect;
 mod embedded;
+mod mcp;
 mod output;
 mod progress;
 mod workspace_arg;

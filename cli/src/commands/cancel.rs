@@ -4,7 +4,7 @@ use super::CoordinatorArgs;
 use crate::commands::status::{explain, require_address};
 use clap::Args;
 use expcluster_proto::v1;
-use expcluster_worker::client::{channel, client_client};
+use expcluster_worker::client::{channel, client_client, ClientClient};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -26,26 +26,43 @@ pub struct CancelArgs {
 
 pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let address = require_address(&args.coordinator)?;
-    if args.stage.is_none() && args.job.is_none() {
-        anyhow::bail!("say what to cancel: --stage <stage> or --job <job id>");
-    }
     let security = args.connect.security(
         expcluster_coordinator::auth::Role::Client,
         crate::workspace_arg::resolve(None, None).ok().as_deref(),
     )?;
     let mut client = client_client(channel(&address, &security)?, &security);
-    let response = client
-        .cancel(v1::CancelRequest {
-            stage: args.stage.unwrap_or_default(),
-            job_id: args.job.unwrap_or_default(),
-        })
-        .await
-        .map_err(|status| explain(status, &address))?
-        .into_inner();
+    let cancelled = cancel(
+        &mut client,
+        &address,
+        args.stage.as_deref(),
+        args.job.as_deref(),
+    )
+    .await?;
     if args.json {
-        println!("{}", serde_json::json!({"cancelled": response.cancelled}));
+        println!("{}", serde_json::json!({"cancelled": cancelled}));
     } else {
-        println!("cancelled {} job(s)", response.cancelled);
+        println!("cancelled {cancelled} job(s)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels the queued and running jobs of `stage`, or one job; returns how many.
+pub async fn cancel(
+    client: &mut ClientClient,
+    address: &str,
+    stage: Option<&str>,
+    job: Option<&str>,
+) -> anyhow::Result<u32> {
+    if stage.is_none() && job.is_none() {
+        anyhow::bail!("say what to cancel: --stage <stage> or --job <job id>");
+    }
+    let response = client
+        .cancel(v1::CancelRequest {
+            stage: stage.unwrap_or_default().to_owned(),
+            job_id: job.unwrap_or_default().to_owned(),
+        })
+        .await
+        .map_err(|status| explain(status, address))?
+        .into_inner();
+    Ok(response.cancelled)
 }

@@ -11,7 +11,9 @@ use crate::output::render;
 use crate::workspace_arg;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use expcluster_coordinator::feedback::{apply_update, FileSink, IdeaUpdate};
+use expcluster_coordinator::feedback::{
+    apply_update, AppliedUpdate, EventSink, FileSink, IdeaUpdate,
+};
 use expcluster_coordinator::idea::{read_idea_json, version_of};
 use expcluster_coordinator::research_log::ResearchLog;
 use expcluster_coordinator::workspace::Workspace;
@@ -68,12 +70,7 @@ pub fn run(args: IdeaArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
-    let reason = args.reason.trim().to_owned();
-    if reason.is_empty() {
-        bail!(
-            "--reason is empty: say why the idea changes (it is the record future readers rely on)"
-        );
-    }
+    let reason = checked_reason(&args.reason)?;
     let root = workspace_arg::resolve(
         args.workspace.workspace.as_deref(),
         args.workspace.idea.as_deref(),
@@ -88,26 +85,26 @@ fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
     let _lock = workspace_lock::acquire(&root, "expcluster idea update")?;
     let workspace =
         Workspace::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
-    let next = version_of(&read_idea_json(&workspace)) + 1;
     let (log, _) = ResearchLog::open(&workspace.research_log_path(), false)?;
     let what_changed = match &args.from {
         Some(file) => format!("idea.md replaced by {} (diff below).", file.display()),
         None => "idea.md as edited in place (diff below, against the previous version's snapshot)."
             .to_owned(),
     };
-    let update = IdeaUpdate {
-        reason,
-        source: "researcher (`expcluster idea update`)".to_owned(),
-        new_idea_md,
-        what_changed: vec![what_changed],
-        impact: format!("stages submitted from now on run against version {next}."),
-        ..IdeaUpdate::default()
-    };
     let mut sink = FileSink {
         workspace: workspace.clone(),
         log,
     };
-    let applied = apply_update(&workspace, &mut sink, update)?;
+    let applied = researcher_update(
+        &workspace,
+        &mut sink,
+        ResearcherUpdate {
+            reason,
+            source: "researcher (`expcluster idea update`)".to_owned(),
+            new_idea_md,
+            what_changed,
+        },
+    )?;
     println!(
         "idea updated: version {} → {} (research_log.jsonl event #{}; entry added to idea_evolution.md)",
         applied.from_version, applied.to_version, applied.event_seq
@@ -125,6 +122,51 @@ fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The reason, trimmed; an empty one is refused (it is the record future readers
+/// rely on).
+pub fn checked_reason(reason: &str) -> anyhow::Result<String> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        bail!(
+            "the reason is empty: say why the idea changes (it is the record future readers rely on)"
+        );
+    }
+    Ok(reason.to_owned())
+}
+
+/// A researcher's (or an agent's) change to the idea.
+pub struct ResearcherUpdate {
+    /// Why, already checked by [`checked_reason`].
+    pub reason: String,
+    /// Who: `researcher (…)`, recorded in the `idea_updated` event.
+    pub source: String,
+    /// The new idea.md; `None` keeps idea.md as edited in place.
+    pub new_idea_md: Option<String>,
+    /// What changed, in words (the evolution entry's first line).
+    pub what_changed: String,
+}
+
+/// Records a new version of the idea through the feedback protocol (version bump,
+/// evolution entry with the diff, `idea_updated` event). The caller owns the
+/// workspace: it holds the workspace lock (`sink` a [`FileSink`]), or it is the
+/// coordinator (`sink` its state).
+pub fn researcher_update(
+    workspace: &Workspace,
+    sink: &mut dyn EventSink,
+    update: ResearcherUpdate,
+) -> anyhow::Result<AppliedUpdate> {
+    let next = version_of(&read_idea_json(workspace)) + 1;
+    let update = IdeaUpdate {
+        reason: update.reason,
+        source: update.source,
+        new_idea_md: update.new_idea_md,
+        what_changed: vec![update.what_changed],
+        impact: format!("stages submitted from now on run against version {next}."),
+        ..IdeaUpdate::default()
+    };
+    Ok(apply_update(workspace, sink, update)?)
+}
+
 /// The `+`/`-` lines of a diff, for the terminal.
 fn changed_lines(diff: &str) -> String {
     diff.lines()
@@ -138,20 +180,7 @@ fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         args.workspace.workspace.as_deref(),
         args.workspace.idea.as_deref(),
     )?;
-    let workspace =
-        Workspace::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
-    let idea = read_idea_json(&workspace);
-    let text = std::fs::read_to_string(workspace.research_log_path()).unwrap_or_default();
-    let updates: Vec<Value> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["type"] == "idea_updated")
-        .collect();
-    let field = |value: &Value| {
-        value
-            .as_str()
-            .map_or_else(|| value.to_string(), str::to_owned)
-    };
+    let history = history(&root)?;
     let mut rows = vec![vec![
         "version".to_owned(),
         "time".into(),
@@ -159,31 +188,86 @@ fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         "source".into(),
         "reason".into(),
     ]];
-    rows.push(vec![
-        "1".into(),
-        field(idea.get("created").unwrap_or(&Value::Null)),
-        "-".into(),
-        "initial".into(),
-        "initial idea".into(),
-    ]);
-    for event in &updates {
+    for version in &history.versions {
         rows.push(vec![
-            field(&event["to_version"]),
-            field(&event["time"]),
-            format!("#{}", field(&event["seq"])),
-            field(&event["source"]),
-            field(&event["reason"]),
+            version.version.to_string(),
+            version.time.clone(),
+            version
+                .event
+                .map_or_else(|| "-".to_owned(), |seq| format!("#{seq}")),
+            version.source.clone(),
+            version.reason.clone(),
         ]);
     }
     print!("{}", render(&rows));
-    println!("current version: {}", version_of(&idea));
+    println!("current version: {}", history.current_version);
     if args.diff {
-        for event in &updates {
-            if let Some(diff) = event["diff"].as_str() {
-                println!("\nversion {}:", field(&event["to_version"]));
+        for version in &history.versions {
+            if let Some(diff) = &version.diff {
+                println!("\nversion {}:", version.version);
                 print!("{}", changed_lines(diff));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every version of the idea.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct IdeaHistory {
+    /// idea.json's version.
+    pub current_version: u32,
+    /// Version 1, then one entry per `idea_updated` event, in order.
+    pub versions: Vec<IdeaVersion>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct IdeaVersion {
+    pub version: u64,
+    pub time: String,
+    /// The `idea_updated` event's `seq` in research_log.jsonl (none for version 1).
+    pub event: Option<u64>,
+    pub source: String,
+    pub reason: String,
+    /// The unified diff of idea.md, when it was recorded.
+    pub diff: Option<String>,
+}
+
+/// The idea's versions from idea.json and the research log's `idea_updated` events.
+pub fn history(root: &std::path::Path) -> anyhow::Result<IdeaHistory> {
+    let workspace =
+        Workspace::open(root).with_context(|| format!("cannot open {}", root.display()))?;
+    let idea = read_idea_json(&workspace);
+    let text = std::fs::read_to_string(workspace.research_log_path()).unwrap_or_default();
+    let field = |value: &Value| {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned)
+    };
+    let mut versions = vec![IdeaVersion {
+        version: 1,
+        time: field(idea.get("created").unwrap_or(&Value::Null)),
+        event: None,
+        source: "initial".into(),
+        reason: "initial idea".into(),
+        diff: None,
+    }];
+    for event in text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["type"] == "idea_updated")
+    {
+        versions.push(IdeaVersion {
+            version: event["to_version"].as_u64().unwrap_or_default(),
+            time: field(&event["time"]),
+            event: event["seq"].as_u64(),
+            source: field(&event["source"]),
+            reason: field(&event["reason"]),
+            diff: event["diff"].as_str().map(str::to_owned),
+        });
+    }
+    Ok(IdeaHistory {
+        current_version: version_of(&idea),
+        versions,
+    })
 }

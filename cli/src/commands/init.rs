@@ -58,30 +58,22 @@ fn idea_files(
     ])
 }
 
+/// What `init` made.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Created {
+    /// The new workspace.
+    pub workspace: String,
+    /// Its files.
+    pub files: Vec<String>,
+    /// Its empty folders, which a run fills.
+    pub folders: Vec<String>,
+}
+
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
-    if !is_safe_name(&args.idea) || args.idea.contains('.') {
-        bail!(
-            "{:?} cannot be an idea name: use letters, digits, `-` and `_`",
-            args.idea
-        );
-    }
-    let dir = args.root.join(&args.idea);
-    if dir.exists() {
-        bail!("{} already exists: expcluster never overwrites an idea; choose another name or remove it", dir.display());
-    }
-    let files = idea_files(&args.idea, chrono::Utc::now())?;
-    let staging = args
-        .root
-        .join(format!(".{}.init-{}", args.idea, std::process::id()));
-    std::fs::create_dir_all(&staging)
-        .with_context(|| format!("cannot create {}", staging.display()))?;
-    let made = fill_staging(&staging, &files).and_then(|()| publish(&staging, &dir));
-    if made.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    made?;
+    let created = create(&args.root, &args.idea)?;
+    let dir = Path::new(&created.workspace);
     println!("created {}", dir.display());
-    for (name, _) in &files {
+    for name in &created.files {
         println!("  {name}");
     }
     println!(
@@ -97,6 +89,32 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `<root>/<idea>/` with the files of a new idea, all at once; never over an
+/// existing one.
+pub fn create(root: &Path, idea: &str) -> anyhow::Result<Created> {
+    if !is_safe_name(idea) || idea.contains('.') {
+        bail!("{idea:?} cannot be an idea name: use letters, digits, `-` and `_`");
+    }
+    let dir = root.join(idea);
+    if dir.exists() {
+        bail!("{} already exists: expcluster never overwrites an idea; choose another name or remove it", dir.display());
+    }
+    let files = idea_files(idea, chrono::Utc::now())?;
+    let staging = root.join(format!(".{idea}.init-{}", std::process::id()));
+    std::fs::create_dir_all(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    let made = fill_staging(&staging, &files).and_then(|()| publish(&staging, &dir));
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    made?;
+    Ok(Created {
+        workspace: dir.display().to_string(),
+        files: files.iter().map(|(name, _)| (*name).to_owned()).collect(),
+        folders: FOLDERS.map(str::to_owned).to_vec(),
+    })
 }
 
 fn fill_staging(staging: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use crate::commands::status::{connect, explain};
 use anyhow::bail;
 use clap::Args;
 use expcluster_proto::v1;
+use expcluster_worker::client::ClientClient;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -51,20 +52,67 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     if args.follow {
         return super::logs_follow::follow(client, &address, &args).await;
     }
+    let read = fetch_log(
+        &mut client,
+        &address,
+        &args.job,
+        &args.stream,
+        args.attempt.unwrap_or(0),
+    )
+    .await?;
+    let state = read.state;
+    if args.json {
+        let value = serde_json::json!({"job_id": args.job, "attempt": read.attempt, "stream": args.stream, "exists": read.exists, "running": read.running, "state": state, "content": String::from_utf8_lossy(&read.content)});
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::io::stdout().write_all(&read.content)?;
+    if !read.exists {
+        eprintln!("job {} attempt {} ({state}) has no {} output stored yet; `--follow` prints it as it comes", args.job, read.attempt, args.stream);
+        print_tail(&read.stderr_tail);
+    } else if read.running {
+        eprintln!("(attempt {} is still running: this is its output so far; `--follow` prints the rest as it comes)", read.attempt);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the coordinator holds of one attempt's log.
+pub struct LogRead {
+    /// The attempt read (the latest when 0 was asked).
+    pub attempt: u32,
+    /// False while nothing of the attempt's log is stored yet.
+    pub exists: bool,
+    /// The attempt is still running: this is its output so far.
+    pub running: bool,
+    /// The job's state (`queued`, `running`, `succeeded`, …).
+    pub state: &'static str,
+    pub content: Vec<u8>,
+    /// The last stderr lines the coordinator keeps for the job.
+    pub stderr_tail: String,
+}
+
+/// Reads all the coordinator holds of a job's `stream` log (`attempt` 0: the latest).
+pub async fn fetch_log(
+    client: &mut ClientClient,
+    address: &str,
+    job: &str,
+    stream: &str,
+    attempt: u32,
+) -> anyhow::Result<LogRead> {
     // Answers are capped (1 MiB): read on to the end of what is stored.
     let mut content = Vec::new();
-    let mut attempt = args.attempt.unwrap_or(0);
+    let mut attempt = attempt;
     let piece = loop {
         let request = v1::JobLogRequest {
-            job_id: args.job.clone(),
+            job_id: job.to_owned(),
             attempt,
-            stream: args.stream.clone(),
+            stream: stream.to_owned(),
             offset: content.len() as u64,
         };
         let mut piece = client
             .job_log(request)
             .await
-            .map_err(|status| explain(status, &address))?
+            .map_err(|status| explain(status, address))?
             .into_inner();
         if piece.content.is_empty() {
             break piece;
@@ -72,20 +120,14 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         attempt = piece.attempt;
         content.append(&mut piece.content);
     };
-    let state = crate::output::state_name(piece.job_state);
-    if args.json {
-        let value = serde_json::json!({"job_id": args.job, "attempt": piece.attempt, "stream": args.stream, "exists": piece.exists, "running": piece.attempt_running, "state": state, "content": String::from_utf8_lossy(&content)});
-        println!("{value}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    std::io::stdout().write_all(&content)?;
-    if !piece.exists {
-        eprintln!("job {} attempt {} ({state}) has no {} output stored yet; `--follow` prints it as it comes", args.job, piece.attempt, args.stream);
-        print_tail(&piece.stderr_tail);
-    } else if piece.attempt_running {
-        eprintln!("(attempt {} is still running: this is its output so far; `--follow` prints the rest as it comes)", piece.attempt);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(LogRead {
+        attempt: piece.attempt,
+        exists: piece.exists,
+        running: piece.attempt_running,
+        state: crate::output::state_name(piece.job_state),
+        content,
+        stderr_tail: piece.stderr_tail,
+    })
 }
 
 fn print_tail(tail: &str) {

@@ -1,19 +1,19 @@
 //! The subcommands. Each module turns its flags into a library call.
 
-mod cancel;
+pub mod cancel;
 mod completions;
 mod coordinator;
-mod idea;
-mod init;
-mod logs;
+pub mod idea;
+pub mod init;
+pub mod logs;
 mod logs_follow;
 mod plot;
-mod report;
+pub mod report;
 mod slurm;
-mod status;
-mod submit;
+pub mod status;
+pub mod submit;
 mod summarize;
-mod validate;
+pub mod validate;
 mod watch;
 mod worker;
 
@@ -108,6 +108,12 @@ pub enum Command {
     /// Recompute a stage's summary from the stored per-job results (no coordinator).
     #[command(after_help = "Example:\n  expcluster summarize --idea x --stage baselines")]
     Summarize(summarize::SummarizeArgs),
+    /// Serve the Model Context Protocol, so an AI agent drives the research loop
+    /// (stdio, or Streamable HTTP with --listen); see docs/agents.md.
+    #[command(
+        after_help = "Examples:\n  expcluster mcp --workspace experiments/label-smoothing\n  expcluster mcp --workspace experiments/label-smoothing --listen 127.0.0.1:8765"
+    )]
+    Mcp(crate::mcp::McpArgs),
     /// Launch workers (and a coordinator) as Slurm jobs, or cancel them.
     #[command(
         after_help = "Examples:\n  expcluster slurm launch --nodes 4 --gpus-per-node 8 --partition gpu --time 12:00:00\n  expcluster slurm launch --nodes 8 --gpus-per-node 4 --coordinator 10.0.0.5:50051\n  expcluster slurm stop"
@@ -133,5 +139,6 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Idea(args) => idea::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Slurm(args) => slurm::run(args),
+        Command::Mcp(args) => crate::mcp::run(args).await,
     }
 }

@@ -10,7 +10,7 @@ use crate::workspace_arg;
 use clap::Args;
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -36,15 +36,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         args.workspace.workspace.as_deref(),
         args.workspace.idea.as_deref(),
     )?;
-    if args.plot {
-        expcluster_figures::write_all_figures(&root)?;
-    }
-    let text = render(&root);
-    let path = root.join("report.md");
-    let temp = root.join(".report.md.tmp");
-    std::fs::write(&temp, &text)
-        .and_then(|()| std::fs::rename(&temp, &path))
-        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+    let (path, _) = write(&root, args.plot)?;
     if args.json {
         println!(
             "{}",
@@ -54,6 +46,21 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `report.md` (after redrawing the figures when `plot`); returns its path and
+/// text.
+pub fn write(root: &Path, plot: bool) -> anyhow::Result<(PathBuf, String)> {
+    if plot {
+        expcluster_figures::write_all_figures(root)?;
+    }
+    let text = render(root);
+    let path = root.join("report.md");
+    let temp = root.join(".report.md.tmp");
+    std::fs::write(&temp, &text)
+        .and_then(|()| std::fs::rename(&temp, &path))
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+    Ok((path, text))
 }
 
 /// The whole report.
@@ -188,13 +195,18 @@ fn summary_section(summary: &Value) -> String {
     out
 }
 
-fn claims_section(root: &Path) -> String {
+/// Every `hypothesis_evaluated` event of the research log, in order: each claim's
+/// verdict after each stage, with its evidence.
+pub fn claim_verdicts(root: &Path) -> Vec<Value> {
     let log = read_text(&root.join("research_log.jsonl")).unwrap_or_default();
-    let events: Vec<Value> = log
-        .lines()
+    log.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|e| e["type"] == "hypothesis_evaluated")
-        .collect();
+        .collect()
+}
+
+fn claims_section(root: &Path) -> String {
+    let events = claim_verdicts(root);
     if events.is_empty() {
         return "_No claim evaluated yet (claims are checked after each stage)._\n\n".to_owned();
     }

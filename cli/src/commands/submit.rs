@@ -40,6 +40,13 @@ pub struct SubmitArgs {
     /// Run the stage even though an earlier stage of the config has not completed.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub local: LocalWorkersArgs,
+}
+
+/// The embedded mode's workers (`submit`, `mcp`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LocalWorkersArgs {
     /// Local workers in embedded mode.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
@@ -72,12 +79,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let cluster = if embedded {
         let root = root.as_deref().context("no workspace")?;
-        let slots = local_slots(args.slots, args.workers, ranks)?;
+        let slots = local_slots(args.local.slots, args.local.workers, ranks)?;
         eprintln!(
             "starting an embedded coordinator and {} local worker(s) with {slots} slot(s) each",
-            args.workers
+            args.local.workers
         );
-        Some(EmbeddedCluster::start(root, args.workers, slots).await?)
+        Some(EmbeddedCluster::start(root, args.local.workers, slots).await?)
     } else {
         None
     };
@@ -128,7 +135,7 @@ enum Ended {
 /// A config error stops `submit` before anything starts, with the file, line and
 /// column the config loader names.
 /// Checks the config; returns the ranks each job needs (`resources.data_parallel`).
-fn check_config(root: &Path) -> anyhow::Result<u32> {
+pub fn check_config(root: &Path) -> anyhow::Result<u32> {
     let path = root.join("config.yaml");
     ExperimentConfig::load(&path)
         .map(|loaded| loaded.config.resources.data_parallel)
@@ -144,7 +151,7 @@ fn check_config(root: &Path) -> anyhow::Result<u32> {
 /// Slots per local worker: `--slots`, else one per CPU core, and never fewer in all
 /// than one data-parallel gang needs (its ranks share the cores; a gang that could
 /// never be placed would wait forever).
-fn local_slots(asked: Option<u32>, workers: u32, ranks: u32) -> anyhow::Result<u32> {
+pub fn local_slots(asked: Option<u32>, workers: u32, ranks: u32) -> anyhow::Result<u32> {
     let workers = workers.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     match asked {
@@ -177,13 +184,18 @@ fn stages_to_run(stage: &str, root: Option<&Path>) -> anyhow::Result<Vec<Stage>>
 /// The stage-order rule: a stage after the first one the config defines needs
 /// results from an earlier stage. With none of the earlier stages completed it is
 /// refused (unless forced); with some completed but others skipped, it runs with a
-/// warning that names them (iterating on ablations after the baselines is common).
-/// A coordinator too old for ListStages is not checked.
-async fn check_order(client: &mut ClientClient, stage: Stage, plan: &Plan) -> anyhow::Result<()> {
+/// warning that names them, returned here (iterating on ablations after the baselines
+/// is common). A coordinator too old for ListStages is not checked.
+pub async fn check_order(
+    client: &mut ClientClient,
+    stage: Stage,
+    force: bool,
+    address: &str,
+) -> anyhow::Result<Option<String>> {
     let overview = match client.list_stages(v1::ListStagesRequest {}).await {
         Ok(overview) => overview.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(()),
-        Err(status) => return Err(crate::commands::status::explain(status, &plan.address)),
+        Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
+        Err(status) => return Err(crate::commands::status::explain(status, address)),
     };
     let earlier: Vec<&v1::StageOverview> = overview
         .stages
@@ -198,22 +210,49 @@ async fn check_order(client: &mut ClientClient, stage: Stage, plan: &Plan) -> an
         .map(|s| s.stage.as_str())
         .collect();
     let Some(first) = missing.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let none_done = earlier.iter().all(|s| !done(s));
-    if !none_done || plan.force {
-        eprintln!(
-            "warning: running {stage} before {} completed{}",
+    if !none_done || force {
+        return Ok(Some(format!(
+            "running {stage} before {} completed{}",
             missing.join(", "),
-            if plan.force { " (--force)" } else { "" }
-        );
-        return Ok(());
+            if force { " (--force)" } else { "" }
+        )));
     }
     bail!(
         "stage {stage} comes after {} in the protocol, and {} not completed in this workspace: run `expcluster submit --stage {first}` first (or `--stage all`), or pass --force to run {stage} anyway",
         missing.join(", "),
         if missing.len() == 1 { "it has" } else { "they have" }
     )
+}
+
+/// A stage handed to the coordinator.
+pub struct Submitted {
+    pub response: v1::SubmitStageResponse,
+    /// The stage-order warning, if an earlier stage was skipped.
+    pub warning: Option<String>,
+}
+
+/// Checks the stage order, then submits `stage`; returns as soon as the coordinator
+/// has queued its jobs (the stage runs on, whoever waits for it).
+pub async fn submit_stage(
+    client: &mut ClientClient,
+    stage: Stage,
+    rerun: bool,
+    force: bool,
+    address: &str,
+) -> anyhow::Result<Submitted> {
+    let warning = check_order(client, stage, force, address).await?;
+    let response = client
+        .submit_stage(v1::SubmitStageRequest {
+            stage: stage.to_string(),
+            rerun,
+        })
+        .await
+        .map_err(|status| crate::commands::status::explain(status, address))?
+        .into_inner();
+    Ok(Submitted { response, warning })
 }
 
 /// Runs the stages in order.
@@ -224,15 +263,13 @@ async fn run_stages(
 ) -> anyhow::Result<Ended> {
     let mut failed = 0;
     for stage in stages {
-        check_order(client, *stage, plan).await?;
-        let submitted = client
-            .submit_stage(v1::SubmitStageRequest {
-                stage: stage.to_string(),
-                rerun: plan.rerun,
-            })
-            .await
-            .map_err(|status| crate::commands::status::explain(status, &plan.address))?
-            .into_inner();
+        let Submitted {
+            response: submitted,
+            warning,
+        } = submit_stage(client, *stage, plan.rerun, plan.force, &plan.address).await?;
+        if let Some(warning) = warning {
+            eprintln!("warning: {warning}");
+        }
         println!(
             "== stage {stage} (run {}): {} job(s), {} already done with the same code and config",
             submitted.stage_run_id, submitted.jobs_total, submitted.jobs_reused

@@ -11,6 +11,7 @@ mod gang;
 mod hostile_input;
 mod journal;
 mod logs_follow;
+mod mcp;
 mod netns;
 mod security;
 mod session;
