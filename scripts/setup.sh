@@ -12,7 +12,7 @@ set -euo pipefail
 CACHE_DIR="${EXPCLUSTER_CACHE:-$HOME/.cache/expcluster}"
 VENV="$CACHE_DIR/venv"
 TORCH_VERSION="2.11.0"
-PY_PACKAGES=(numpy scipy scikit-learn statsmodels)
+PY_PACKAGES=(numpy scipy scikit-learn statsmodels mcp)
 # iproute2, util-linux (nsenter, unshare) and nftables build the namespace cluster of
 # the multi-host tests (tests/src/netns.rs); openssl makes the certificates of docs/security.md.
 DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl)
