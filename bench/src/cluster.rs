@@ -158,8 +158,7 @@ pub async fn register(client: &mut WorkerClient, slots: u32) -> anyhow::Result<S
         .register(v1::RegisterRequest {
             hostname: "sim".to_owned(),
             slots,
-            gpus: Vec::new(),
-            incarnation_hint: String::new(),
+            ..Default::default()
         })
         .await?;
     Ok(response.into_inner().worker_id)

@@ -24,6 +24,9 @@ pub mod job_metrics;
 pub mod lifecycle;
 pub mod live_logs;
 pub mod metric_batch;
+pub mod reattach;
+#[cfg(test)]
+mod reattach_tests;
 pub mod recovery;
 #[cfg(test)]
 mod recovery_tests;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!   Queued ──lease──▶ Running ──succeeded──▶ Succeeded
+//!     ▲                 │ ⟲ renewed; reattached (its worker restarted: same attempt,
+//!     │                 │   new worker id)
 //!     ▲                 │ failed (budget left) / lost / preempted
 //!     └─────────────────┘
 //!                       │ failed (budget spent) ──▶ Failed
@@ -41,6 +43,12 @@ pub enum JobEvent {
         lease_deadline: Instant,
     },
     Renewed {
+        lease_deadline: Instant,
+    },
+    /// The attempt's worker restarted on the same node and still holds it: the same
+    /// attempt carries on under the new incarnation's worker id.
+    Reattached {
+        worker: WorkerId,
         lease_deadline: Instant,
     },
     Succeeded,
@@ -108,6 +116,17 @@ impl JobState {
                 attempt: *attempt,
                 lease_deadline,
             }),
+            (
+                JobState::Running { attempt, .. },
+                JobEvent::Reattached {
+                    worker,
+                    lease_deadline,
+                },
+            ) => Ok(JobState::Running {
+                worker,
+                attempt: *attempt,
+                lease_deadline,
+            }),
             (JobState::Running { attempt, .. }, JobEvent::Succeeded) => {
                 Ok(JobState::Succeeded { attempt: *attempt })
             }
@@ -135,6 +154,7 @@ impl JobState {
             (
                 state @ JobState::Queued { .. },
                 event @ (JobEvent::Renewed { .. }
+                | JobEvent::Reattached { .. }
                 | JobEvent::Succeeded
                 | JobEvent::AttemptFailed { .. }
                 | JobEvent::Interrupted),
@@ -154,6 +174,7 @@ impl JobEvent {
         match self {
             JobEvent::Leased { .. } => "leased",
             JobEvent::Renewed { .. } => "renewed",
+            JobEvent::Reattached { .. } => "reattached",
             JobEvent::Succeeded => "succeeded",
             JobEvent::AttemptFailed { .. } => "attempt_failed",
             JobEvent::Interrupted => "interrupted",
@@ -196,6 +217,10 @@ mod tests {
             JobEvent::Renewed {
                 lease_deadline: now,
             },
+            JobEvent::Reattached {
+                worker: WorkerId("w2".into()),
+                lease_deadline: now,
+            },
             JobEvent::Succeeded,
             JobEvent::AttemptFailed {
                 reason: "r".into(),
@@ -214,10 +239,12 @@ mod tests {
     #[test]
     fn transition_table_covers_every_pair() {
         let now = Instant::now();
-        let expected: [[Option<&str>; 7]; 5] = [
-            // leased, renewed, succeeded, failed+retry, failed final, interrupted, cancel
+        let expected: [[Option<&str>; 8]; 5] = [
+            // leased, renewed, reattached, succeeded, failed+retry, failed final,
+            // interrupted, cancel
             [
                 Some("running"),
+                None,
                 None,
                 None,
                 None,
@@ -227,6 +254,7 @@ mod tests {
             ],
             [
                 None,
+                Some("running"),
                 Some("running"),
                 Some("succeeded"),
                 Some("queued"),
@@ -234,9 +262,9 @@ mod tests {
                 Some("queued"),
                 Some("cancelled"),
             ],
-            [None, None, None, None, None, None, None],
-            [None, None, None, None, None, None, None],
-            [None, None, None, None, None, None, None],
+            [None, None, None, None, None, None, None, None],
+            [None, None, None, None, None, None, None, None],
+            [None, None, None, None, None, None, None, None],
         ];
         for (state, row) in states(now).iter().zip(expected) {
             for (event, want) in events(now).into_iter().zip(row) {
@@ -244,6 +272,31 @@ mod tests {
                 assert_eq!(got, want, "{} + {}", state.name(), event.name());
             }
         }
+    }
+
+    #[test]
+    fn a_reattached_attempt_keeps_its_number_under_the_new_worker() {
+        let now = Instant::now();
+        let running = JobState::Running {
+            worker: WorkerId("w1".into()),
+            attempt: 3,
+            lease_deadline: now,
+        };
+        let later = now + Duration::from_secs(5);
+        let moved = running
+            .apply(JobEvent::Reattached {
+                worker: WorkerId("w2".into()),
+                lease_deadline: later,
+            })
+            .expect("a running attempt can be reattached");
+        assert_eq!(
+            moved,
+            JobState::Running {
+                worker: WorkerId("w2".into()),
+                attempt: 3,
+                lease_deadline: later,
+            }
+        );
     }
 
     #[test]

@@ -108,6 +108,24 @@ impl CoordinatorState {
                     }
                 }
                 Some("worker") => self.restore_worker(record, now),
+                Some("reattach") => {
+                    // A restarted worker took over these attempts (reattach.rs); its
+                    // previous id is retired.
+                    let Some(moved) = crate::reattach::recovered(record) else {
+                        continue;
+                    };
+                    for (run, job, attempt) in moved.attempts {
+                        leases.push(RecoveredLease {
+                            run,
+                            job,
+                            attempt,
+                            worker: moved.worker.clone(),
+                            gang: Vec::new(),
+                        });
+                    }
+                    self.workers.remove(&moved.previous);
+                    self.retired_workers.insert(moved.previous, moved.worker);
+                }
                 Some("lease") => {
                     let worker =
                         WorkerId(record["worker_id"].as_str().unwrap_or_default().to_owned());

@@ -12,7 +12,7 @@ const CONFIG: &str = "name: t\nprimary_metric: {name: acc, goal: max}\nmetrics: 
 job:\n  command: [python, runfile.py]\nmethods:\n  proposed: {}\n\
 stages:\n  implementation: {seeds: 2}\n";
 
-fn workspace() -> tempfile::TempDir {
+pub(crate) fn workspace() -> tempfile::TempDir {
     workspace_with(CONFIG)
 }
 
@@ -46,7 +46,7 @@ fn point(seq: u64, value: f64) -> MetricPoint {
 }
 
 /// Submits the implementation stage and leases both its jobs to a new 2-slot worker.
-fn submit_and_lease_both(
+pub(crate) fn submit_and_lease_both(
     state: &mut crate::state::CoordinatorState,
     now: Instant,
 ) -> (expcluster_core::WorkerId, Vec<crate::workers::Lease>) {

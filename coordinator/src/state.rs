@@ -235,6 +235,10 @@ pub struct CoordinatorState {
     /// succeeded attempt.
     pub results: ResultsFile,
     pub next_worker: u64,
+    /// Worker ids retired by a restart of their worker on the same node, with the id
+    /// that replaced each: a retried registration gets the first one's answer
+    /// ([`crate::reattach`]).
+    pub retired_workers: HashMap<WorkerId, WorkerId>,
     /// `logs/experiment_log.txt`, written off the state mutex.
     pub text_log: crate::text_log::TextLog,
     /// A stage's results could not be written (e.g. a full disk): retry periodically.
@@ -302,6 +306,7 @@ impl CoordinatorState {
             completed,
             results,
             next_worker: 1,
+            retired_workers: HashMap::new(),
             stage_finish_pending: false,
             stage_finisher: None,
         }
@@ -368,5 +373,22 @@ impl CoordinatorState {
         self.jobs
             .get(id)
             .ok_or_else(|| crate::error::CoordinatorError::UnknownJob(id.to_string()))
+    }
+
+    /// Moves job `id` through the lifecycle (`lifecycle.rs`) by `event`.
+    pub fn apply_event(
+        &mut self,
+        id: &JobId,
+        event: crate::lifecycle::JobEvent,
+    ) -> Result<&mut JobRecord, crate::error::CoordinatorError> {
+        let job = self
+            .jobs
+            .get_mut(id)
+            .ok_or_else(|| crate::error::CoordinatorError::UnknownJob(id.to_string()))?;
+        job.state = job
+            .state
+            .apply(event)
+            .map_err(|err| crate::error::CoordinatorError::InvalidRequest(err.to_string()))?;
+        Ok(job)
     }
 }

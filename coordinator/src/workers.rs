@@ -282,6 +282,10 @@ impl CoordinatorState {
         let forget_after = self.settings.lease_timeout * 6;
         self.workers
             .retain(|_, record| now.duration_since(record.last_seen) < forget_after);
+        // A retired id is only remembered while the worker that replaced it is known.
+        let workers = &self.workers;
+        self.retired_workers
+            .retain(|_, successor| workers.contains_key(successor));
         Ok(expired.len())
     }
 
@@ -323,7 +327,7 @@ impl CoordinatorState {
     /// Logs `job_requeued` (`reason`, as documented in docs/research-log.md) for the
     /// lease of `attempt` of `id` held by `worker`, and puts the job back in the queue
     /// (`why` is kept as its last error).
-    fn requeue_lease(
+    pub(crate) fn requeue_lease(
         &mut self,
         id: &JobId,
         worker: &WorkerId,
@@ -342,14 +346,7 @@ impl CoordinatorState {
     /// Puts a running job back in the queue without spending its failure budget.
     pub fn interrupt(&mut self, id: &JobId, reason: &str) -> Result<(), CoordinatorError> {
         self.release_slots(id, None);
-        let job = self
-            .jobs
-            .get_mut(id)
-            .ok_or_else(|| CoordinatorError::UnknownJob(id.to_string()))?;
-        job.state = job
-            .state
-            .apply(JobEvent::Interrupted)
-            .map_err(|err| CoordinatorError::InvalidRequest(err.to_string()))?;
+        let job = self.apply_event(id, JobEvent::Interrupted)?;
         job.error = reason.to_owned();
         self.queue.push_front(id.clone());
         Ok(())

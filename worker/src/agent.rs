@@ -1,11 +1,16 @@
 //! The worker's main loop: register, heartbeat, lease for free slots, run attempts,
 //! and drain on shutdown (running attempts are stopped and reported PREEMPTED, so the
 //! coordinator requeues them without spending their failure budget).
+//!
+//! A worker started on the work dir of one that died carries on the command jobs that
+//! outlived it (`adopt.rs`) before it leases anything new.
 
+use crate::adopt::{self, Claim};
 use crate::client::{channel, is_retryable, worker_client, WorkerClient};
 use crate::command::StopReason;
 use crate::runner::{run_attempt, Slot, WorkerContext};
 use crate::session::Session;
+use crate::work_dir::WorkDir;
 use expcluster_proto::v1;
 use expcluster_trainer::Trainer;
 use std::collections::HashMap;
@@ -48,16 +53,35 @@ pub async fn run_worker(
     trainer: Arc<dyn Trainer>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    std::fs::create_dir_all(&config.work_dir).map_err(|err| {
-        WorkerError::Setup(format!("work dir {}: {err}", config.work_dir.display()))
-    })?;
+    // Held until this function returns (or the process dies): one worker per work dir.
+    let work_dir =
+        WorkDir::open(&config.work_dir).map_err(|err| WorkerError::Setup(err.to_string()))?;
     let channel = channel(&config.coordinator, &config.security).map_err(|err| {
         WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator))
     })?;
     let mut client = worker_client(channel, &config.security);
-    let registered = register(&mut client, &config).await?;
+    let previous = work_dir.previous_worker_id();
+    let mut claims = adopt::claims(work_dir.root());
+    if previous.is_none() {
+        // Without the id they ran under, nobody can vouch for them.
+        claims.drain(..).for_each(Claim::give_up);
+    }
+    let registered = register(&mut client, &config, previous.as_deref(), &claims).await?;
     let worker_id = registered.worker_id.clone();
-    tracing::info!(%worker_id, slots = config.slots, "registered with the coordinator");
+    if let Err(err) = work_dir.remember_worker_id(&worker_id) {
+        tracing::warn!(%err, "cannot keep the worker id in the work dir; a worker restarted here will not carry on this one's jobs");
+    }
+    let (carried, refused): (Vec<Claim>, Vec<Claim>) = claims
+        .into_iter()
+        .partition(|claim| registered.reattached.contains(&claim.attempt_ref()));
+    if !refused.is_empty() {
+        tracing::warn!(
+            count = refused.len(),
+            "the coordinator has requeued attempts the previous worker left running; stopping them"
+        );
+    }
+    refused.into_iter().for_each(Claim::give_up);
+    tracing::info!(%worker_id, slots = config.slots, carried_on = carried.len(), "registered with the coordinator");
     let session = Session::new(client.clone());
     let context = Arc::new(WorkerContext {
         client: client.clone(),
@@ -67,15 +91,9 @@ pub async fn run_worker(
         trainer,
         advertise_host: config.advertise_host.clone(),
         data_root: config.data_root.clone(),
+        orphan_grace: orphan_grace(registered.lease_timeout_ms),
     });
     let running: Running = Arc::default();
-    let heartbeat = tokio::spawn(heartbeat_loop(
-        client.clone(),
-        worker_id.clone(),
-        running.clone(),
-        Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100))),
-    ));
-    let slot_freed = Arc::new(Notify::new());
     let mut free_slots: Vec<Slot> = if config.gpus.is_empty() {
         (0..config.slots).map(|_| Slot { gpu: None }).collect()
     } else {
@@ -88,7 +106,32 @@ pub async fn run_worker(
             .collect()
     };
     let (slot_tx, mut slot_rx) = tokio::sync::mpsc::unbounded_channel::<Slot>();
+    let slot_freed = Arc::new(Notify::new());
+    let slots = SlotReturn {
+        tx: slot_tx,
+        freed: slot_freed.clone(),
+    };
     let mut attempts = JoinSet::new();
+    // Before the first heartbeat, so the carried attempts' leases are renewed.
+    for claim in carried {
+        let slot = take_slot(&mut free_slots, claim.record.gpu.as_deref());
+        let key = (claim.record.job_id.clone(), claim.record.attempt, 0);
+        let context = context.clone();
+        spawn_attempt(
+            &mut attempts,
+            &running,
+            key,
+            slot,
+            &slots,
+            |stop, slot_free| adopt::carry_on(context, claim, stop, slot_free),
+        );
+    }
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        worker_id.clone(),
+        running.clone(),
+        Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100))),
+    ));
     tokio::pin!(shutdown);
     loop {
         while let Ok(slot) = slot_rx.try_recv() {
@@ -124,32 +167,17 @@ pub async fn run_worker(
                 tracing::error!(job_id = %spec.job_id, "coordinator leased more jobs than free slots");
                 break;
             };
-            let (stop_tx, stop_rx) = watch::channel(None);
-            let slot_gpu = slot.clone();
             let key = (spec.job_id.clone(), spec.attempt, spec.rank);
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), stop_tx);
             let context = context.clone();
-            let running = running.clone();
-            let slot_tx = slot_tx.clone();
-            let slot_freed = slot_freed.clone();
-            // The slot comes back when the job's process (or training) ends; the
-            // attempt stays in `running` (its lease renewed) until its end is reported.
-            let (slot_free_tx, slot_free_rx) = tokio::sync::oneshot::channel();
-            attempts.spawn(async move {
-                let _ = slot_free_rx.await;
-                let _ = slot_tx.send(slot);
-                slot_freed.notify_one();
-            });
-            attempts.spawn(async move {
-                run_attempt(context, spec, slot_gpu, stop_rx, slot_free_tx).await;
-                running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-            });
+            let slot_gpu = slot.clone();
+            spawn_attempt(
+                &mut attempts,
+                &running,
+                key,
+                Some(slot),
+                &slots,
+                |stop, slot_free| run_attempt(context, spec, slot_gpu, stop, slot_free),
+            );
         }
     }
     tracing::info!(%worker_id, running = attempts.len(), "draining: stopping running jobs");
@@ -161,6 +189,65 @@ pub async fn run_worker(
     Ok(())
 }
 
+/// Where a slot goes back when its job's process (or training) ends.
+struct SlotReturn {
+    tx: tokio::sync::mpsc::UnboundedSender<Slot>,
+    freed: Arc<Notify>,
+}
+
+/// Runs an attempt on its own task, holding `slot` (if any) until the job ends; the
+/// attempt stays in `running` (its lease renewed) until its end is reported.
+fn spawn_attempt<Job>(
+    attempts: &mut JoinSet<()>,
+    running: &Running,
+    key: (String, u32, u32),
+    slot: Option<Slot>,
+    slots: &SlotReturn,
+    job: impl FnOnce(watch::Receiver<Option<StopReason>>, tokio::sync::oneshot::Sender<()>) -> Job,
+) where
+    Job: Future<Output = ()> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(None);
+    running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone(), stop_tx);
+    let (slot_free_tx, slot_free_rx) = tokio::sync::oneshot::channel();
+    if let Some(slot) = slot {
+        let (tx, freed) = (slots.tx.clone(), slots.freed.clone());
+        attempts.spawn(async move {
+            let _ = slot_free_rx.await;
+            let _ = tx.send(slot);
+            freed.notify_one();
+        });
+    }
+    let job = job(stop_rx, slot_free_tx);
+    let running = running.clone();
+    attempts.spawn(async move {
+        job.await;
+        running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    });
+}
+
+/// The free slot a carried-on attempt ran on (its GPU's, if it had one); `None` when
+/// this worker has fewer slots than the last one had busy.
+fn take_slot(free: &mut Vec<Slot>, gpu: Option<&str>) -> Option<Slot> {
+    let index = free
+        .iter()
+        .position(|slot| slot.gpu.as_deref() == gpu)
+        .or_else(|| (!free.is_empty()).then_some(0))?;
+    Some(free.remove(index))
+}
+
+/// How long a command job runs on with no worker holding it: the coordinator's lease
+/// (by then it requeues the attempt), in whole seconds, at least 2.
+fn orphan_grace(lease_timeout_ms: u32) -> Duration {
+    Duration::from_secs(u64::from(lease_timeout_ms).div_ceil(1000).max(2))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("{0}")]
@@ -169,15 +256,21 @@ pub enum WorkerError {
     Refused(String),
 }
 
+/// Registers, as the successor of `previous` holding `claims` when there is one. A
+/// retry after a lost answer gets the same answer (`reattach.rs` in the coordinator).
 async fn register(
     client: &mut WorkerClient,
     config: &WorkerConfig,
+    previous: Option<&str>,
+    claims: &[Claim],
 ) -> Result<v1::RegisterResponse, WorkerError> {
     let request = v1::RegisterRequest {
         hostname: config.hostname.clone(),
         slots: config.slots,
         gpus: config.gpus.clone(),
         incarnation_hint: config.incarnation_hint.clone(),
+        previous_worker_id: previous.unwrap_or_default().to_owned(),
+        held: claims.iter().map(Claim::attempt_ref).collect(),
     };
     let mut backoff = Duration::from_millis(100);
     for _ in 0..60 {

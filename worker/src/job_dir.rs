@@ -51,6 +51,15 @@ impl JobDir {
         })
     }
 
+    /// The directory `root` of an attempt a previous worker on `work_dir` started.
+    pub fn existing(work_dir: &Path, root: PathBuf) -> Self {
+        Self {
+            output: root.join("output"),
+            root,
+            work_dir: work_dir.to_path_buf(),
+        }
+    }
+
     /// The `.npy` files the job left in its output folder: plain files only (a
     /// symlink planted there is skipped, so nothing outside is read).
     pub fn result_files(&self) -> io::Result<Vec<(String, PathBuf)>> {

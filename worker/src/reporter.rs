@@ -7,7 +7,7 @@
 //! has already stored, so each point is stored exactly once.
 
 use crate::client::{is_retryable, WorkerClient};
-use crate::spool::Spool;
+use crate::spool::{Reopened, Spool};
 use expcluster_proto::v1;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -15,10 +15,19 @@ use tokio::sync::mpsc;
 
 const MAX_BATCH: usize = 4096;
 
+/// A point as the job produced it, before it is numbered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Produced {
+    pub(crate) name: String,
+    pub(crate) value: f64,
+    /// Where its stdout line ends, for a point read from a command's stdout.
+    pub(crate) stdout_end: Option<u64>,
+}
+
 /// The sending side, cheap to clone; usable from blocking threads.
 #[derive(Clone)]
 pub struct MetricSender {
-    tx: mpsc::UnboundedSender<(String, f64)>,
+    tx: mpsc::UnboundedSender<Produced>,
 }
 
 impl MetricSender {
@@ -30,7 +39,27 @@ impl MetricSender {
 
     pub fn send(&self, name: &str, value: f64) {
         // A closed channel means the attempt is over; late points are dropped.
-        let _ = self.tx.send((name.to_owned(), value));
+        let _ = self.tx.send(Produced {
+            name: name.to_owned(),
+            value,
+            stdout_end: None,
+        });
+    }
+
+    /// A sender whose points the test reads from the receiver.
+    #[cfg(test)]
+    pub(crate) fn capturing() -> (Self, mpsc::UnboundedReceiver<Produced>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
+    /// A point read from a command's stdout, from the line that ends at `line_end`.
+    pub fn send_from_stdout(&self, name: &str, value: f64, line_end: u64) {
+        let _ = self.tx.send(Produced {
+            name: name.to_owned(),
+            value,
+            stdout_end: Some(line_end),
+        });
     }
 }
 
@@ -63,12 +92,39 @@ pub fn start(
             None
         }
     };
-    let handle = tokio::spawn(run(client, worker_id, job_id, attempt, rx, spool));
+    let queue = Queue {
+        pending: VecDeque::new(),
+        steps: HashMap::new(),
+        next_seq: 0,
+        spool,
+    };
+    let handle = tokio::spawn(run(client, worker_id, job_id, attempt, rx, queue));
+    (MetricSender { tx }, handle)
+}
+
+/// Starts the reporter of an attempt taken over from a previous worker on this work
+/// dir, from the spool it left: every point in it is sent again (the coordinator
+/// skips those it has), and new points are numbered on from the last.
+pub fn resume(
+    client: WorkerClient,
+    worker_id: String,
+    job_id: String,
+    attempt: u32,
+    reopened: Reopened,
+) -> (MetricSender, tokio::task::JoinHandle<ReportEnd>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queue = Queue {
+        pending: VecDeque::new(),
+        steps: reopened.steps,
+        next_seq: reopened.next_seq,
+        spool: Some(reopened.spool),
+    };
+    let handle = tokio::spawn(run(client, worker_id, job_id, attempt, rx, queue));
     (MetricSender { tx }, handle)
 }
 
 /// Pending points held in memory; more wait in the spool on disk.
-const MEMORY_CAP: usize = 100_000;
+pub(crate) const MEMORY_CAP: usize = 100_000;
 
 /// Sequence numbering plus the spool: where a new point goes.
 struct Queue {
@@ -79,7 +135,14 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&mut self, (name, value): (String, f64)) {
+    fn push(
+        &mut self,
+        Produced {
+            name,
+            value,
+            stdout_end,
+        }: Produced,
+    ) {
         let step = self.steps.entry(name.clone()).or_insert(0);
         let point = v1::MetricPoint {
             seq: self.next_seq,
@@ -92,14 +155,18 @@ impl Queue {
         self.next_seq += 1;
         match self.spool.as_mut() {
             Some(spool) => {
-                if let Err(err) = spool.push(point.clone(), &mut self.pending) {
+                if let Err(err) = spool.push(point.clone(), stdout_end, &mut self.pending) {
                     // Disk trouble on the worker: load what waits on disk (keeping the
                     // order), stop spooling, and keep points in memory from now on.
+                    // The spool no longer holds every point, so it goes: a worker
+                    // restarted here must not carry the attempt on from it.
                     tracing::warn!(%err, "metric spool failed; keeping points in memory");
                     if let Err(err) = spool.drain_all(&mut self.pending) {
                         tracing::error!(%err, "cannot read the metric spool back");
                     }
-                    self.spool = None;
+                    if let Some(spool) = self.spool.take() {
+                        spool.abandon();
+                    }
                     self.pending.push_back(point);
                 }
             }
@@ -111,13 +178,24 @@ impl Queue {
         self.pending.is_empty() && self.spool.as_ref().is_none_or(|s| s.waiting_on_disk() == 0)
     }
 
+    /// Drops the points below `acked` and loads more from disk; a resumed spool's
+    /// points the coordinator already had are skipped in one go.
     fn acknowledge(&mut self, acked: u64) {
-        while self.pending.front().is_some_and(|p| p.seq < acked) {
-            self.pending.pop_front();
-        }
-        if let Some(spool) = self.spool.as_mut() {
+        loop {
+            while self.pending.front().is_some_and(|p| p.seq < acked) {
+                self.pending.pop_front();
+            }
+            let Some(spool) = self.spool.as_mut() else {
+                return;
+            };
+            let waiting = spool.waiting_on_disk();
             if let Err(err) = spool.refill(&mut self.pending) {
                 tracing::error!(%err, "cannot read the metric spool back");
+                return;
+            }
+            let loaded = spool.waiting_on_disk() < waiting;
+            if !loaded || self.pending.front().is_none_or(|p| p.seq >= acked) {
+                return;
             }
         }
     }
@@ -128,15 +206,9 @@ async fn run(
     worker_id: String,
     job_id: String,
     attempt: u32,
-    mut rx: mpsc::UnboundedReceiver<(String, f64)>,
-    spool: Option<Spool>,
+    mut rx: mpsc::UnboundedReceiver<Produced>,
+    mut queue: Queue,
 ) -> ReportEnd {
-    let mut queue = Queue {
-        pending: VecDeque::new(),
-        steps: HashMap::new(),
-        next_seq: 0,
-        spool,
-    };
     let mut open = true;
     let mut backoff = Duration::from_millis(100);
     loop {

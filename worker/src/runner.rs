@@ -1,8 +1,9 @@
 //! One attempt from lease to completion: prepare the directory, run, upload results
 //! and logs, wait until every metric point is acknowledged, report the end.
 
+use crate::attempt_record::{AttemptRecord, ProcessId};
 use crate::client::{is_retryable, WorkerClient};
-use crate::command::{job_environment, run_command, RunEnd, StopReason};
+use crate::command::{job_environment, run_command, Launch, RunEnd, StopReason};
 use crate::gang::{torchrun_environment, CoordinatorRendezvous, GangRole};
 use crate::job_dir::JobDir;
 use crate::reporter::MetricSender;
@@ -33,6 +34,9 @@ pub struct WorkerContext {
     pub advertise_host: String,
     /// Where relative dataset paths resolve (`--data-root`); `None`: the workspace.
     pub data_root: Option<PathBuf>,
+    /// How long a command job runs on once no worker holds it (the coordinator's
+    /// lease: by then the attempt is requeued).
+    pub orphan_grace: Duration,
 }
 
 /// The slot an attempt runs on.
@@ -112,10 +116,34 @@ pub async fn run_attempt(
                 }
                 None => Ok(Vec::new()),
             };
+            // An ordinary attempt is recorded so a worker restarted here can carry it
+            // on; a gang's ring breaks with any rank, so a gang is requeued instead.
+            let record = |pid| {
+                let Some(process) = ProcessId::of(pid).filter(|_| gang.is_none()) else {
+                    return;
+                };
+                let record = AttemptRecord {
+                    job_id: job_id.clone(),
+                    attempt,
+                    timeout_ms: spec.timeout_ms,
+                    started_unix_ms: unix_ms(),
+                    gpu: slot.gpu.clone(),
+                    process,
+                };
+                if let Err(err) = record.write(&dir.root) {
+                    tracing::warn!(%job_id, attempt, %err, "cannot record the attempt; a restarted worker will not carry it on");
+                }
+            };
             match torchrun {
                 Ok(torchrun) => {
                     env.extend(torchrun);
-                    match run_command(command, env, &dir, metrics, stop, timeout).await {
+                    let launch = Launch {
+                        command,
+                        env,
+                        timeout,
+                        orphan_grace: context.orphan_grace,
+                    };
+                    match run_command(launch, &dir, metrics, stop, record).await {
                         Ok((end, tail)) => (end, String::new(), tail),
                         Err(err) => (RunEnd::Exited { code: 127 }, err.to_string(), String::new()),
                     }
@@ -171,6 +199,55 @@ pub async fn run_attempt(
         live_logs.stop();
     }
     let _ = slot_free.send(());
+    let ran = Ran {
+        end,
+        error,
+        stderr_tail,
+        timeout,
+        started,
+    };
+    report_end(&context, &spec, &dir, ran, reporter).await;
+}
+
+/// How a job ran, before it is reported.
+pub struct Ran {
+    pub end: RunEnd,
+    pub error: String,
+    pub stderr_tail: String,
+    pub timeout: Duration,
+    pub started: Instant,
+}
+
+/// Reports an attempt whose job has ended: waits until every metric point is
+/// acknowledged, uploads the results and logs, reports the end, and forgets the
+/// attempt's record.
+pub async fn report_end(
+    context: &WorkerContext,
+    spec: &v1::JobSpec,
+    dir: &JobDir,
+    ran: Ran,
+    reporter: Option<tokio::task::JoinHandle<ReportEnd>>,
+) {
+    report(context, spec, dir, ran, reporter).await;
+    AttemptRecord::remove(&dir.root);
+}
+
+async fn report(
+    context: &WorkerContext,
+    spec: &v1::JobSpec,
+    dir: &JobDir,
+    ran: Ran,
+    reporter: Option<tokio::task::JoinHandle<ReportEnd>>,
+) {
+    let Ran {
+        end,
+        error,
+        stderr_tail,
+        timeout,
+        started,
+    } = ran;
+    let job_id = &spec.job_id;
+    let attempt = spec.attempt;
     let (outcome, exit_code, error) = classify(&end, error, timeout);
     let (outcome, error, metric_count) = match reporter {
         // A rank other than 0: only its end is reported (a failure stops the gang).
@@ -193,12 +270,12 @@ pub async fn run_attempt(
             // attempt's right to upload.
             let results = async {
                 if outcome == v1::Outcome::Succeeded {
-                    upload_results(&context, &spec, &dir).await
+                    upload_results(context, spec, dir).await
                 } else {
                     Ok(())
                 }
             };
-            let (results, ()) = tokio::join!(results, upload_logs(&context, &spec, &dir));
+            let (results, ()) = tokio::join!(results, upload_logs(context, spec, dir));
             match results {
                 Ok(()) => (outcome, error, metric_count),
                 Err(err) => (
@@ -210,8 +287,8 @@ pub async fn run_attempt(
         }
     };
     let request = completion(
-        &context,
-        &spec,
+        context,
+        spec,
         outcome,
         exit_code,
         error,
@@ -219,7 +296,13 @@ pub async fn run_attempt(
         metric_count,
         started,
     );
-    send_completion(&context, request).await;
+    send_completion(context, request).await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where an attempt keeps its checkpoints. On a cluster the experiment workspace is on
@@ -299,6 +382,13 @@ fn classify(end: &RunEnd, error: String, timeout: Duration) -> (v1::Outcome, i32
             (v1::Outcome::Cancelled, -1, "cancelled".to_owned())
         }
         RunEnd::PeerLost => (v1::Outcome::PeerLost, -1, error),
+        // Not the job's fault as far as anyone can tell: requeued, no budget spent.
+        RunEnd::Lost => (
+            v1::Outcome::Preempted,
+            -1,
+            "the job's processes ended while no worker held the attempt, and how is unknown"
+                .to_owned(),
+        ),
     }
 }
 

@@ -6,14 +6,23 @@
 //! back in order as acknowledgements make room, so a job that streams millions of
 //! points through a long coordinator outage cannot exhaust the worker's memory, and
 //! nothing unacknowledged exists only in memory beyond the cap.
+//!
+//! A point from a command job's stdout also keeps where its line ended in
+//! `stdout.log`. A worker restarted on the same work dir reopens the spool
+//! ([`Spool::reopen`]): it resends every point in it (the coordinator stores each
+//! sequence number once), numbers new points on from the last, and reads stdout on
+//! from the end of the last spooled point's line, so no point is lost or stored twice.
+//! A last line cut short by the worker's death is cut off (never appended after); its
+//! point was never sent, and its stdout line is read again.
 
 use expcluster_proto::v1::MetricPoint;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub struct Spool {
+    path: PathBuf,
     file: File,
     /// Byte offset of the first point that is on disk only.
     disk_cursor: u64,
@@ -33,6 +42,7 @@ impl Spool {
             .write(true)
             .open(path)?;
         Ok(Self {
+            path: path.to_path_buf(),
             file,
             disk_cursor: 0,
             written: 0,
@@ -41,11 +51,74 @@ impl Spool {
         })
     }
 
+    /// Opens the spool a previous worker left, to carry its attempt on: every point in
+    /// it waits on disk to be sent again. Refused when it is missing or damaged before
+    /// its last line (the attempt is then not carried on but requeued).
+    pub fn reopen(path: &Path, memory_cap: usize) -> io::Result<Reopened> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut reader = BufReader::new(&file);
+        let mut line = String::new();
+        let (mut good_bytes, mut count) = (0u64, 0usize);
+        let mut steps: HashMap<String, u64> = HashMap::new();
+        let mut stdout_end = 0;
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line)?;
+            if read == 0 || !line.ends_with('\n') {
+                break;
+            }
+            let (point, line_end) = parse(&line)?;
+            if point.seq != count as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "metric spool {}: point {count} has sequence number {}",
+                        path.display(),
+                        point.seq
+                    ),
+                ));
+            }
+            let next_step = steps.entry(point.name).or_insert(0);
+            *next_step = (*next_step).max(point.step + 1);
+            stdout_end = line_end.unwrap_or(stdout_end);
+            good_bytes += read as u64;
+            count += 1;
+        }
+        drop(reader);
+        if file.metadata()?.len() > good_bytes {
+            tracing::warn!(path = %path.display(), "cutting off the metric spool's last line, written only in part");
+            file.set_len(good_bytes)?;
+        }
+        Ok(Reopened {
+            spool: Self {
+                path: path.to_path_buf(),
+                file,
+                disk_cursor: 0,
+                written: good_bytes,
+                disk_only: count,
+                memory_cap: memory_cap.max(1),
+            },
+            next_seq: count as u64,
+            steps,
+            stdout_end,
+        })
+    }
+
+    /// Gives the spool up after a write failed: the file goes, so that no worker
+    /// restarted here takes it for the attempt's whole record.
+    pub fn abandon(self) {
+        if let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), %err, "cannot remove an abandoned metric spool");
+        }
+    }
+
     /// Appends a point to the spool; queues it in memory when there is room and no
-    /// older point is waiting on disk (order is kept).
+    /// older point is waiting on disk (order is kept). `stdout_end` is where the
+    /// stdout line it came from ends, for a point read from a command's stdout.
     pub fn push(
         &mut self,
         point: MetricPoint,
+        stdout_end: Option<u64>,
         pending: &mut VecDeque<MetricPoint>,
     ) -> io::Result<()> {
         let mut line = serde_json::json!([
@@ -53,7 +126,8 @@ impl Spool {
             point.name,
             point.step,
             point.value.to_string(),
-            point.time_ms
+            point.time_ms,
+            stdout_end
         ])
         .to_string();
         line.push('\n');
@@ -86,7 +160,7 @@ impl Spool {
                     "metric spool ended early",
                 ));
             }
-            pending.push_back(parse(&line)?);
+            pending.push_back(parse(&line)?.0);
             self.disk_cursor += read as u64;
             self.disk_only -= 1;
         }
@@ -105,7 +179,19 @@ impl Spool {
     }
 }
 
-fn parse(line: &str) -> io::Result<MetricPoint> {
+/// A spool reopened by a restarted worker.
+pub struct Reopened {
+    pub spool: Spool,
+    /// The sequence number of the next point.
+    pub next_seq: u64,
+    /// The next step of each metric.
+    pub steps: HashMap<String, u64>,
+    /// Where in `stdout.log` the line of the last point ends: reading resumes there.
+    pub stdout_end: u64,
+}
+
+/// A spool line: the point, and where its stdout line ended (when it came from one).
+fn parse(line: &str) -> io::Result<(MetricPoint, Option<u64>)> {
     let bad = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -113,7 +199,8 @@ fn parse(line: &str) -> io::Result<MetricPoint> {
         )
     };
     let fields: Vec<serde_json::Value> = serde_json::from_str(line).map_err(|_| bad())?;
-    Ok(MetricPoint {
+    let stdout_end = fields.get(5).and_then(serde_json::Value::as_u64);
+    let point = MetricPoint {
         seq: fields
             .first()
             .and_then(serde_json::Value::as_u64)
@@ -136,7 +223,8 @@ fn parse(line: &str) -> io::Result<MetricPoint> {
             .get(4)
             .and_then(serde_json::Value::as_i64)
             .unwrap_or(0),
-    })
+    };
+    Ok((point, stdout_end))
 }
 
 #[cfg(test)]
@@ -161,7 +249,7 @@ mod tests {
         let values = [0.5, f64::NAN, f64::INFINITY, 1e-300, -2.0, 7.25, 8.0];
         for (seq, value) in values.iter().enumerate() {
             spool
-                .push(point(seq as u64, *value), &mut pending)
+                .push(point(seq as u64, *value), None, &mut pending)
                 .expect("push");
         }
         assert_eq!(pending.len(), 3);
@@ -184,7 +272,63 @@ mod tests {
         assert_eq!(seen[2].value, f64::INFINITY);
         assert_eq!(seen[3].value, 1e-300);
         // A point pushed after a refill is still in order.
-        spool.push(point(7, 9.0), &mut pending).expect("push");
+        spool.push(point(7, 9.0), None, &mut pending).expect("push");
         assert_eq!(pending.back().map(|p| p.seq), Some(7));
+    }
+
+    #[test]
+    fn a_reopened_spool_resends_everything_and_carries_on_after_a_torn_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("metrics.spool.jsonl");
+        let mut spool = Spool::create(&path, 2).expect("spool");
+        let mut pending = VecDeque::new();
+        for seq in 0..5u64 {
+            let mut p = point(seq, seq as f64);
+            p.name = if seq % 2 == 0 { "loss" } else { "acc" }.into();
+            p.step = seq / 2;
+            spool
+                .push(p, Some(10 * (seq + 1)), &mut pending)
+                .expect("push");
+        }
+        drop(spool);
+        // The worker died writing a sixth point.
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(b"[5,\"loss\",3,\"0.").expect("torn write");
+        drop(file);
+
+        let mut reopened = Spool::reopen(&path, 2).expect("reopen");
+        assert_eq!(reopened.next_seq, 5);
+        assert_eq!(
+            reopened.stdout_end, 50,
+            "stdout resumes after the fifth point's line"
+        );
+        assert_eq!(reopened.steps["loss"], 3);
+        assert_eq!(reopened.steps["acc"], 2);
+        let mut pending = VecDeque::new();
+        let mut seen = Vec::new();
+        loop {
+            reopened.spool.refill(&mut pending).expect("refill");
+            let Some(p) = pending.pop_front() else { break };
+            seen.push(p.seq);
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4], "every point waits to be resent");
+        // New points go after the last whole line, not after the torn one.
+        reopened
+            .spool
+            .push(point(5, 1.0), Some(60), &mut pending)
+            .expect("push");
+        drop(reopened);
+        let again = Spool::reopen(&path, 2).expect("reopen again");
+        assert_eq!(again.next_seq, 6);
+        assert_eq!(again.stdout_end, 60);
+    }
+
+    #[test]
+    fn a_spool_with_a_gap_is_not_carried_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("metrics.spool.jsonl");
+        std::fs::write(&path, "[0,\"a\",0,\"1\",0,4]\n[2,\"a\",1,\"1\",0,8]\n").expect("write");
+        assert!(Spool::reopen(&path, 10).is_err());
+        assert!(Spool::reopen(&dir.path().join("missing"), 10).is_err());
     }
 }

@@ -23,7 +23,9 @@ pub struct WorkerArgs {
     /// Jobs that may share each GPU (8 small jobs on one H200 gave about 5x the steps/s of one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub slots_per_gpu: u32,
-    /// Scratch folder for job directories and checkpoints.
+    /// Scratch folder for job directories and checkpoints. A worker started again with
+    /// the same folder (after kill -9 or a crash) carries on the command jobs the last
+    /// one left running; the default is a fresh folder per process.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Host name or IP the other ranks of a data-parallel job reach this worker at

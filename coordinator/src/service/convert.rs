@@ -22,6 +22,39 @@ pub fn worker_id(raw: &str) -> Result<WorkerId, Status> {
     Ok(WorkerId(raw.to_owned()))
 }
 
+/// A registration's claim to be a restart on the same node: the previous worker id
+/// and the attempts it holds; `None` for a fresh worker.
+pub fn restarted_worker(
+    request: &v1::RegisterRequest,
+) -> Result<Option<crate::reattach::Restart>, Status> {
+    if request.previous_worker_id.is_empty() {
+        return Ok(None);
+    }
+    if request.held.len() > crate::reattach::MAX_HELD_ATTEMPTS {
+        return Err(Status::invalid_argument(format!(
+            "a registration may name at most {} held attempts",
+            crate::reattach::MAX_HELD_ATTEMPTS
+        )));
+    }
+    let previous = worker_id(&request.previous_worker_id)?;
+    let held = request
+        .held
+        .iter()
+        .map(|held| Ok((job_id(&held.job_id)?, held.attempt)))
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(Some(crate::reattach::Restart { previous, held }))
+}
+
+pub fn attempt_refs(attempts: Vec<(JobId, u32)>) -> Vec<v1::AttemptRef> {
+    attempts
+        .into_iter()
+        .map(|(job, attempt)| v1::AttemptRef {
+            job_id: job.to_string(),
+            attempt,
+        })
+        .collect()
+}
+
 pub fn stage(raw: &str) -> Result<Stage, Status> {
     Stage::parse(raw).map_err(Status::invalid_argument)
 }

@@ -32,14 +32,25 @@ impl WorkerService for WorkerApi {
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         let request = request.into_inner();
+        let restart = convert::restarted_worker(&request)?;
         let mut state = self.coordinator.lock();
-        let worker_id = state.register_worker(&request.hostname, request.slots, Instant::now())?;
-        let settings = &state.settings;
-        Ok(Response::new(v1::RegisterResponse {
-            worker_id: worker_id.0,
-            heartbeat_interval_ms: settings.heartbeat_interval.as_millis() as u32,
-            lease_timeout_ms: settings.lease_timeout.as_millis() as u32,
-        }))
+        let registration = state.register(
+            &request.hostname,
+            request.slots,
+            restart.as_ref(),
+            Instant::now(),
+        )?;
+        let response = v1::RegisterResponse {
+            worker_id: registration.worker.0,
+            heartbeat_interval_ms: state.settings.heartbeat_interval.as_millis() as u32,
+            lease_timeout_ms: state.settings.lease_timeout.as_millis() as u32,
+            reattached: convert::attempt_refs(registration.reattached),
+        };
+        drop(state);
+        if registration.requeued > 0 {
+            self.coordinator.jobs_queued.notify_waiters();
+        }
+        Ok(Response::new(response))
     }
 
     async fn heartbeat(

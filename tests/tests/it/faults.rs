@@ -656,3 +656,126 @@ fn a_pause_shorter_than_the_lease_causes_no_requeue_and_no_duplicate() {
         (0..steps).map(f64::from).collect::<Vec<_>>()
     );
 }
+
+/// Issue 19: a worker killed with SIGKILL and started again on the same work dir
+/// carries its command job on. The job outlives the worker (its own process group,
+/// stdout to a file), the new worker registers as the old one's successor, reads
+/// stdout on from where the spool ends, and resends the spool: the job completes as
+/// attempt 1, never 2, with every point stored once and nothing requeued.
+#[test]
+fn a_worker_restarted_on_its_work_dir_carries_its_job_on_as_the_same_attempt() {
+    // 50 steps of 0.2 s: about 10 s, killed early on.
+    let killed = KilledMidJob::start("reattach", 50, 0.2, 5.0);
+    let _again = start_worker(&killed.address, 1, &killed.work_dir);
+    killed.finish();
+}
+
+/// Issue 19: the job ends while its worker is down. The wrapper kept its exit
+/// status, so the restarted worker reports the end (and the points printed meanwhile)
+/// as attempt 1.
+#[test]
+fn a_job_that_ends_while_its_worker_is_down_is_reported_by_the_restarted_worker() {
+    let killed = KilledMidJob::start("reattachended", 30, 0.05, 2.0);
+    wait_until(
+        Duration::from_secs(20),
+        "the job ends with no worker",
+        || exit_files(&killed.work_dir) == 1,
+    );
+    let _again = start_worker(&killed.address, 1, &killed.work_dir);
+    killed.finish();
+}
+
+/// A one-job stage whose worker was killed with SIGKILL mid-job.
+/// (Fields drop in order: the coordinator before its workspace.)
+struct KilledMidJob {
+    _coordinator: expcluster_tests::Proc,
+    address: String,
+    submit: JoinHandle<Output>,
+    steps: u32,
+    /// The dead worker's work dir.
+    work_dir: std::path::PathBuf,
+    _scratch: tempfile::TempDir,
+    ws: TestWorkspace,
+}
+
+impl KilledMidJob {
+    /// Runs a job of `steps` steps of `sleep` s and kills its worker past `step`.
+    fn start(name: &str, steps: u32, sleep: f64, step: f64) -> Self {
+        let ws = TestWorkspace::new(
+            name,
+            &config(steps, sleep, 1, 3),
+            &[("runfile.py", RUNFILE)],
+        );
+        let (coordinator, address) = start_coordinator(&ws.root, &RESTART_TIMING);
+        let scratch = tempfile::tempdir().unwrap();
+        let work_dir = scratch.path().join("node");
+        let mut worker = start_worker(&address, 1, &work_dir);
+        let submit = submit_in_background(&address);
+        wait_until(Duration::from_secs(60), "the job runs mid-way", || {
+            running_past(&address, step)
+        });
+        worker.signal(Signal::SIGKILL);
+        worker
+            .wait_exit(Duration::from_secs(10))
+            .expect("the worker is dead");
+        Self {
+            ws,
+            _coordinator: coordinator,
+            address,
+            _scratch: scratch,
+            work_dir,
+            submit,
+            steps,
+        }
+    }
+
+    /// Waits for the stage: one completion, as attempt 1, with steps 0..steps once
+    /// each, and nothing requeued.
+    fn finish(self) {
+        finished_ok(self.submit);
+        let ws = &self.ws;
+        assert!(
+            ws.events_of("job_requeued").is_empty(),
+            "nothing requeued: {:?}",
+            ws.events_of("job_requeued")
+        );
+        assert!(ws.events_of("job_preempted").is_empty());
+        let completed = ws.events_of("job_completed");
+        assert_eq!(completed.len(), 1, "one completion: {completed:?}");
+        assert_eq!(completed[0]["status"], "succeeded");
+        assert_eq!(completed[0]["attempt"], 1, "carried on, not run again");
+        let want: Vec<f64> = (0..self.steps).map(f64::from).collect();
+        assert_eq!(
+            completed_series(ws, &completed[0]),
+            want,
+            "every step exactly once"
+        );
+        assert_eq!(
+            ws.job_results(&completed[0])["final_metrics"]["test_accuracy"],
+            0.75,
+            "the job's last line, read by the new worker"
+        );
+    }
+}
+
+/// Leases long enough for a restarted worker to come back on a loaded machine.
+const RESTART_TIMING: [&str; 6] = [
+    "--lease-timeout",
+    "5s",
+    "--heartbeat-interval",
+    "300ms",
+    "--restart-grace",
+    "2s",
+];
+
+/// The exit files the job wrappers under `work_dir` wrote.
+fn exit_files(work_dir: &std::path::Path) -> usize {
+    let jobs = std::fs::read_dir(work_dir.join("jobs"))
+        .into_iter()
+        .flatten();
+    jobs.flatten()
+        .flat_map(|job| std::fs::read_dir(job.path()).into_iter().flatten())
+        .flatten()
+        .filter(|attempt| attempt.path().join(".expcluster-exit").exists())
+        .count()
+}
