@@ -2,8 +2,8 @@
 //!
 //! Local mode starts the embedded coordinator and its workers at the first tool that
 //! needs them (so `init` can come first, and `validate` needs none) and keeps them
-//! until the server ends: a submitted stage runs on between tool calls. The cluster's
-//! mutex also orders an idea update against that start: both want the workspace.
+//! until the server ends: a submitted stage runs on between tool calls. That
+//! coordinator holds the workspace lock, so an idea update goes through its state.
 
 use super::McpArgs;
 use crate::commands::idea::{researcher_update, ResearcherUpdate};
