@@ -7,8 +7,8 @@
 //!
 //! - the job still runs, or it ended while no worker was there and its wrapper wrote
 //!   its exit status (`job_wrapper.rs`), and its metric spool reads back whole: the
-//!   attempt is claimed. Its watchdog is reset at once (registering may take a
-//!   moment);
+//!   attempt is claimed (and held, so its watchdog leaves it alone while the
+//!   coordinator is asked);
 //! - otherwise (its processes are gone with no exit status, or the spool is damaged)
 //!   it is given up: whatever is left of its process group is killed and the record
 //!   removed, and the coordinator requeues the attempt (reason `worker_restarted`,
@@ -27,7 +27,7 @@
 use crate::attempt_record::{self, AttemptRecord, ProcessState};
 use crate::command::{carry_on_command, StopReason};
 use crate::job_dir::JobDir;
-use crate::job_wrapper::{recorded_end, touch_held};
+use crate::job_wrapper::recorded_end;
 use crate::reporter;
 use crate::runner::{report_end, Ran, WorkerContext};
 use crate::spool::{Reopened, Spool};
@@ -69,9 +69,6 @@ pub fn claims(work_dir: &Path) -> Vec<Claim> {
             tracing::warn!(job_id = %record.job_id, attempt = record.attempt, "the job's processes are gone and left no exit status; its attempt is given up");
             give_up(&dir, &record);
             continue;
-        }
-        if running {
-            touch_held(&dir);
         }
         match Spool::reopen(&dir.join("metrics.spool.jsonl"), reporter::MEMORY_CAP) {
             Ok(spool) => claims.push(Claim { dir, record, spool }),

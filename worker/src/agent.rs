@@ -8,6 +8,7 @@
 use crate::adopt::{self, Claim};
 use crate::client::{channel, is_retryable, worker_client, WorkerClient};
 use crate::command::StopReason;
+use crate::job_wrapper::Leash;
 use crate::runner::{run_attempt, Slot, WorkerContext};
 use crate::session::Session;
 use crate::work_dir::WorkDir;
@@ -66,6 +67,11 @@ pub async fn run_worker(
         // Without the id they ran under, nobody can vouch for them.
         claims.drain(..).for_each(Claim::give_up);
     }
+    // Their watchdogs must not stop them while the coordinator is being asked.
+    let leashes: Vec<Leash> = claims
+        .iter()
+        .map(|claim| Leash::start(&claim.dir))
+        .collect();
     let registered = register(&mut client, &config, previous.as_deref(), &claims).await?;
     let worker_id = registered.worker_id.clone();
     if let Err(err) = work_dir.remember_worker_id(&worker_id) {
@@ -126,6 +132,8 @@ pub async fn run_worker(
             |stop, slot_free| adopt::carry_on(context, claim, stop, slot_free),
         );
     }
+    // The carried attempts hold their jobs themselves now; the others were stopped.
+    drop(leashes);
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
         worker_id.clone(),

@@ -188,6 +188,9 @@ async fn supervise(
     };
     let stdout_task = tokio::spawn(tail.run(finished_rx));
     let end = tokio::select! {
+        // The end first: a job a restarted worker finds ended (before its deadline,
+        // while no worker was there) is not reported as timed out.
+        biased;
         end = process.wait(dir) => match end {
             RunEnd::Signalled { signal } => preemption_or(signal, stop).await,
             end => end,

@@ -685,12 +685,54 @@ fn a_job_that_ends_while_its_worker_is_down_is_reported_by_the_restarted_worker(
     killed.finish();
 }
 
+/// Issue 19: a worker restarted after its attempt's lease ran out finds the attempt
+/// requeued: the coordinator refuses its claim, the old job's processes are gone
+/// (stopped by their watchdog, or killed by the new worker), and the job runs once
+/// more as attempt 2, in full.
+#[test]
+fn a_worker_restarted_after_its_lease_ran_out_stops_the_old_job_and_runs_attempt_2() {
+    let mut killed = KilledMidJob::start("reattachlate", 40, 0.1, 2.0);
+    wait_until(Duration::from_secs(30), "attempt 1 is requeued", || {
+        !killed.ws.events_of("job_requeued").is_empty()
+    });
+    let attempt_dir = std::fs::read_dir(killed.work_dir.join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|job| job.path().join("a1"))
+        .next()
+        .expect("the job directory of attempt 1");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(attempt_dir.join(".expcluster-attempt.json")).unwrap(),
+    )
+    .unwrap();
+    let group = nix::unistd::Pid::from_raw(record["process"]["pid"].as_i64().unwrap() as i32);
+    let _again = start_worker(&killed.address, 1, &killed.work_dir);
+    killed.wait_for_the_stage();
+
+    assert!(
+        nix::sys::signal::killpg(group, None).is_err(),
+        "no process of attempt 1 is left"
+    );
+    assert!(!attempt_dir.join(".expcluster-attempt.json").exists());
+    let requeued = killed.ws.events_of("job_requeued");
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert_eq!(requeued[0]["reason"], "lease_expired");
+    let completed = killed.ws.events_of("job_completed");
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["attempt"], 2);
+    assert_eq!(
+        completed_series(&killed.ws, &completed[0]),
+        (0..40).map(f64::from).collect::<Vec<_>>()
+    );
+}
+
 /// A one-job stage whose worker was killed with SIGKILL mid-job.
 /// (Fields drop in order: the coordinator before its workspace.)
 struct KilledMidJob {
     _coordinator: expcluster_tests::Proc,
     address: String,
-    submit: JoinHandle<Output>,
+    /// The stage's `expcluster submit`, until it is waited for.
+    submit: Option<JoinHandle<Output>>,
     steps: u32,
     /// The dead worker's work dir.
     work_dir: std::path::PathBuf,
@@ -724,15 +766,22 @@ impl KilledMidJob {
             address,
             _scratch: scratch,
             work_dir,
-            submit,
+            submit: Some(submit),
             steps,
+        }
+    }
+
+    /// Waits for `expcluster submit` to report the stage done.
+    fn wait_for_the_stage(&mut self) {
+        if let Some(submit) = self.submit.take() {
+            finished_ok(submit);
         }
     }
 
     /// Waits for the stage: one completion, as attempt 1, with steps 0..steps once
     /// each, and nothing requeued.
-    fn finish(self) {
-        finished_ok(self.submit);
+    fn finish(mut self) {
+        self.wait_for_the_stage();
         let ws = &self.ws;
         assert!(
             ws.events_of("job_requeued").is_empty(),
