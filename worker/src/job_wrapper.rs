@@ -16,14 +16,18 @@
 //!   worker that was down when the job ended reads it there.
 //! - **An orphan does not run on.** A job whose worker is gone and not replaced must
 //!   not keep running beside the attempt the coordinator requeues. The worker writes
-//!   [`HELD_FILE`] every second while it holds the attempt; a watchdog beside the job
-//!   stops the group (SIGTERM, then SIGKILL after 5 s, as the worker itself stops a
-//!   job) once the file has not changed for the grace it was given: the coordinator's
-//!   lease, after which the attempt is requeued anyway.
+//!   [`HELD_FILE`] twice a second while it holds the attempt; a watchdog beside the
+//!   job stops the group (SIGTERM, then SIGKILL once the job has ended or 5 s have
+//!   passed, as the worker itself stops a job) once the file has not changed for the
+//!   grace it was given: the coordinator's lease, after which the attempt is requeued
+//!   anyway.
 //!
 //! The wrapper traps the signals a job is stopped or preempted with, so that it waits
 //! for the job (which gets them too: they go to the group) and records how it ended;
 //! a trap does not pass to the job, whose signals are as if the worker had started it.
+//! When the job ends, the wrapper stops the watchdog (SIGALRM) and waits for it, and
+//! the watchdog waits for its own `sleep`: nothing is left behind for an init that
+//! does not reap orphans (a container whose first process is the worker) to collect.
 //! A status of 129 to 192 is read as death by signal: a job that exits with such a
 //! code on purpose is reported as killed by that signal.
 
@@ -42,27 +46,36 @@ shift
 trap : HUP INT TERM USR1 USR2
 (
   trap '' HUP INT TERM USR1 USR2
+  nap=
+  trap '[ -n "$nap" ] && kill "$nap" 2>/dev/null && wait "$nap"; exit 0' ALRM
   last=
   same=0
   while [ ! -e .expcluster-exit ]; do
-    sleep 1
+    sleep 1 &
+    nap=$!
+    wait "$nap"
     now=
     { read -r now < .expcluster-held; } 2>/dev/null
     if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; last=$now; fi
     if [ "$same" -ge "$grace" ]; then
+      trap '' ALRM
       echo "expcluster: no worker has held this attempt for ${grace}s: stopping it" >&2
       kill -TERM 0
-      sleep 5
+      waited=0
+      while [ ! -e .expcluster-exit ] && [ "$waited" -lt 5 ]; do
+        sleep 1
+        waited=$((waited + 1))
+      done
       kill -KILL 0
-      exit 1
     fi
   done
 ) </dev/null &
 watchdog=$!
 "$@"
 code=$?
-kill -KILL "$watchdog" 2>/dev/null
 printf '%s\n' "$code" > .expcluster-exit.tmp && mv -f .expcluster-exit.tmp .expcluster-exit
+kill -ALRM "$watchdog" 2>/dev/null
+wait "$watchdog"
 exit "$code"
 "#;
 
@@ -139,29 +152,48 @@ mod tests {
     use std::process::Command;
     use std::time::{Duration, Instant};
 
-    fn run(dir: &Path, grace: u64, script: &str) -> std::process::ExitStatus {
+    /// Runs `script` under the wrapper; returns how the wrapper ended and what is
+    /// left of its process group once it has been waited for.
+    fn run(dir: &Path, grace: u64, script: &str) -> (std::process::ExitStatus, Vec<String>) {
         use std::os::unix::process::CommandExt;
         let argv = vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
         // Its own group, as the worker runs it: the watchdog signals the whole group.
-        Command::new("sh")
+        let mut wrapper = Command::new("sh")
             .args(wrapped_argv(&argv, grace))
             .current_dir(dir)
             .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .status()
+            .spawn()
+            .unwrap();
+        let group = wrapper.id().to_string();
+        let status = wrapper.wait().unwrap();
+        let left: Vec<String> = std::fs::read_dir("/proc")
             .unwrap()
+            .flatten()
+            .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+            .filter(|stat| {
+                let after_name = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+                after_name.split_whitespace().nth(2) == Some(group.as_str())
+            })
+            .collect();
+        (status, left)
     }
 
     #[test]
     fn the_exit_status_is_recorded_and_passed_on() {
         let dir = tempfile::tempdir().unwrap();
         touch_held(dir.path());
-        let status = run(dir.path(), 30, "echo out; exit 3");
+        let (status, left) = run(dir.path(), 30, "echo out; exit 3");
         assert_eq!(status.code(), Some(3));
+        assert!(
+            left.is_empty(),
+            "nothing left behind, not even a zombie: {left:?}"
+        );
         assert_eq!(recorded_end(dir.path()), Some(RunEnd::Exited { code: 3 }));
-        let status = run(dir.path(), 30, "kill -KILL $$");
+        let (status, left) = run(dir.path(), 30, "kill -KILL $$");
         assert_eq!(status.code(), Some(137));
+        assert!(left.is_empty(), "{left:?}");
         assert_eq!(
             recorded_end(dir.path()),
             Some(RunEnd::Signalled { signal: 9 })
@@ -173,17 +205,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         // Never marked as held: the watchdog stops it after about 2 s.
-        let status = run(dir.path(), 2, "sleep 60");
+        let (_, left) = run(dir.path(), 2, "sleep 60");
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(20), "stopped after {took:?}");
+        assert!(took < Duration::from_secs(6), "stopped after {took:?}");
+        // With no worker to reap them, what is left are zombies at most.
+        assert!(
+            left.iter().all(|stat| stat.contains(") Z ")),
+            "nothing runs on: {left:?}"
+        );
         assert!(
             took >= Duration::from_secs(2),
             "not before the grace: {took:?}"
         );
-        assert_eq!(status.code(), Some(143), "SIGTERM first");
         assert_eq!(
             recorded_end(dir.path()),
-            Some(RunEnd::Signalled { signal: 15 })
+            Some(RunEnd::Signalled { signal: 15 }),
+            "SIGTERM first, and the end is on record"
         );
     }
 

@@ -664,8 +664,9 @@ fn a_pause_shorter_than_the_lease_causes_no_requeue_and_no_duplicate() {
 /// attempt 1, never 2, with every point stored once and nothing requeued.
 #[test]
 fn a_worker_restarted_on_its_work_dir_carries_its_job_on_as_the_same_attempt() {
-    // 50 steps of 0.2 s: about 10 s, killed early on.
-    let killed = KilledMidJob::start("reattach", 50, 0.2, 5.0);
+    // 40 steps of 0.1 s once released: it prints while no worker runs, and after.
+    let killed = KilledMidJob::start("reattach", 40, 0.1);
+    killed.release();
     let _again = start_worker(&killed.address, 1, &killed.work_dir);
     killed.finish();
 }
@@ -675,7 +676,8 @@ fn a_worker_restarted_on_its_work_dir_carries_its_job_on_as_the_same_attempt() {
 /// as attempt 1.
 #[test]
 fn a_job_that_ends_while_its_worker_is_down_is_reported_by_the_restarted_worker() {
-    let killed = KilledMidJob::start("reattachended", 30, 0.05, 2.0);
+    let killed = KilledMidJob::start("reattachended", 30, 0.02);
+    killed.release();
     wait_until(
         Duration::from_secs(20),
         "the job ends with no worker",
@@ -691,10 +693,11 @@ fn a_job_that_ends_while_its_worker_is_down_is_reported_by_the_restarted_worker(
 /// more as attempt 2, in full.
 #[test]
 fn a_worker_restarted_after_its_lease_ran_out_stops_the_old_job_and_runs_attempt_2() {
-    let mut killed = KilledMidJob::start("reattachlate", 40, 0.1, 2.0);
+    let mut killed = KilledMidJob::start("reattachlate", 40, 0.02);
     wait_until(Duration::from_secs(30), "attempt 1 is requeued", || {
         !killed.ws.events_of("job_requeued").is_empty()
     });
+    killed.release();
     let attempt_dir = std::fs::read_dir(killed.work_dir.join("jobs"))
         .unwrap()
         .flatten()
@@ -705,14 +708,12 @@ fn a_worker_restarted_after_its_lease_ran_out_stops_the_old_job_and_runs_attempt
         &std::fs::read(attempt_dir.join(".expcluster-attempt.json")).unwrap(),
     )
     .unwrap();
-    let group = nix::unistd::Pid::from_raw(record["process"]["pid"].as_i64().unwrap() as i32);
+    let group = record["process"]["pid"].as_i64().unwrap();
     let _again = start_worker(&killed.address, 1, &killed.work_dir);
     killed.wait_for_the_stage();
 
-    assert!(
-        nix::sys::signal::killpg(group, None).is_err(),
-        "no process of attempt 1 is left"
-    );
+    let left = live_members(group);
+    assert!(left.is_empty(), "no process of attempt 1 runs on: {left:?}");
     assert!(!attempt_dir.join(".expcluster-attempt.json").exists());
     let requeued = killed.ws.events_of("job_requeued");
     assert_eq!(requeued.len(), 1, "{requeued:?}");
@@ -741,12 +742,13 @@ struct KilledMidJob {
 }
 
 impl KilledMidJob {
-    /// Runs a job of `steps` steps of `sleep` s and kills its worker past `step`.
-    fn start(name: &str, steps: u32, sleep: f64, step: f64) -> Self {
+    /// Runs a job of `steps` steps of `sleep` s, held at step [`GATE`] until
+    /// [`Self::release`], and kills its worker there.
+    fn start(name: &str, steps: u32, sleep: f64) -> Self {
         let ws = TestWorkspace::new(
             name,
             &config(steps, sleep, 1, 3),
-            &[("runfile.py", RUNFILE)],
+            &[("runfile.py", &gated_runfile())],
         );
         let (coordinator, address) = start_coordinator(&ws.root, &RESTART_TIMING);
         let scratch = tempfile::tempdir().unwrap();
@@ -754,7 +756,7 @@ impl KilledMidJob {
         let mut worker = start_worker(&address, 1, &work_dir);
         let submit = submit_in_background(&address);
         wait_until(Duration::from_secs(60), "the job runs mid-way", || {
-            running_past(&address, step)
+            running_past(&address, f64::from(GATE - 1))
         });
         worker.signal(Signal::SIGKILL);
         worker
@@ -769,6 +771,11 @@ impl KilledMidJob {
             submit: Some(submit),
             steps,
         }
+    }
+
+    /// Lets the job go on past step [`GATE`].
+    fn release(&self) {
+        std::fs::write(self.ws.path("release"), "").unwrap();
     }
 
     /// Waits for `expcluster submit` to report the stage done.
@@ -807,6 +814,27 @@ impl KilledMidJob {
     }
 }
 
+/// The step a gated job waits at.
+const GATE: u32 = 5;
+
+/// [`RUNFILE`], held before step [`GATE`] until the workspace has a file `release`,
+/// so a test acts mid-job however loaded the machine is.
+fn gated_runfile() -> String {
+    format!(
+        r#"
+import json, os, time
+params = json.loads(os.environ["EXP_CONFIG"])["params"]
+release = os.path.join(os.environ["EXP_WORKSPACE"], "release")
+for i in range(params["steps"]):
+    while i == {GATE} and not os.path.exists(release):
+        time.sleep(0.02)
+    print(f"step: {{i}}")
+    time.sleep(params["sleep"])
+print("test_accuracy: 0.75")
+"#
+    )
+}
+
 /// Leases long enough for a restarted worker to come back on a loaded machine.
 const RESTART_TIMING: [&str; 6] = [
     "--lease-timeout",
@@ -816,6 +844,23 @@ const RESTART_TIMING: [&str; 6] = [
     "--restart-grace",
     "2s",
 ];
+
+/// The processes of the process group `group` that still run (a zombie waits only
+/// for its reaping: with the worker gone, that is init's, and some inits are slow).
+fn live_members(group: i64) -> Vec<String> {
+    let group = group.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 1..]
+                .split_whitespace()
+                .collect();
+            fields.get(2) == Some(&group.as_str()) && fields.first() != Some(&"Z")
+        })
+        .collect()
+}
 
 /// The exit files the job wrappers under `work_dir` wrote.
 fn exit_files(work_dir: &std::path::Path) -> usize {
