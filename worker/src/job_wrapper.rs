@@ -13,7 +13,9 @@
 //!   where the spool says the last one got to.
 //! - **How it ended is kept.** When the job ends, the wrapper writes its exit status
 //!   (`$?`: the code, or 128 + the signal) to [`EXIT_FILE`] before it exits itself. A
-//!   worker that was down when the job ended reads it there.
+//!   worker that was down when the job ended reads it there. (One write of a few
+//!   bytes: a reader sees the file empty or whole, and an empty one counts as not
+//!   written yet.)
 //! - **An orphan does not run on.** A job whose worker is gone and not replaced must
 //!   not keep running beside the attempt the coordinator requeues. The worker writes
 //!   [`HELD_FILE`] twice a second while it holds the attempt; a watchdog beside the
@@ -73,9 +75,9 @@ trap : HUP INT TERM USR1 USR2
 watchdog=$!
 "$@"
 code=$?
-printf '%s\n' "$code" > .expcluster-exit.tmp && mv -f .expcluster-exit.tmp .expcluster-exit
+printf '%s\n' "$code" > .expcluster-exit
 kill -ALRM "$watchdog" 2>/dev/null
-wait "$watchdog"
+{ wait "$watchdog"; } 2>/dev/null
 exit "$code"
 "#;
 
