@@ -61,32 +61,9 @@ pub async fn run_worker(
         WorkerError::Setup(format!("coordinator address {}: {err}", config.coordinator))
     })?;
     let mut client = worker_client(channel, &config.security);
-    let previous = work_dir.previous_worker_id();
-    let mut claims = adopt::claims(work_dir.root());
-    if previous.is_none() {
-        // Without the id they ran under, nobody can vouch for them.
-        claims.drain(..).for_each(Claim::give_up);
-    }
-    // Their watchdogs must not stop them while the coordinator is being asked.
-    let leashes: Vec<Leash> = claims
-        .iter()
-        .map(|claim| Leash::start(&claim.dir))
-        .collect();
-    let registered = register(&mut client, &config, previous.as_deref(), &claims).await?;
+    let (registered, carried, leashes) =
+        register_taking_over(&mut client, &config, &work_dir).await?;
     let worker_id = registered.worker_id.clone();
-    if let Err(err) = work_dir.remember_worker_id(&worker_id) {
-        tracing::warn!(%err, "cannot keep the worker id in the work dir; a worker restarted here will not carry on this one's jobs");
-    }
-    let (carried, refused): (Vec<Claim>, Vec<Claim>) = claims
-        .into_iter()
-        .partition(|claim| registered.reattached.contains(&claim.attempt_ref()));
-    if !refused.is_empty() {
-        tracing::warn!(
-            count = refused.len(),
-            "the coordinator has requeued attempts the previous worker left running; stopping them"
-        );
-    }
-    refused.into_iter().for_each(Claim::give_up);
     tracing::info!(%worker_id, slots = config.slots, carried_on = carried.len(), "registered with the coordinator");
     let session = Session::new(client.clone());
     let context = Arc::new(WorkerContext {
@@ -100,17 +77,7 @@ pub async fn run_worker(
         orphan_grace: orphan_grace(registered.lease_timeout_ms),
     });
     let running: Running = Arc::default();
-    let mut free_slots: Vec<Slot> = if config.gpus.is_empty() {
-        (0..config.slots).map(|_| Slot { gpu: None }).collect()
-    } else {
-        config
-            .gpus
-            .iter()
-            .map(|gpu| Slot {
-                gpu: Some(gpu.clone()),
-            })
-            .collect()
-    };
+    let mut free_slots = slots_of(&config);
     let (slot_tx, mut slot_rx) = tokio::sync::mpsc::unbounded_channel::<Slot>();
     let slot_freed = Arc::new(Notify::new());
     let slots = SlotReturn {
@@ -195,6 +162,56 @@ pub async fn run_worker(
     while attempts.join_next().await.is_some() {}
     heartbeat.abort();
     Ok(())
+}
+
+/// Registers, as the successor of the worker that used `work_dir` before when there
+/// was one (`adopt.rs`). Returns the registration, the attempts to carry on (the
+/// others are stopped), and what holds their jobs until they are carried on.
+async fn register_taking_over(
+    client: &mut WorkerClient,
+    config: &WorkerConfig,
+    work_dir: &WorkDir,
+) -> Result<(v1::RegisterResponse, Vec<Claim>, Vec<Leash>), WorkerError> {
+    let previous = work_dir.previous_worker_id();
+    let mut claims = adopt::claims(work_dir.root());
+    if previous.is_none() {
+        // Without the id they ran under, nobody can vouch for them.
+        claims.drain(..).for_each(Claim::give_up);
+    }
+    // Their watchdogs must not stop them while the coordinator is being asked.
+    let leashes: Vec<Leash> = claims
+        .iter()
+        .map(|claim| Leash::start(&claim.dir))
+        .collect();
+    let registered = register(client, config, previous.as_deref(), &claims).await?;
+    if let Err(err) = work_dir.remember_worker_id(&registered.worker_id) {
+        tracing::warn!(%err, "cannot keep the worker id in the work dir; a worker restarted here will not carry on this one's jobs");
+    }
+    let (carried, refused): (Vec<Claim>, Vec<Claim>) = claims
+        .into_iter()
+        .partition(|claim| registered.reattached.contains(&claim.attempt_ref()));
+    if !refused.is_empty() {
+        tracing::warn!(
+            count = refused.len(),
+            "the coordinator has requeued attempts the previous worker left running; stopping them"
+        );
+    }
+    refused.into_iter().for_each(Claim::give_up);
+    Ok((registered, carried, leashes))
+}
+
+/// One slot per GPU, or `slots` CPU slots.
+fn slots_of(config: &WorkerConfig) -> Vec<Slot> {
+    if config.gpus.is_empty() {
+        return (0..config.slots).map(|_| Slot { gpu: None }).collect();
+    }
+    config
+        .gpus
+        .iter()
+        .map(|gpu| Slot {
+            gpu: Some(gpu.clone()),
+        })
+        .collect()
 }
 
 /// Where a slot goes back when its job's process (or training) ends.
