@@ -353,10 +353,18 @@ fn a_worker_killed_under_a_trainer_gang_requeues_it_and_the_job_completes_elsewh
         .map(|e| format!("{} attempt {} {}", e["type"], e["attempt"], e["reason"]))
         .collect();
     eprintln!("attempt ends: {ends:?}");
+    // Attempt 1 is requeued when the dead rank's lease runs out; the surviving
+    // rank's lost peer spends nothing (with max_attempts 1, a counted failure would
+    // have failed the job). A loaded machine may also expire a later attempt's 2 s
+    // lease: that is requeued too, never failed.
     assert_eq!(
-        ends,
-        vec!["\"job_requeued\" attempt 1 \"lease_expired\"".to_owned()],
-        "attempt 1 is requeued when the dead rank's lease runs out, and the surviving rank's lost peer is not counted as a failure"
+        ends.first().map(String::as_str),
+        Some("\"job_requeued\" attempt 1 \"lease_expired\""),
+        "{ends:?}"
+    );
+    assert!(
+        ends.iter().all(|end| end.starts_with("\"job_requeued\"")),
+        "no attempt failed: {ends:?}"
     );
     // Every epoch is on record exactly once, however the attempts split the work.
     let series = &ws.job_results(event)["series"];
