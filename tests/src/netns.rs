@@ -51,7 +51,7 @@ pub struct Host {
 pub struct NetCluster {
     pub hosts: Vec<Host>,
     bridge: String,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl NetCluster {
@@ -82,7 +82,7 @@ impl NetCluster {
         let mut cluster = Self {
             hosts: Vec::new(),
             bridge,
-            _root: root,
+            root,
         };
         for (i, name) in names.iter().enumerate() {
             let host = cluster.make_host(pid, index, i, name, &names, &hosts_file);
@@ -100,7 +100,7 @@ impl NetCluster {
         names: &[String],
         hosts_file: &Path,
     ) -> Host {
-        let root = self._root.path();
+        let root = self.root.path();
         let netns = format!("ecx{pid}-{index}-{name}");
         let link = format!("ecv{pid}-{index}{i}");
         let ip_address = format!("{SUBNET}.{}", 10 + i);
@@ -157,6 +157,11 @@ impl NetCluster {
             holder,
             _holder_stdin: stdin,
         }
+    }
+
+    /// The first `N` hosts, h0 first.
+    pub fn first<const N: usize>(&self) -> [&Host; N] {
+        std::array::from_fn(|i| &self.hosts[i])
     }
 
     pub fn host(&self, name: &str) -> &Host {

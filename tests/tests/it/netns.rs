@@ -146,12 +146,7 @@ fn hand_out_tokens(cluster: &NetCluster, workspace: &str) {
 #[test]
 fn the_readme_cluster_path_runs_word_for_word_on_four_hosts() {
     let cluster = NetCluster::new(4);
-    let (h0, h1, h2, h3) = (
-        cluster.host("h0"),
-        cluster.host("h1"),
-        cluster.host("h2"),
-        cluster.host("h3"),
-    );
+    let [h0, h1, h2, h3] = cluster.first::<4>();
     let mut running = Vec::new();
     for line in readme_block("head-node") {
         running.extend(run_line(h0, &line));
@@ -323,12 +318,7 @@ fn slow_job_config(steps: u32) -> String {
 #[test]
 fn a_worker_cut_off_mid_job_is_replaced_and_its_stale_attempt_fenced() {
     let cluster = NetCluster::new(4);
-    let (h0, h1, h2, h3) = (
-        cluster.host("h0"),
-        cluster.host("h1"),
-        cluster.host("h2"),
-        cluster.host("h3"),
-    );
+    let [h0, h1, h2, h3] = cluster.first::<4>();
     let steps = 60;
     let root = workspace_on(h0, &slow_job_config(steps), &[]);
     let _coordinator = start_coordinator(h0, WORKSPACE, "--lease-timeout 3s");

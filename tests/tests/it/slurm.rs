@@ -298,16 +298,7 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
         ],
         &out,
     );
-    let address_file = ws.path(".expcluster/slurm_coordinator");
-    wait_until(
-        Duration::from_secs(40),
-        "the coordinator in the allocation announces its address",
-        || address_file.exists(),
-    );
-    let address = std::fs::read_to_string(&address_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let address = allocation_coordinator_address(&ws);
 
     let (status, text) = finish_submit(
         start_submit(&ws, "baselines", &address),
@@ -353,7 +344,7 @@ fn a_stage_runs_on_workers_started_by_sbatch_of_the_cluster_script() {
         || job.states().is_empty(),
     );
     assert!(
-        !address_file.exists(),
+        !ws.path(ALLOCATION_ADDRESS_FILE).exists(),
         "the stale coordinator address is removed: {}",
         log_of(&out)
     );
@@ -626,16 +617,7 @@ fn slurm_launch_on_two_nodes_runs_a_stage_and_a_gang_across_both_nodes() {
     let job = SlurmJob {
         id: assert_success(&launched).trim().to_owned(),
     };
-    let address_file = ws.path(".expcluster/slurm_coordinator");
-    wait_until(
-        Duration::from_secs(40),
-        "the coordinator in the allocation announces its address",
-        || address_file.exists(),
-    );
-    let address = std::fs::read_to_string(&address_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let address = allocation_coordinator_address(&ws);
     // It listens on the first node's address, which this (the root) namespace reaches.
     assert!(
         address.starts_with(&format!("{}.", node_subnet())),
@@ -749,4 +731,22 @@ fn node_subnet() -> String {
         .rsplit_once('.')
         .map(|(subnet, _)| subnet.to_owned())
         .unwrap_or(bridge)
+}
+
+/// Where the coordinator started inside a Slurm allocation writes its address.
+const ALLOCATION_ADDRESS_FILE: &str = ".expcluster/slurm_coordinator";
+
+/// The address the coordinator started inside a Slurm allocation writes to
+/// `.expcluster/slurm_coordinator`, once it is there.
+fn allocation_coordinator_address(ws: &TestWorkspace) -> String {
+    let address_file = ws.path(ALLOCATION_ADDRESS_FILE);
+    wait_until(
+        Duration::from_secs(40),
+        "the coordinator in the allocation announces its address",
+        || address_file.exists(),
+    );
+    std::fs::read_to_string(&address_file)
+        .unwrap()
+        .trim()
+        .to_owned()
 }
