@@ -35,7 +35,15 @@ impl TrainerSpec {
             Some(LossSpec::Mse {}) => return Some(Task::Regression),
             None => {}
         }
-        match &self.dataset {
+        self.dataset.implied_task()
+    }
+}
+
+impl DatasetSpec {
+    /// The task a built-in dataset implies; `None` for files, where the labels'
+    /// dtype decides.
+    fn implied_task(&self) -> Option<Task> {
+        match self {
             DatasetSpec::Teacher(_) => Some(Task::Regression),
             DatasetSpec::Blobs(_)
             | DatasetSpec::Moons(_)
@@ -52,16 +60,7 @@ impl TrainerSpec {
 }
 
 pub(super) fn task_consistency(spec: &TrainerSpec) -> Result<(), String> {
-    let data_task = match &spec.dataset {
-        DatasetSpec::Teacher(_) => Some(Task::Regression),
-        DatasetSpec::Blobs(_)
-        | DatasetSpec::Moons(_)
-        | DatasetSpec::Spirals(_)
-        | DatasetSpec::Images(_)
-        | DatasetSpec::Sequences(_)
-        | DatasetSpec::Digits { .. } => Some(Task::Classification),
-        _ => None,
-    };
+    let data_task = spec.dataset.implied_task();
     let loss_task = match &spec.loss {
         Some(LossSpec::CrossEntropy { label_smoothing }) => {
             fraction("loss.label_smoothing", *label_smoothing)?;
