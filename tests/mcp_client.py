@@ -3,6 +3,8 @@ Python SDK (the `mcp` package): used by tests/tests/it/mcp.rs.
 
     mcp_client.py loop EXPCLUSTER WORKSPACE      # stdio: a whole four-stage run
     mcp_client.py http URL CLIENT_TOKEN WORKER_TOKEN
+    mcp_client.py remote EXPCLUSTER WORKSPACE COORDINATOR TOKEN_FILE GATE
+                                                 # stdio, --coordinator: one stage
 
 It asserts what an agent relies on (every tool listed with its schemas, structured
 results that match them, progress while `wait` runs, clear tool errors for bad input
@@ -261,7 +263,65 @@ async def http(url, client_token, worker_token):
                 check(TOOLS <= tools, tools)
                 validation = await call(session, "validate")
                 check(validation["valid"], validation)
-                seen["client"] = {"tools": sorted(tools), "jobs_total": validation["matrix"]["jobs_total"]}
+                # A tool that asks the coordinator (the embedded one, or --coordinator's).
+                status = await call(session, "status", {})
+                seen["client"] = {"tools": sorted(tools), "jobs_total": validation["matrix"]["jobs_total"],
+                                  "defined_stages": [s["stage"] for s in status["overview"]["stages"] if s["defined"]]}
+    print(json.dumps(seen))
+
+
+async def poll(what, probe, limit=120):
+    """Calls `probe` until it returns something true (a real event: a job's points
+    reaching the coordinator); fails after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        found = await probe()
+        if found:
+            return found
+        check(time.monotonic() < deadline, f"timed out after {limit}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def remote(expcluster, workspace, coordinator, token_file, gate):
+    """One stage through `expcluster mcp --coordinator`: the jobs block on the file
+    `gate` after two points, so the metrics tool is seen live, and idea_update refused
+    while the stage runs; then the gate opens and the stage ends."""
+    seen = {}
+    params = StdioServerParameters(
+        command=expcluster,
+        args=["mcp", "--coordinator", coordinator, "--token-file", token_file, "--workspace", workspace],
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")})
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            submitted = await call(session, "submit", {"stage": "baselines"})
+            seen["submitted"] = submitted
+
+            async def running_job():
+                status = await call(session, "status", {"stage": "baselines"})
+                jobs = [job for job in status["stage"]["jobs"] if job["state"] == "running"]
+                for job in jobs:
+                    metrics = await call(session, "metrics", {"job_id": job["job_id"]})
+                    if len(metrics["series"].get("train_loss", [])) == 2:
+                        return metrics
+                return None
+
+            live = await poll("a running job's first two points", running_job)
+            seen["live"] = live
+            seen["refused_while_running"] = await refused(
+                session, "idea_update", {"reason": "too early", "idea_md": NEW_IDEA_MD}, "is running")
+            with open(gate, "w") as file:
+                file.write("go\n")
+            result = await call(session, "wait", {"stage": "baselines", "timeout_s": 300})
+            check(result["finished"] and result["failed"] == 0, result)
+            seen["wait"] = {"finished": result["finished"], "succeeded": result["succeeded"],
+                            "idea_version": result["idea_version"]}
+            seen["after"] = await call(session, "metrics", {"job_id": live["job_id"]})
+            seen["summary_methods"] = sorted((await call(session, "summary", {"stage": "baselines"}))["summary"]["methods"])
+            seen["claims"] = (await call(session, "claims", {}))["latest"]
+            seen["updated"] = await call(session, "idea_update", {"reason": REASON, "idea_md": NEW_IDEA_MD})
+            history = await call(session, "idea_log")
+            seen["versions"] = [v["version"] for v in history["versions"]]
     print(json.dumps(seen))
 
 
@@ -271,5 +331,7 @@ if __name__ == "__main__":
         asyncio.run(loop(*rest))
     elif mode == "http":
         asyncio.run(http(*rest))
+    elif mode == "remote":
+        asyncio.run(remote(*rest))
     else:
-        sys.exit(f"unknown mode {mode!r}: loop or http")
+        sys.exit(f"unknown mode {mode!r}: loop, http or remote")

@@ -17,11 +17,6 @@ pub struct EmbeddedCluster {
     pub address: String,
     /// The client token of this cluster, for the submitting CLI.
     pub client_security: ClientSecurity,
-    /// The coordinator itself, for a caller in this process that must act under its
-    /// state lock (`expcluster mcp`'s idea update: the coordinator holds the
-    /// workspace lock, so the update goes through its state, as the feedback after a
-    /// stage does).
-    pub coordinator: Arc<Coordinator>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
@@ -84,7 +79,6 @@ impl EmbeddedCluster {
         Ok(Self {
             address,
             client_security,
-            coordinator,
             stop,
             server,
             workers: handles,

@@ -20,6 +20,7 @@ pub mod gang;
 mod gang_tests;
 pub mod group_commit;
 pub mod idea;
+pub mod idea_update;
 pub mod job_metrics;
 pub mod lifecycle;
 pub mod live_logs;

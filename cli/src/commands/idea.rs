@@ -9,12 +9,11 @@
 use super::WorkspaceArgs;
 use crate::output::render;
 use crate::workspace_arg;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use expcluster_coordinator::feedback::{
-    apply_update, AppliedUpdate, EventSink, FileSink, IdeaUpdate,
-};
+use expcluster_coordinator::feedback::FileSink;
 use expcluster_coordinator::idea::{read_idea_json, version_of};
+pub use expcluster_coordinator::idea_update::{researcher_update, ResearcherUpdate};
 use expcluster_coordinator::research_log::ResearchLog;
 use expcluster_coordinator::workspace::Workspace;
 use expcluster_coordinator::workspace_lock;
@@ -125,46 +124,7 @@ fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
 /// The reason, trimmed; an empty one is refused (it is the record future readers
 /// rely on).
 pub fn checked_reason(reason: &str) -> anyhow::Result<String> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        bail!(
-            "the reason is empty: say why the idea changes (it is the record future readers rely on)"
-        );
-    }
-    Ok(reason.to_owned())
-}
-
-/// A researcher's (or an agent's) change to the idea.
-pub struct ResearcherUpdate {
-    /// Why, already checked by [`checked_reason`].
-    pub reason: String,
-    /// Who: `researcher (…)`, recorded in the `idea_updated` event.
-    pub source: String,
-    /// The new idea.md; `None` keeps idea.md as edited in place.
-    pub new_idea_md: Option<String>,
-    /// What changed, in words (the evolution entry's first line).
-    pub what_changed: String,
-}
-
-/// Records a new version of the idea through the feedback protocol (version bump,
-/// evolution entry with the diff, `idea_updated` event). The caller owns the
-/// workspace: it holds the workspace lock (`sink` a [`FileSink`]), or it is the
-/// coordinator (`sink` its state).
-pub fn researcher_update(
-    workspace: &Workspace,
-    sink: &mut dyn EventSink,
-    update: ResearcherUpdate,
-) -> anyhow::Result<AppliedUpdate> {
-    let next = version_of(&read_idea_json(workspace)) + 1;
-    let update = IdeaUpdate {
-        reason: update.reason,
-        source: update.source,
-        new_idea_md: update.new_idea_md,
-        what_changed: vec![update.what_changed],
-        impact: format!("stages submitted from now on run against version {next}."),
-        ..IdeaUpdate::default()
-    };
-    Ok(apply_update(workspace, sink, update)?)
+    expcluster_coordinator::idea_update::checked_reason(reason).map_err(anyhow::Error::msg)
 }
 
 /// The `+`/`-` lines of a diff, for the terminal.

@@ -2,19 +2,17 @@
 //!
 //! Local mode starts the embedded coordinator and its workers at the first tool that
 //! needs them (so `init` can come first, and `validate` needs none) and keeps them
-//! until the server ends: a submitted stage runs on between tool calls. That
-//! coordinator holds the workspace lock, so an idea update goes through its state.
+//! until the server ends: a submitted stage runs on between tool calls. Either way
+//! the coordinator owns the workspace's files, so an idea update goes through it
+//! (the `UpdateIdea` RPC).
 
 use super::McpArgs;
-use crate::commands::idea::{researcher_update, ResearcherUpdate};
+use crate::commands::idea::ResearcherUpdate;
 use crate::commands::submit::{check_config, local_slots};
 use crate::embedded::EmbeddedCluster;
 use anyhow::{bail, Context};
 use expcluster_coordinator::auth::Role;
-use expcluster_coordinator::feedback::{AppliedUpdate, FileSink};
-use expcluster_coordinator::research_log::ResearchLog;
-use expcluster_coordinator::workspace::Workspace;
-use expcluster_coordinator::workspace_lock;
+use expcluster_coordinator::feedback::AppliedUpdate;
 use expcluster_proto::v1;
 use expcluster_worker::client::{channel, client_client, ClientClient, ClientSecurity};
 use std::path::{Path, PathBuf};
@@ -127,42 +125,29 @@ impl Backend {
         EmbeddedCluster::start(root, workers, slots).await
     }
 
-    /// Records a new version of the idea, as `expcluster idea update` does. Refused
-    /// while a stage runs: its jobs were expanded from the current version.
+    /// Records a new version of the idea, as `expcluster idea update` does, through
+    /// the coordinator (embedded or remote): it owns the workspace's files while it
+    /// serves them, and refuses while a stage runs (its jobs were expanded from the
+    /// current version).
     pub async fn update_idea(&self, update: ResearcherUpdate) -> anyhow::Result<AppliedUpdate> {
-        let root = self.workspace()?.to_owned();
         let mut connection = self.connect().await?;
-        refuse_while_running(&mut connection).await?;
-        let Target::Embedded { cluster, .. } = &self.target else {
-            // A remote coordinator owns the workspace's files; without one holding
-            // them, this is the CLI's own path (its lock says who is in the way).
-            return tokio::task::spawn_blocking(move || update_locked(&root, update)).await?;
-        };
-        let cluster = cluster.lock().await;
-        let coordinator = cluster
-            .as_ref()
-            .context("the embedded coordinator stopped")?
-            .coordinator
-            .clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let workspace = Workspace::open(&root)
-                .with_context(|| format!("cannot open {}", root.display()))?;
-            // The coordinator holds the workspace lock: the update goes through its
-            // state, which logs the event and moves its idea version on, as the
-            // feedback after a stage does.
-            let mut state = coordinator.lock();
-            researcher_update(&workspace, &mut *state, update)
+        let applied = connection
+            .client
+            .update_idea(v1::UpdateIdeaRequest {
+                reason: update.reason,
+                source: update.source,
+                idea_md: update.new_idea_md,
+                what_changed: update.what_changed,
+            })
+            .await
+            .map_err(|status| crate::commands::status::explain(status, &connection.address))?
+            .into_inner();
+        Ok(AppliedUpdate {
+            from_version: applied.from_version,
+            to_version: applied.to_version,
+            event_seq: applied.event_seq,
+            diff: applied.diff,
         })
-        .await??;
-        // The event may wait for the group commit's next round: answer once it is on
-        // disk, as every coordinator answer does.
-        if let Some(ticket) = expcluster_coordinator::commit_layer::ticket() {
-            expcluster_coordinator::group_commit::global()
-                .wait(ticket)
-                .await
-                .map_err(|reason| anyhow::anyhow!("the idea update is not on disk: {reason}"))?;
-        }
-        Ok(applied)
     }
 
     /// Stops the embedded coordinator and its workers (they finish nothing more; a
@@ -174,40 +159,4 @@ impl Backend {
             }
         }
     }
-}
-
-/// The CLI's path: the workspace lock, the research log opened directly.
-fn update_locked(root: &Path, update: ResearcherUpdate) -> anyhow::Result<AppliedUpdate> {
-    let _lock = workspace_lock::acquire(root, "expcluster mcp (idea_update)")?;
-    let workspace =
-        Workspace::open(root).with_context(|| format!("cannot open {}", root.display()))?;
-    let (log, _) = ResearchLog::open(&workspace.research_log_path(), false)?;
-    let mut sink = FileSink {
-        workspace: workspace.clone(),
-        log,
-    };
-    researcher_update(&workspace, &mut sink, update)
-}
-
-async fn refuse_while_running(connection: &mut Connection) -> anyhow::Result<()> {
-    let stages = connection
-        .client
-        .list_stages(v1::ListStagesRequest {})
-        .await
-        .map_err(|status| crate::commands::status::explain(status, &connection.address))?
-        .into_inner();
-    let running: Vec<&str> = stages
-        .stages
-        .iter()
-        .filter(|stage| stage.submitted && !stage.finished)
-        .map(|stage| stage.stage.as_str())
-        .collect();
-    if !running.is_empty() {
-        bail!(
-            "stage {} is running against idea version {}: wait for it (the wait tool) or cancel it before updating the idea",
-            running.join(", "),
-            stages.idea_version
-        );
-    }
-    Ok(())
 }

@@ -4,7 +4,9 @@
 //! Every request must carry `Authorization: Bearer <client token>`, the token the CLI
 //! uses with the coordinator: none (or an unknown token) is refused with 401, the
 //! worker token with 403 (workers run jobs; they do not submit them). The token is
-//! compared in constant time by [`Token::matches`].
+//! compared in constant time by [`Token::matches`]. The transport is plain HTTP, so it
+//! serves loopback addresses only ([`check_loopback`]): from another machine, reach it
+//! through an SSH tunnel.
 
 use super::backend::Backend;
 use super::server::ExpclusterMcp;
@@ -33,16 +35,10 @@ pub async fn serve(backend: Arc<Backend>, args: &McpArgs, listen: &str) -> anyho
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let mut config = StreamableHttpServerConfig::default();
+    check_loopback(address)?;
+    let config = StreamableHttpServerConfig::default();
     // Cancelled at shutdown: every session ends with the server.
     let stop = config.cancellation_token.clone();
-    if !address.ip().is_loopback() {
-        // The Host check guards a tokenless local server against DNS rebinding; this
-        // one demands the token on every request, and its clients name it as they
-        // reach it.
-        config = config.disable_allowed_hosts();
-        eprintln!("warning: serving MCP over plain HTTP on {address}: the token crosses the network in clear; prefer 127.0.0.1 and an SSH tunnel");
-    }
     let service = StreamableHttpService::new(
         move || Ok(ExpclusterMcp::new(backend.clone())),
         Arc::new(LocalSessionManager::default()),
@@ -60,6 +56,18 @@ pub async fn serve(backend: Arc<Backend>, args: &McpArgs, listen: &str) -> anyho
         })
         .await
         .context("the MCP HTTP server stopped")
+}
+
+/// Plain HTTP only on loopback: the client token would cross the network in clear,
+/// and whoever reads it drives the research loop (and the jobs' commands). Checked
+/// on the bound address, before anything is served.
+fn check_loopback(address: std::net::SocketAddr) -> anyhow::Result<()> {
+    if address.ip().is_loopback() {
+        return Ok(());
+    }
+    bail!(
+        "refusing to serve MCP on {address}: --listen speaks plain HTTP, so the client token would cross the network in clear; listen on 127.0.0.1 (e.g. --listen 127.0.0.1:8765) and reach it from elsewhere through an SSH tunnel (ssh -L 8765:127.0.0.1:8765 this-host)"
+    )
 }
 
 async fn check_token(State(gate): State<Gate>, request: Request, next: Next) -> Response {

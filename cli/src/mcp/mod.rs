@@ -38,8 +38,9 @@ pub struct McpArgs {
     pub coordinator: CoordinatorArgs,
     #[command(flatten)]
     pub connect: crate::connect::ConnectArgs,
-    /// Serve Streamable HTTP on this address (at /mcp) instead of stdio; clients must
-    /// send the workspace's client token (`Authorization: Bearer …`).
+    /// Serve Streamable HTTP on this loopback address (at /mcp) instead of stdio;
+    /// clients must send the workspace's client token (`Authorization: Bearer …`).
+    /// Plain HTTP: other addresses are refused (use an SSH tunnel).
     #[arg(long)]
     pub listen: Option<String>,
     #[command(flatten)]

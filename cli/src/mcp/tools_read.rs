@@ -5,6 +5,8 @@
 use super::server::{failure, ExpclusterMcp};
 use super::tools_run::parse_stage;
 use anyhow::{bail, Context};
+use expcluster_core::json_float::to_json;
+use expcluster_proto::v1;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::{tool, tool_router};
 use schemars::JsonSchema;
@@ -130,6 +132,10 @@ pub struct Metrics {
     pub stage_run: Value,
     pub attempt: Value,
     pub fingerprint: Value,
+    /// The job's state: queued, running, succeeded, failed or cancelled.
+    pub state: String,
+    /// True while the attempt runs: the series are its points so far, and grow.
+    pub live: bool,
     /// The last value of each metric.
     pub final_metrics: Map<String, Value>,
     /// Each metric's values in the order the job printed them (the last max_points).
@@ -273,60 +279,31 @@ impl ExpclusterMcp {
         run.await.map(Json).map_err(failure)
     }
 
-    /// A job's metric series and final values, from its stored result (the latest
-    /// succeeded attempt in experiment_results/job_results.jsonl).
+    /// A job's metric series and final values: live from the coordinator while the
+    /// job runs (its points so far), else its latest attempt as the coordinator holds
+    /// it, else its stored result (experiment_results/job_results.jsonl).
     #[tool]
     async fn metrics(
         &self,
         Parameters(args): Parameters<MetricsArgs>,
     ) -> Result<Json<Metrics>, String> {
-        let run = || -> anyhow::Result<Metrics> {
-            let root = self.backend.workspace()?;
-            let record = latest_result(root, &args.job_id)?.with_context(|| {
-                format!("no stored result for job {:?}: a job's series are stored when an attempt succeeds (status with its stage shows the latest values of a running job; check the job id there)", args.job_id)
-            })?;
+        let run = async {
             let keep = args.max_points.unwrap_or(POINTS_DEFAULT).min(POINTS_MAX);
-            let wanted = |name: &String| args.metric.as_deref().is_none_or(|metric| name == metric);
-            let mut series = Map::new();
-            let mut points_total = Map::new();
-            for (name, values) in record["series"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(name, _)| wanted(name))
-            {
-                let values = values.as_array().cloned().unwrap_or_default();
-                points_total.insert(name.clone(), values.len().into());
-                series.insert(
-                    name.clone(),
-                    values[values.len().saturating_sub(keep)..].to_vec().into(),
-                );
-            }
-            let final_metrics: Map<String, Value> = record["final_metrics"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(name, _)| wanted(name))
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect();
+            let live = self.live_metrics(&args, keep).await?;
+            let metrics = match live {
+                Some(live) => live,
+                None => stored_metrics(self.backend.workspace()?, &args, keep)?,
+            };
             if let Some(metric) = args
                 .metric
                 .as_deref()
-                .filter(|_| series.is_empty() && final_metrics.is_empty())
+                .filter(|_| metrics.series.is_empty() && metrics.final_metrics.is_empty())
             {
                 bail!("job {:?} printed no metric {metric:?}", args.job_id);
             }
-            Ok(Metrics {
-                job_id: args.job_id.clone(),
-                stage_run: record["stage_run"].clone(),
-                attempt: record["attempt"].clone(),
-                fingerprint: record["fingerprint"].clone(),
-                final_metrics,
-                series,
-                points_total,
-            })
+            Ok::<_, anyhow::Error>(metrics)
         };
-        run().map(Json).map_err(failure)
+        run.await.map(Json).map_err(failure)
     }
 
     /// Write report.md (the idea, every summary, the claims' verdicts, the figures,
@@ -346,6 +323,105 @@ impl ExpclusterMcp {
         };
         run().map(Json).map_err(failure)
     }
+}
+
+impl ExpclusterMcp {
+    /// The coordinator's view of the job's latest attempt; `None` when it holds no
+    /// points of it (not run since the coordinator started, or reset by a new lease
+    /// that printed nothing yet) and the job is not running.
+    async fn live_metrics(
+        &self,
+        args: &MetricsArgs,
+        keep: usize,
+    ) -> anyhow::Result<Option<Metrics>> {
+        let mut connection = self.backend.connect().await?;
+        let answer = connection
+            .client
+            .job_metrics(v1::JobMetricsRequest {
+                job_id: args.job_id.clone(),
+                metric: args.metric.clone().unwrap_or_default(),
+                max_points: u32::try_from(keep).unwrap_or(u32::MAX),
+            })
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer.into_inner(),
+            // A job of an earlier coordinator's run: its stored result may still be there.
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+            Err(status) => {
+                return Err(crate::commands::status::explain(
+                    status,
+                    &connection.address,
+                ))
+            }
+        };
+        if answer.series.is_empty() && !answer.attempt_running {
+            return Ok(None);
+        }
+        let mut series = Map::new();
+        let mut points_total = Map::new();
+        let mut final_metrics = Map::new();
+        for metric in answer.series {
+            let values: Vec<Value> = metric.values.iter().map(|v| to_json(*v)).collect();
+            if let Some(last) = metric.values.last() {
+                final_metrics.insert(metric.name.clone(), to_json(*last));
+            }
+            points_total.insert(metric.name.clone(), metric.points_total.into());
+            series.insert(metric.name, values.into());
+        }
+        let state = crate::output::state_name(answer.job_state).to_owned();
+        Ok(Some(Metrics {
+            job_id: answer.job_id,
+            stage_run: answer.stage_run.into(),
+            attempt: answer.attempt.into(),
+            fingerprint: answer.fingerprint.into(),
+            state,
+            live: answer.attempt_running,
+            final_metrics,
+            series,
+            points_total,
+        }))
+    }
+}
+
+/// The job's latest succeeded attempt as job_results.jsonl stores it.
+fn stored_metrics(root: &Path, args: &MetricsArgs, keep: usize) -> anyhow::Result<Metrics> {
+    let record = latest_result(root, &args.job_id)?.with_context(|| {
+        format!("no metrics for job {:?}: the coordinator does not know it and no result of it is stored (check the job id with status and its stage)", args.job_id)
+    })?;
+    let wanted = |name: &String| args.metric.as_deref().is_none_or(|metric| name == metric);
+    let mut series = Map::new();
+    let mut points_total = Map::new();
+    for (name, values) in record["series"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| wanted(name))
+    {
+        let values = values.as_array().cloned().unwrap_or_default();
+        points_total.insert(name.clone(), values.len().into());
+        series.insert(
+            name.clone(),
+            values[values.len().saturating_sub(keep)..].to_vec().into(),
+        );
+    }
+    let final_metrics: Map<String, Value> = record["final_metrics"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| wanted(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    Ok(Metrics {
+        job_id: args.job_id.clone(),
+        stage_run: record["stage_run"].clone(),
+        attempt: record["attempt"].clone(),
+        fingerprint: record["fingerprint"].clone(),
+        state: "succeeded".to_owned(),
+        live: false,
+        final_metrics,
+        series,
+        points_total,
+    })
 }
 
 fn verdict(event: &Value) -> Verdict {

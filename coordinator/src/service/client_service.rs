@@ -1,6 +1,7 @@
 //! `ClientService`: what the CLI calls.
 
 use super::convert;
+use crate::idea_update::ResearcherUpdate;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, client_service_server::ClientService};
 use expcluster_proto::PROTOCOL_VERSION;
@@ -129,5 +130,36 @@ impl ClientService for ClientApi {
     ) -> Result<Response<v1::JobLogResponse>, Status> {
         super::client_views::job_log(&self.coordinator.lock(), &request.into_inner())
             .map(Response::new)
+    }
+
+    async fn job_metrics(
+        &self,
+        request: Request<v1::JobMetricsRequest>,
+    ) -> Result<Response<v1::JobMetricsResponse>, Status> {
+        super::client_views::job_metrics(&self.coordinator.lock(), &request.into_inner())
+            .map(Response::new)
+    }
+
+    async fn update_idea(
+        &self,
+        request: Request<v1::UpdateIdeaRequest>,
+    ) -> Result<Response<v1::UpdateIdeaResponse>, Status> {
+        let request = request.into_inner();
+        let applied = self.coordinator.lock().update_idea(ResearcherUpdate {
+            reason: request.reason,
+            source: if request.source.trim().is_empty() {
+                "researcher (the UpdateIdea call)".to_owned()
+            } else {
+                request.source
+            },
+            new_idea_md: request.idea_md,
+            what_changed: request.what_changed,
+        })?;
+        Ok(Response::new(v1::UpdateIdeaResponse {
+            from_version: applied.from_version,
+            to_version: applied.to_version,
+            event_seq: applied.event_seq,
+            diff: applied.diff,
+        }))
     }
 }

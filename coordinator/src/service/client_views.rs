@@ -113,3 +113,44 @@ pub fn job_log(
     answer.next_offset = request.offset + answer.content.len() as u64;
     Ok(answer)
 }
+
+/// The series of a job's latest attempt as the state holds them (live while it
+/// runs; kept after it ends until the job's next lease).
+pub fn job_metrics(
+    state: &CoordinatorState,
+    request: &v1::JobMetricsRequest,
+) -> Result<v1::JobMetricsResponse, Status> {
+    let job_id = convert::job_id(&request.job_id)?;
+    let job = state.jobs.get(&job_id).ok_or_else(|| {
+        Status::not_found(format!(
+            "unknown job {job_id}: list the jobs with `expcluster status --stage <stage>`"
+        ))
+    })?;
+    let keep = match request.max_points {
+        0 => usize::MAX,
+        max => max as usize,
+    };
+    let series = job
+        .series
+        .iter()
+        .filter(|(name, _)| request.metric.is_empty() || **name == request.metric)
+        .map(|(name, values)| {
+            let first = values.len().saturating_sub(keep);
+            v1::MetricSeries {
+                name: name.clone(),
+                values: values[first..].to_vec(),
+                first_step: first as u64,
+                points_total: values.len() as u64,
+            }
+        })
+        .collect();
+    Ok(v1::JobMetricsResponse {
+        job_id: job_id.to_string(),
+        attempt: job.attempts,
+        job_state: convert::job_status(job).state,
+        attempt_running: matches!(job.state, JobState::Running { .. }),
+        stage_run: job.stage_run,
+        fingerprint: job.def.fingerprint.clone(),
+        series,
+    })
+}
