@@ -7,9 +7,9 @@
 //! so its CPU time can be told from the simulated workers' ([`CpuMeter`]).
 
 use anyhow::Context;
-use expcluster_coordinator::auth::{Authenticator, Tokens};
-use expcluster_coordinator::server::ServerSecurity;
-use expcluster_coordinator::state::Settings;
+use expcluster_coordinator::service::auth::{Authenticator, Tokens};
+use expcluster_coordinator::service::server::ServerSecurity;
+use expcluster_coordinator::state::records::Settings;
 use expcluster_coordinator::Coordinator;
 use expcluster_proto::v1;
 use expcluster_worker::client::{
@@ -88,7 +88,7 @@ impl Cluster {
                         }
                     };
                     let served = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => expcluster_coordinator::server::serve(
+                        Ok(listener) => expcluster_coordinator::service::server::serve(
                             listener,
                             coordinator,
                             security,

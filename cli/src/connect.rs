@@ -6,7 +6,7 @@
 //! not show in `ps` or shell history.
 
 use clap::Args;
-use expcluster_coordinator::auth::{Role, TOKEN_DIR};
+use expcluster_coordinator::service::auth::{Role, TOKEN_DIR};
 use expcluster_worker::client::{ClientSecurity, ClientTlsFiles};
 use std::path::{Path, PathBuf};
 
@@ -89,8 +89,8 @@ impl ServeArgs {
         &self,
         workspace: &Path,
         listen: &str,
-    ) -> anyhow::Result<expcluster_coordinator::server::ServerSecurity> {
-        use expcluster_coordinator::auth::{Authenticator, TokenPolicy, Tokens};
+    ) -> anyhow::Result<expcluster_coordinator::service::server::ServerSecurity> {
+        use expcluster_coordinator::service::auth::{Authenticator, TokenPolicy, Tokens};
         let auth = if self.insecure_no_auth {
             if let Some(address) = listen
                 .parse::<std::net::SocketAddr>()
@@ -123,7 +123,7 @@ impl ServeArgs {
         };
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(
-                expcluster_coordinator::tls::ServerTlsFiles {
+                expcluster_coordinator::service::tls::ServerTlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: self.tls_client_ca.clone(),
@@ -132,6 +132,6 @@ impl ServeArgs {
             ),
             _ => None,
         };
-        Ok(expcluster_coordinator::server::ServerSecurity { auth, tls })
+        Ok(expcluster_coordinator::service::server::ServerSecurity { auth, tls })
     }
 }

@@ -2,9 +2,9 @@
 //! gRPC over loopback, so one machine runs exactly what a cluster runs.
 
 use anyhow::Context;
-use expcluster_coordinator::auth::{Authenticator, TokenPolicy, Tokens};
-use expcluster_coordinator::server::ServerSecurity;
-use expcluster_coordinator::state::Settings;
+use expcluster_coordinator::service::auth::{Authenticator, TokenPolicy, Tokens};
+use expcluster_coordinator::service::server::ServerSecurity;
+use expcluster_coordinator::state::records::Settings;
 use expcluster_coordinator::Coordinator;
 use expcluster_worker::client::ClientSecurity;
 use expcluster_worker::{run_worker, WorkerConfig};
@@ -42,8 +42,13 @@ impl EmbeddedCluster {
         let server_stop = wait_for(stopped.clone());
         let served = coordinator.clone();
         let server = tokio::spawn(async move {
-            if let Err(err) =
-                expcluster_coordinator::server::serve(listener, served, security, server_stop).await
+            if let Err(err) = expcluster_coordinator::service::server::serve(
+                listener,
+                served,
+                security,
+                server_stop,
+            )
+            .await
             {
                 tracing::error!(%err, "embedded coordinator stopped");
             }

@@ -27,7 +27,7 @@ pub struct CancelArgs {
 pub async fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let address = require_address(&args.coordinator)?;
     let security = args.connect.security(
-        expcluster_coordinator::auth::Role::Client,
+        expcluster_coordinator::service::auth::Role::Client,
         crate::workspace_arg::resolve(None, None).ok().as_deref(),
     )?;
     let mut client = client_client(channel(&address, &security)?, &security);

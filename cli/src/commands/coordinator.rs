@@ -4,7 +4,7 @@ use super::WorkspaceArgs;
 use crate::workspace_arg;
 use anyhow::Context;
 use clap::Args;
-use expcluster_coordinator::state::Settings;
+use expcluster_coordinator::state::records::Settings;
 use expcluster_coordinator::Coordinator;
 use std::process::ExitCode;
 
@@ -51,13 +51,13 @@ pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}: is another coordinator using it? choose another with --listen", args.listen))?;
     let address = listener.local_addr()?;
-    expcluster_coordinator::server::check_listen_address(address, &security.auth)?;
+    expcluster_coordinator::service::server::check_listen_address(address, &security.auth)?;
     // The one line scripts and tests read to learn the port.
     println!(
         "expcluster coordinator listening on {address} for {}",
         root.display()
     );
-    expcluster_coordinator::server::serve(
+    expcluster_coordinator::service::server::serve(
         listener,
         coordinator,
         security,

@@ -11,12 +11,12 @@ use crate::output::render;
 use crate::workspace_arg;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use expcluster_coordinator::feedback::FileSink;
-use expcluster_coordinator::idea::{read_idea_json, version_of};
-pub use expcluster_coordinator::idea_update::{researcher_update, ResearcherUpdate};
-use expcluster_coordinator::research_log::ResearchLog;
-use expcluster_coordinator::workspace::Workspace;
-use expcluster_coordinator::workspace_lock;
+use expcluster_coordinator::stage::feedback::FileSink;
+use expcluster_coordinator::stage::idea::{read_idea_json, version_of};
+pub use expcluster_coordinator::stage::idea_update::{researcher_update, ResearcherUpdate};
+use expcluster_coordinator::store::research_log::ResearchLog;
+use expcluster_coordinator::store::workspace::Workspace;
+use expcluster_coordinator::store::workspace_lock;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,7 +124,7 @@ fn update(args: UpdateArgs) -> anyhow::Result<ExitCode> {
 /// The reason, trimmed; an empty one is refused (it is the record future readers
 /// rely on).
 pub fn checked_reason(reason: &str) -> anyhow::Result<String> {
-    expcluster_coordinator::idea_update::checked_reason(reason).map_err(anyhow::Error::msg)
+    expcluster_coordinator::stage::idea_update::checked_reason(reason).map_err(anyhow::Error::msg)
 }
 
 /// The `+`/`-` lines of a diff, for the terminal.

@@ -7,7 +7,7 @@ use crate::output::{
 };
 use anyhow::Context;
 use clap::Args;
-use expcluster_coordinator::auth::Role;
+use expcluster_coordinator::service::auth::Role;
 use expcluster_proto::v1;
 use expcluster_worker::client::{channel, client_client, ClientClient};
 use std::process::ExitCode;

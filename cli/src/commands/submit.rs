@@ -95,9 +95,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     let security = match &cluster {
         Some(cluster) => cluster.client_security.clone(),
-        None => args
-            .connect
-            .security(expcluster_coordinator::auth::Role::Client, root.as_deref())?,
+        None => args.connect.security(
+            expcluster_coordinator::service::auth::Role::Client,
+            root.as_deref(),
+        )?,
     };
     let mut client = client_client(channel(&address, &security)?, &security);
     let plan = Plan {

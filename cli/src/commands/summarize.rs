@@ -9,9 +9,9 @@ use super::WorkspaceArgs;
 use crate::workspace_arg;
 use anyhow::Context;
 use clap::Args;
-use expcluster_coordinator::summary::stored::recompute;
-use expcluster_coordinator::workspace::Workspace;
-use expcluster_coordinator::workspace_lock;
+use expcluster_coordinator::stage::summary::stored::recompute;
+use expcluster_coordinator::store::workspace::Workspace;
+use expcluster_coordinator::store::workspace_lock;
 use expcluster_core::{ExperimentConfig, Stage};
 use std::process::ExitCode;
 
@@ -47,9 +47,9 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<ExitCode> {
         let result = match recompute(&workspace, &loaded, stage) {
             Ok(result) => result,
             // With `all`, stages that never ran are skipped, not errors.
-            Err(expcluster_coordinator::summary::stored::StoredError::NeverRan { .. }) if all => {
-                continue
-            }
+            Err(expcluster_coordinator::stage::summary::stored::StoredError::NeverRan {
+                ..
+            }) if all => continue,
             Err(err) => return Err(err.into()),
         };
         let verdict = if result.unchanged {

@@ -134,7 +134,7 @@ pub fn check(root: &Path) -> anyhow::Result<Result<JobMatrix, ConfigProblem>> {
             return Ok(Err(ConfigProblem::new(&err, &text)));
         }
     };
-    let code = expcluster_coordinator::code_files::read_code_files(root)?;
+    let code = expcluster_coordinator::store::code_files::read_code_files(root)?;
     let goal = match loaded.config.primary_metric.goal {
         Goal::Max => "higher is better",
         Goal::Min => "lower is better",

@@ -73,7 +73,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::env::temp_dir().join(default_dir));
     let security = args
         .connect
-        .security(expcluster_coordinator::auth::Role::Worker, None)?;
+        .security(expcluster_coordinator::service::auth::Role::Worker, None)?;
     let incarnation_hint = slurm
         .as_ref()
         .map(|task| task.incarnation_hint())

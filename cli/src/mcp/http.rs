@@ -16,7 +16,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use expcluster_coordinator::auth::{read_token_file, Token, TokenPolicy, Tokens, TOKEN_DIR};
+use expcluster_coordinator::service::auth::{
+    read_token_file, Token, TokenPolicy, Tokens, TOKEN_DIR,
+};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::sync::Arc;

@@ -221,8 +221,8 @@ impl ExpclusterMcp {
                 }
             }
             latest.reverse();
-            let idea = expcluster_coordinator::workspace::Workspace::open(root)
-                .map(|workspace| expcluster_coordinator::idea::read_idea_json(&workspace))
+            let idea = expcluster_coordinator::store::workspace::Workspace::open(root)
+                .map(|workspace| expcluster_coordinator::stage::idea::read_idea_json(&workspace))
                 .unwrap_or_default();
             Ok(Claims {
                 latest,

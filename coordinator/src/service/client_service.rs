@@ -1,7 +1,7 @@
 //! `ClientService`: what the CLI calls.
 
 use super::convert;
-use crate::idea_update::ResearcherUpdate;
+use crate::stage::idea_update::ResearcherUpdate;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, client_service_server::ClientService};
 use expcluster_proto::PROTOCOL_VERSION;

@@ -2,9 +2,9 @@
 //! of a job's stored log files. Read-only views of the state and the workspace.
 
 use super::convert;
-use crate::lifecycle::JobState;
-use crate::live_logs;
-use crate::state::CoordinatorState;
+use crate::ops::CoordinatorState;
+use crate::state::lifecycle::JobState;
+use crate::store::live_logs;
 use expcluster_core::Stage;
 use expcluster_proto::v1;
 use std::io::{Read, Seek, SeekFrom};
@@ -66,7 +66,7 @@ pub fn stage_overviews(state: &CoordinatorState) -> v1::ListStagesResponse {
 }
 
 /// A piece of `logs/<job>.a<attempt>.<stream>.log` from `offset`: the final log once
-/// the attempt uploaded it, the live one (see [`crate::live_logs`]) while it runs.
+/// the attempt uploaded it, the live one (see [`crate::store::live_logs`]) while it runs.
 pub fn job_log(
     state: &CoordinatorState,
     request: &v1::JobLogRequest,

@@ -1,10 +1,11 @@
 //! Conversions between wire messages and domain types, in one place. Ids that come
 //! from outside are validated here (`TryFrom`-style), never unwrapped.
 
-use crate::code_files::CodeFiles;
-use crate::completion::{Completion, MetricPoint, Outcome};
-use crate::lifecycle::JobState;
-use crate::state::{CoordinatorState, JobRecord};
+use crate::ops::CoordinatorState;
+use crate::state::lifecycle::JobState;
+use crate::state::records::JobRecord;
+use crate::state::reports::{Completion, MetricPoint, Outcome};
+use crate::store::code_files::CodeFiles;
 use expcluster_core::{JobDefinition, JobId, Stage, WorkerId};
 use expcluster_proto::v1;
 use std::sync::Arc;
@@ -26,14 +27,14 @@ pub fn worker_id(raw: &str) -> Result<WorkerId, Status> {
 /// and the attempts it holds; `None` for a fresh worker.
 pub fn restarted_worker(
     request: &v1::RegisterRequest,
-) -> Result<Option<crate::reattach::Restart>, Status> {
+) -> Result<Option<crate::ops::reattach::Restart>, Status> {
     if request.previous_worker_id.is_empty() {
         return Ok(None);
     }
-    if request.held.len() > crate::reattach::MAX_HELD_ATTEMPTS {
+    if request.held.len() > crate::ops::reattach::MAX_HELD_ATTEMPTS {
         return Err(Status::invalid_argument(format!(
             "a registration may name at most {} held attempts",
-            crate::reattach::MAX_HELD_ATTEMPTS
+            crate::ops::reattach::MAX_HELD_ATTEMPTS
         )));
     }
     let previous = worker_id(&request.previous_worker_id)?;
@@ -42,7 +43,7 @@ pub fn restarted_worker(
         .iter()
         .map(|held| Ok((job_id(&held.job_id)?, held.attempt)))
         .collect::<Result<Vec<_>, Status>>()?;
-    Ok(Some(crate::reattach::Restart { previous, held }))
+    Ok(Some(crate::ops::reattach::Restart { previous, held }))
 }
 
 pub fn attempt_refs(attempts: Vec<(JobId, u32)>) -> Vec<v1::AttemptRef> {

@@ -1,10 +1,16 @@
-//! gRPC handlers: each converts the request, calls one method of the state, and
-//! converts the answer back. Conversions live in [`convert`].
+//! The gRPC service: handlers that convert the request, call one operation of
+//! [`crate::ops`], and convert the answer back (conversions live in [`convert`]), the
+//! server with its layers (authentication, answering only once durable), and TLS.
 
+pub mod auth;
+pub mod auth_layer;
 pub mod client_service;
 pub mod client_views;
+pub mod commit_layer;
 pub mod convert;
+pub mod server;
 mod session;
+pub mod tls;
 pub mod worker_service;
 
 pub use client_service::ClientApi;

@@ -3,7 +3,7 @@
 //!
 //! A unary call costs the coordinator a new HTTP/2 stream, a header block to decode
 //! (HPACK), a token check and a trailer block; for a no-op job those were most of its
-//! CPU (BENCHMARKS.md). On a session each call is one message. The rules stay those of
+//! CPU (docs/performance-history.md). On a session each call is one message. The rules stay those of
 //! the unary calls: the same handlers ([`super::worker_service`]), the worker token
 //! checked once when the stream opens (by the auth layer, as for any worker method),
 //! and an answer only once every record written while the call ran is durable.
@@ -16,7 +16,7 @@
 //! completion sent meanwhile is not held behind it.
 
 use super::worker_service::{complete_now, lease_waiting, try_lease};
-use crate::commit_layer;
+use crate::service::commit_layer;
 use crate::Coordinator;
 use expcluster_core::{AttemptNumber, JobId};
 use expcluster_proto::v1::{self, session_call::Call, session_reply::Reply};

@@ -1,8 +1,8 @@
 //! `WorkerService`: what workers call.
 
 use super::{convert, session};
-use crate::gang::RendezvousAnswer;
-use crate::metric_batch::PreparedPoints;
+use crate::state::gang::RendezvousAnswer;
+use crate::store::metric_batch::PreparedPoints;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, worker_service_server::WorkerService};
 use std::sync::Arc;
@@ -219,7 +219,7 @@ pub(super) fn try_lease(
     let worker = convert::worker_id(&request.worker_id)?;
     // A lease taken now could not be answered, and would be handed back: taking and
     // returning jobs on every retry would only pile up records waiting for the disk.
-    crate::commit_layer::refuse_while_writes_fail()?;
+    crate::service::commit_layer::refuse_while_writes_fail()?;
     let (parts, workspace_dir, ranks_placed_elsewhere) = {
         let mut state = coordinator.lock();
         let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;

@@ -404,7 +404,7 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
 /// nothing twice, and the next round after space is back writes it all, in order.
 #[test]
 fn records_appended_behind_on_a_full_disk_are_kept_and_written_once_space_is_back() {
-    use expcluster_coordinator::group_commit::{Committer, Slot};
+    use expcluster_coordinator::store::group_commit::{Committer, Slot};
     use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
 

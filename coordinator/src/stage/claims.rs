@@ -1,0 +1,340 @@
+//! Claims (`config.yaml` `claims:`) judged against a finished stage's statistics.
+//!
+//! A claim "`better` beats `than` on `metric`" is evaluated in every stage where both
+//! sides ran, at every sweep point where both ran, on the stage's comparison of the
+//! two (see [`crate::stage::summary::analysis`]), with the Holm-adjusted p-value of the
+//! stage's family. The rules, per sweep point:
+//! - **supported**: the difference goes the claimed way by the metric's goal and the
+//!   Holm-adjusted p-value is below the claim's alpha;
+//! - **contradicted**: the difference goes the other way and the Holm-adjusted
+//!   p-value is below alpha (the other side is significantly better);
+//! - **inconclusive** otherwise: no significant difference, a zero difference, or no
+//!   test possible (too few successful seeds). A non-significant effect in the wrong
+//!   direction is inconclusive, not a contradiction — absence of evidence is not
+//!   evidence against — and the evaluation says which way it points.
+//!
+//! Across sweep points: contradicted if any point contradicts the claim, supported if
+//! every point supports it, inconclusive otherwise. Adjusting with Holm makes both
+//! verdicts conservative in the same way.
+//!
+//! Each point's sentence names the test (fixed before the data, see
+//! [`crate::stage::summary::analysis::planned_test`]), the interval that test implies at
+//! `1 - alpha` (so it excludes 0 exactly when the unadjusted p < alpha, and says so
+//! when Holm's correction is what keeps the claim from being supported), the seeds
+//! and every failed seed left out. An inconclusive point adds its power figures at
+//! `alpha / m`, the strictest Holm step: the smallest difference its seeds detect
+//! with 80% power, and the seeds that would detect the difference observed.
+
+use crate::stage::summary::analysis::{StageAnalysis, Test};
+use crate::stage::summary::render::{interval_json, mean_diff_interval, num};
+use crate::stage::summary::text::{fmt_diff, fmt_num, fmt_p, sample_text, test_and_interval};
+use expcluster_core::config::{Claim, Goal, LoadedConfig};
+use expcluster_stats::{compare, power_analysis, Comparison, Interval, PowerAnalysis, PowerDesign};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The power an inconclusive claim's figures are for.
+const POWER: f64 = 0.8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimStatus {
+    Supported,
+    Contradicted,
+    Inconclusive,
+}
+
+impl ClaimStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimStatus::Supported => "supported",
+            ClaimStatus::Contradicted => "contradicted",
+            ClaimStatus::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// One claim's verdict in one stage, with the numbers behind it.
+#[derive(Debug, Clone)]
+pub struct ClaimEvaluation {
+    pub claim: Claim,
+    pub status: ClaimStatus,
+    /// One object per sweep point where both sides ran.
+    pub evidence: Vec<Value>,
+    /// One sentence with the decisive numbers.
+    pub summary: String,
+}
+
+impl ClaimEvaluation {
+    /// The payload of the `hypothesis_evaluated` event.
+    pub fn event_payload(
+        &self,
+        loaded: &LoadedConfig,
+        stage_run: u64,
+        analysis: &StageAnalysis,
+    ) -> Value {
+        json!({
+            "claim": self.claim.id,
+            "statement": self.claim.statement,
+            "better": self.claim.better,
+            "than": self.claim.than,
+            "metric": self.claim.metric,
+            "goal": match loaded.config.goal_of(&self.claim.metric) { Goal::Max => "max", Goal::Min => "min" },
+            "alpha": self.claim.alpha,
+            "stage": analysis.stage,
+            "stage_run": stage_run,
+            "status": self.status,
+            "rule": "supported/contradicted: Holm-adjusted p < alpha with the difference for/against the claim; inconclusive otherwise. The test is fixed before the data (the claim's `test`, else paired t on shared seeds, Welch otherwise) and the interval is the one it implies, at 1 - alpha; power figures are at alpha / family size (docs/statistics.md)",
+            "evidence": self.evidence,
+            "summary": self.summary,
+        })
+    }
+}
+
+/// Evaluates every claim whose two sides ran in the stage and whose metric it produced.
+pub fn evaluate(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<ClaimEvaluation> {
+    loaded
+        .config
+        .claims
+        .iter()
+        .filter_map(|claim| evaluate_one(loaded, analysis, claim))
+        .collect()
+}
+
+fn evaluate_one(
+    loaded: &LoadedConfig,
+    analysis: &StageAnalysis,
+    claim: &Claim,
+) -> Option<ClaimEvaluation> {
+    if !analysis.metrics.contains(&claim.metric) {
+        return None;
+    }
+    let goal = loaded.config.goal_of(&claim.metric);
+    let mut evidence = Vec::new();
+    let mut statuses = Vec::new();
+    let mut sentences = Vec::new();
+    for better in analysis.groups_of(&claim.better) {
+        let Some(than) = analysis.partner(&claim.than, better) else {
+            continue;
+        };
+        let Some(test) = analysis.test_between(&claim.metric, better, than) else {
+            continue;
+        };
+        let point = evaluate_point(analysis, claim, goal, test, better, than);
+        sentences.push(point.sentence);
+        evidence.push(point.evidence);
+        statuses.push(point.status);
+    }
+    if statuses.is_empty() {
+        return None;
+    }
+    let status = if statuses.contains(&ClaimStatus::Contradicted) {
+        ClaimStatus::Contradicted
+    } else if statuses.iter().all(|s| *s == ClaimStatus::Supported) {
+        ClaimStatus::Supported
+    } else {
+        ClaimStatus::Inconclusive
+    };
+    let summary = format!(
+        "claim {} ({} better than {} on {}, alpha {}) is {} in the {} stage: {}.",
+        claim.id,
+        claim.better,
+        claim.than,
+        claim.metric,
+        fmt_num(claim.alpha),
+        status.as_str(),
+        analysis.stage,
+        sentences.join("; ")
+    );
+    Some(ClaimEvaluation {
+        claim: claim.clone(),
+        status,
+        evidence,
+        summary,
+    })
+}
+
+/// One sweep point of a claim: its verdict, sentence and evidence.
+struct PointVerdict {
+    status: ClaimStatus,
+    sentence: String,
+    evidence: Value,
+}
+
+/// Judges `claim` on the comparison `test` of groups `better` and `than`. The
+/// comparison is rerun with the interval at `1 - alpha` (the stage's is at 95%), so
+/// the interval in the sentence excludes 0 exactly when the test's p < alpha.
+fn evaluate_point(
+    analysis: &StageAnalysis,
+    claim: &Claim,
+    goal: Goal,
+    test: &Test,
+    better: usize,
+    than: usize,
+) -> PointVerdict {
+    let (better_group, than_group) = (&analysis.groups[better], &analysis.groups[than]);
+    let (values_better, values_than) = (
+        better_group.values(&claim.metric),
+        than_group.values(&claim.metric),
+    );
+    // Oriented as better − than, whichever way the stage compared them. The test is
+    // the stage's (planned before the data); only the interval's level differs.
+    let oriented = compare(values_better, values_than, test.method, 1.0 - claim.alpha)
+        .unwrap_or_else(|_| test.comparison.clone());
+    let diff = oriented.mean_diff;
+    let direction = match diff {
+        Some(d) if (goal == Goal::Max && d > 0.0) || (goal == Goal::Min && d < 0.0) => "as claimed",
+        Some(d) if d != 0.0 => "against the claim",
+        _ => "none",
+    };
+    let significant = test.p_holm.is_some_and(|p| p < claim.alpha);
+    let status = match (significant, direction) {
+        (true, "as claimed") => ClaimStatus::Supported,
+        (true, "against the claim") => ClaimStatus::Contradicted,
+        _ => ClaimStatus::Inconclusive,
+    };
+    // Power at alpha / m, the Bonferroni bound of the Holm step this p must pass:
+    // what the seeds can detect under the correction the verdict uses.
+    let power_alpha = claim.alpha / analysis.family_size.max(1) as f64;
+    let power = power_analysis(values_better, values_than, test.method, power_alpha, POWER);
+    let oriented_test = Test {
+        a: better,
+        b: than,
+        comparison: oriented.clone(),
+        ..test.clone()
+    };
+    let unadjusted = match test.p_value {
+        Some(p) if p < claim.alpha && !significant => {
+            format!(
+                "; p < {} before correction, not after Holm",
+                fmt_num(claim.alpha)
+            )
+        }
+        _ => String::new(),
+    };
+    let family = match analysis.family_size {
+        1 => "1 comparison".to_owned(),
+        m => format!("{m} comparisons"),
+    };
+    let mut sentence = format!(
+        "{} − {} on {} = {} ({}, Holm p = {} over {family}{unadjusted}; {}; {})",
+        better_group.stem,
+        than_group.stem,
+        claim.metric,
+        diff.map_or("n/a".to_owned(), fmt_diff),
+        test_and_interval(&oriented_test),
+        test.p_holm.map_or("n/a".to_owned(), fmt_p),
+        direction,
+        sample_text(better_group, than_group, &oriented_test),
+    );
+    if status == ClaimStatus::Inconclusive {
+        sentence.push_str(&power_sentence(
+            power.as_ref(),
+            test,
+            diff,
+            analysis.family_size,
+        ));
+    }
+    let (better_stats, than_stats) = (&oriented.a, &oriented.b);
+    let evidence = json!({
+        "sweep_point": &better_group.sweep_point,
+        "better_run": better_group.stem,
+        "than_run": than_group.stem,
+        "mean_better": num(better_stats.mean),
+        "mean_than": num(than_stats.mean),
+        "mean_diff": num(diff),
+        "mean_diff_ci95": mean_diff_interval(&test_oriented_95(test, better)),
+        "interval": interval_json(oriented.interval.as_ref()),
+        "direction": direction,
+        "test": test.test,
+        "planned_test": test.method,
+        "planned_test_reason": test.method_reason,
+        "p_value": num(test.p_value),
+        "p_holm": num(test.p_holm),
+        "family_size": analysis.family_size,
+        "hedges_g": num(oriented.hedges_g),
+        "cohens_dz": num(oriented.cohens_dz),
+        "paired": oriented.paired,
+        "n_pairs": oriented.n_pairs,
+        "n_better": better_stats.n,
+        "n_failed_better": better_stats.n_nan,
+        "failed_seeds_better": better_group.failed_seeds(&claim.metric),
+        "n_than": than_stats.n,
+        "n_failed_than": than_stats.n_nan,
+        "failed_seeds_than": than_group.failed_seeds(&claim.metric),
+        "power": power,
+        "status": status,
+    });
+    PointVerdict {
+        status,
+        sentence,
+        evidence,
+    }
+}
+
+/// The stage's 95% comparison, oriented as better − than.
+fn test_oriented_95(test: &Test, better: usize) -> Comparison {
+    let mut comparison = test.comparison.clone();
+    if test.a != better {
+        comparison.mean_diff = comparison.mean_diff.map(|d| -d);
+        comparison.interval = comparison.interval.map(|interval| Interval {
+            estimate: -interval.estimate,
+            low: -interval.high,
+            high: -interval.low,
+            ..interval
+        });
+    }
+    comparison
+}
+
+/// What an inconclusive claim needs: the smallest effect the current seeds detect
+/// with 80% power, and the seeds that would detect the effect observed.
+fn power_sentence(
+    power: Option<&PowerAnalysis>,
+    test: &Test,
+    diff: Option<f64>,
+    family: usize,
+) -> String {
+    let Some(power) = power else {
+        return format!(
+            "; no power analysis: {} has no spread to standardise by",
+            test.method.label()
+        );
+    };
+    let (unit, symbol) = match power.design {
+        PowerDesign::Paired => ("pairs", "d_z"),
+        PowerDesign::TwoSample { .. } => ("seeds per method", "d"),
+    };
+    let alpha = if family > 1 {
+        format!(
+            "alpha {}/{family} (Holm's strictest step)",
+            fmt_num(power.alpha * family as f64)
+        )
+    } else {
+        format!("alpha {}", fmt_num(power.alpha))
+    };
+    let detectable = match (power.detectable_difference, power.detectable_effect) {
+        (Some(difference), Some(effect)) => format!(
+            "; with {} {unit} the {} detects a difference of ±{} ({symbol} = {}) with {:.0}% power at {alpha}",
+            power.nobs,
+            test.method.label(),
+            fmt_num(difference),
+            fmt_num(effect),
+            100.0 * power.target_power
+        ),
+        _ => String::new(),
+    };
+    let needed = match (power.seeds_needed, diff) {
+        (Some(seeds), Some(diff)) => format!(
+            "; detecting the observed {} would take {seeds} {unit} (power now {:.0}%)",
+            fmt_diff(diff),
+            100.0 * power.power_at_observed
+        ),
+        _ => "; no difference was observed, so no number of seeds is enough to show one".to_owned(),
+    };
+    format!("{detectable}{needed}")
+}
+
+#[cfg(test)]
+#[path = "claims_tests.rs"]
+mod tests;

@@ -1,0 +1,11 @@
+//! What a stage is made of and what it yields: aggregation of a finished stage run,
+//! the result arrays, summaries and statistics, claims, and the idea's feedback and
+//! versions. Expansion into jobs is `expcluster_core::expand`.
+
+pub mod aggregate;
+pub mod claims;
+pub mod feedback;
+pub mod idea;
+pub mod idea_update;
+pub mod results;
+pub mod summary;
