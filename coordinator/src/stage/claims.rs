@@ -2,8 +2,9 @@
 //!
 //! A claim "`better` beats `than` on `metric`" is evaluated in every stage where both
 //! sides ran, at every sweep point where both ran, on the stage's comparison of the
-//! two (see [`crate::stage::summary::analysis`]), with the Holm-adjusted p-value of the
-//! stage's family. The rules, per sweep point:
+//! two (see [`crate::stage::summary::analysis`]), with Holm's correction over the
+//! declared claims' tests in the stage ([`ClaimFamily`]: every claim at every sweep
+//! point where it is tested, and nothing else). The rules, per sweep point:
 //! - **supported**: the difference goes the claimed way by the metric's goal and the
 //!   Holm-adjusted p-value is below the claim's alpha;
 //! - **contradicted**: the difference goes the other way and the Holm-adjusted
@@ -29,7 +30,9 @@ use crate::stage::summary::analysis::{StageAnalysis, Test};
 use crate::stage::summary::render::{interval_json, mean_diff_interval, num};
 use crate::stage::summary::text::{fmt_diff, fmt_num, fmt_p, sample_text, test_and_interval};
 use expcluster_core::config::{Claim, Goal, LoadedConfig};
-use expcluster_stats::{compare, power_analysis, Comparison, Interval, PowerAnalysis, PowerDesign};
+use expcluster_stats::{
+    compare, holm_bonferroni, power_analysis, Comparison, Interval, PowerAnalysis, PowerDesign,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -84,7 +87,7 @@ impl ClaimEvaluation {
             "stage": analysis.stage,
             "stage_run": stage_run,
             "status": self.status,
-            "rule": "supported/contradicted: Holm-adjusted p < alpha with the difference for/against the claim; inconclusive otherwise. The test is fixed before the data (the claim's `test`, else paired t on shared seeds, Welch otherwise) and the interval is the one it implies, at 1 - alpha; power figures are at alpha / family size (docs/statistics.md)",
+            "rule": "supported/contradicted: Holm-adjusted p < alpha (Holm over the declared claims' tests in this stage) with the difference for/against the claim; inconclusive otherwise. The test is fixed before the data (the claim's `test`, else paired t on shared seeds, Welch otherwise) and the interval is the one it implies, at 1 - alpha; power figures are at alpha / family size (docs/statistics.md)",
             "evidence": self.evidence,
             "summary": self.summary,
         })
@@ -93,40 +96,110 @@ impl ClaimEvaluation {
 
 /// Evaluates every claim whose two sides ran in the stage and whose metric it produced.
 pub fn evaluate(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<ClaimEvaluation> {
+    let points = claim_points(loaded, analysis);
+    let family = ClaimFamily::of(&points);
     loaded
         .config
         .claims
         .iter()
-        .filter_map(|claim| evaluate_one(loaded, analysis, claim))
+        .enumerate()
+        .filter_map(|(index, claim)| {
+            let mine: Vec<usize> = (0..points.len())
+                .filter(|&i| points[i].claim == index)
+                .collect();
+            evaluate_one(loaded, analysis, claim, &points, &mine, &family)
+        })
         .collect()
+}
+
+/// One test of a declared claim: the claim at one sweep point where both sides ran.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimPoint<'a> {
+    /// Index into the config's `claims`.
+    pub claim: usize,
+    pub better: usize,
+    pub than: usize,
+    pub test: &'a Test,
+}
+
+/// Every test the stage's declared claims make, in claim then sweep-point order.
+pub fn claim_points<'a>(loaded: &LoadedConfig, analysis: &'a StageAnalysis) -> Vec<ClaimPoint<'a>> {
+    let mut points = Vec::new();
+    for (index, claim) in loaded.config.claims.iter().enumerate() {
+        if !analysis.metrics.contains(&claim.metric) {
+            continue;
+        }
+        for better in analysis.groups_of(&claim.better) {
+            let Some(than) = analysis.partner(&claim.than, better) else {
+                continue;
+            };
+            if let Some(test) = analysis.test_between(&claim.metric, better, than) {
+                points.push(ClaimPoint {
+                    claim: index,
+                    better,
+                    than,
+                    test,
+                });
+            }
+        }
+    }
+    points
+}
+
+/// Holm's family for the verdicts: the declared claims' tests of the stage, and only
+/// those (the claims are the hypotheses stated before the data; the summary's other
+/// comparisons are exploratory and have their own Holm family in the summary file).
+/// A test without a p-value is outside the family.
+#[derive(Debug, Clone)]
+pub struct ClaimFamily {
+    /// Holm-adjusted p-value of each point, in the order of [`claim_points`].
+    pub p_holm: Vec<Option<f64>>,
+    /// Number of points with a p-value.
+    pub size: usize,
+}
+
+impl ClaimFamily {
+    pub fn of(points: &[ClaimPoint<'_>]) -> Self {
+        let raw: Vec<f64> = points
+            .iter()
+            .map(|point| point.test.p_value.unwrap_or(f64::NAN))
+            .collect();
+        ClaimFamily {
+            p_holm: holm_bonferroni(&raw)
+                .into_iter()
+                .map(|p| (!p.is_nan()).then_some(p))
+                .collect(),
+            size: raw.iter().filter(|p| !p.is_nan()).count(),
+        }
+    }
 }
 
 fn evaluate_one(
     loaded: &LoadedConfig,
     analysis: &StageAnalysis,
     claim: &Claim,
+    points: &[ClaimPoint<'_>],
+    mine: &[usize],
+    family: &ClaimFamily,
 ) -> Option<ClaimEvaluation> {
-    if !analysis.metrics.contains(&claim.metric) {
+    if mine.is_empty() {
         return None;
     }
     let goal = loaded.config.goal_of(&claim.metric);
     let mut evidence = Vec::new();
     let mut statuses = Vec::new();
     let mut sentences = Vec::new();
-    for better in analysis.groups_of(&claim.better) {
-        let Some(than) = analysis.partner(&claim.than, better) else {
-            continue;
-        };
-        let Some(test) = analysis.test_between(&claim.metric, better, than) else {
-            continue;
-        };
-        let point = evaluate_point(analysis, claim, goal, test, better, than);
+    for &index in mine {
+        let point = evaluate_point(
+            analysis,
+            claim,
+            goal,
+            &points[index],
+            (family.p_holm[index], family.size),
+        );
         sentences.push(point.sentence);
         evidence.push(point.evidence);
         statuses.push(point.status);
-    }
-    if statuses.is_empty() {
-        return None;
     }
     let status = if statuses.contains(&ClaimStatus::Contradicted) {
         ClaimStatus::Contradicted
@@ -168,10 +241,10 @@ fn evaluate_point(
     analysis: &StageAnalysis,
     claim: &Claim,
     goal: Goal,
-    test: &Test,
-    better: usize,
-    than: usize,
+    point: &ClaimPoint<'_>,
+    (p_holm, family_size): (Option<f64>, usize),
 ) -> PointVerdict {
+    let (test, better, than) = (point.test, point.better, point.than);
     let (better_group, than_group) = (&analysis.groups[better], &analysis.groups[than]);
     let (values_better, values_than) = (
         better_group.values(&claim.metric),
@@ -187,7 +260,7 @@ fn evaluate_point(
         Some(d) if d != 0.0 => "against the claim",
         _ => "none",
     };
-    let significant = test.p_holm.is_some_and(|p| p < claim.alpha);
+    let significant = p_holm.is_some_and(|p| p < claim.alpha);
     let status = match (significant, direction) {
         (true, "as claimed") => ClaimStatus::Supported,
         (true, "against the claim") => ClaimStatus::Contradicted,
@@ -195,7 +268,7 @@ fn evaluate_point(
     };
     // Power at alpha / m, the Bonferroni bound of the Holm step this p must pass:
     // what the seeds can detect under the correction the verdict uses.
-    let power_alpha = claim.alpha / analysis.family_size.max(1) as f64;
+    let power_alpha = claim.alpha / family_size.max(1) as f64;
     let power = power_analysis(values_better, values_than, test.method, power_alpha, POWER);
     let oriented_test = Test {
         a: better,
@@ -212,9 +285,9 @@ fn evaluate_point(
         }
         _ => String::new(),
     };
-    let family = match analysis.family_size {
-        1 => "1 comparison".to_owned(),
-        m => format!("{m} comparisons"),
+    let family = match family_size {
+        1 => "1 claim test".to_owned(),
+        m => format!("{m} claim tests"),
     };
     let mut sentence = format!(
         "{} − {} on {} = {} ({}, Holm p = {} over {family}{unadjusted}; {}; {})",
@@ -223,17 +296,12 @@ fn evaluate_point(
         claim.metric,
         diff.map_or("n/a".to_owned(), fmt_diff),
         test_and_interval(&oriented_test),
-        test.p_holm.map_or("n/a".to_owned(), fmt_p),
+        p_holm.map_or("n/a".to_owned(), fmt_p),
         direction,
         sample_text(better_group, than_group, &oriented_test),
     );
     if status == ClaimStatus::Inconclusive {
-        sentence.push_str(&power_sentence(
-            power.as_ref(),
-            test,
-            diff,
-            analysis.family_size,
-        ));
+        sentence.push_str(&power_sentence(power.as_ref(), test, diff, family_size));
     }
     let (better_stats, than_stats) = (&oriented.a, &oriented.b);
     let evidence = json!({
@@ -250,8 +318,9 @@ fn evaluate_point(
         "planned_test": test.method,
         "planned_test_reason": test.method_reason,
         "p_value": num(test.p_value),
-        "p_holm": num(test.p_holm),
-        "family_size": analysis.family_size,
+        "p_holm": num(p_holm),
+        "family_size": family_size,
+        "family": "the declared claims' tests in this stage",
         "hedges_g": num(oriented.hedges_g),
         "cohens_dz": num(oriented.cohens_dz),
         "paired": oriented.paired,

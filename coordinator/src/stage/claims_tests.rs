@@ -138,3 +138,83 @@ fn a_zero_variance_difference_is_no_test_and_no_other_test_stands_in() {
         evaluation.summary
     );
 }
+
+/// Holm's family for the verdicts is the declared claims' tests, not every comparison
+/// of the stage: two methods that no claim is about do not dilute the one claim, while
+/// the summary's exploratory Holm (over all three comparisons) would have kept it
+/// inconclusive. With two claims, the family is their two tests.
+#[test]
+fn the_holm_family_of_the_verdicts_is_the_declared_claims() {
+    let baseline = [0.80, 0.81, 0.79, 0.82, 0.80, 0.81];
+    let proposed = [0.833, 0.822, 0.831, 0.823, 0.824, 0.819]; // paired p = 0.0201
+    let other = [0.70, 0.83, 0.75, 0.90, 0.77, 0.80];
+    let unclaimed = [0.85, 0.78, 0.80, 0.79, 0.86, 0.80];
+    let text = |claims: &str| {
+        format!(
+            "name: t\nprimary_metric: {{name: acc, goal: max}}\nmetrics: [acc]\n\
+             job: {{command: [python, run.py]}}\n\
+             methods: {{proposed: {{}}, baseline: {{}}, other: {{}}, unclaimed: {{}}}}\n\
+             stages: {{baselines: {{seeds: 6}}}}\nclaims:\n{claims}"
+        )
+    };
+    let groups = || {
+        vec![
+            group("proposed", &proposed),
+            group("baseline", &baseline),
+            group("other", &other),
+            group("unclaimed", &unclaimed),
+        ]
+    };
+    let one = "  - {id: helps, better: proposed, than: baseline, metric: acc}\n";
+    let loaded = ExperimentConfig::parse(&text(one), Path::new("config.yaml")).expect("config");
+    let analysis = analyse_groups(&loaded, Stage::Baselines, vec!["acc".into()], groups());
+    let tested = analysis
+        .test_between("acc", 0, 1)
+        .expect("proposed vs baseline");
+    let p = tested.p_value.expect("p");
+    assert!(
+        (p - 0.020130814194562585).abs() < 1e-12,
+        "scipy ttest_rel: {p}"
+    );
+    assert_eq!(analysis.family_size, 3, "the summary's exploratory family");
+    assert!(tested.p_holm.expect("holm") > 0.05, "{:?}", tested.p_holm);
+    let evaluation = evaluate(&loaded, &analysis).pop().expect("evaluated");
+    let evidence = &evaluation.evidence[0];
+    assert_eq!(evidence["family_size"], 1, "{evidence}");
+    assert_eq!(evidence["p_holm"].as_f64(), Some(p));
+    assert_eq!(
+        evaluation.status,
+        ClaimStatus::Supported,
+        "{}",
+        evaluation.summary
+    );
+    assert!(
+        evaluation.summary.contains("over 1 claim test;"),
+        "{}",
+        evaluation.summary
+    );
+
+    // Two claims: Holm over exactly their two p-values (statsmodels' multipletests
+    // 'holm' on [0.02013, p(proposed vs other)]).
+    let two = format!("{one}  - {{id: beats-other, better: proposed, than: other, metric: acc}}\n");
+    let loaded = ExperimentConfig::parse(&text(&two), Path::new("config.yaml")).expect("config");
+    let analysis = analyse_groups(&loaded, Stage::Baselines, vec!["acc".into()], groups());
+    let p_other = analysis
+        .test_between("acc", 0, 2)
+        .and_then(|t| t.p_value)
+        .expect("p");
+    let evaluations = evaluate(&loaded, &analysis);
+    let holm: Vec<f64> = evaluations
+        .iter()
+        .map(|e| e.evidence[0]["p_holm"].as_f64().expect("holm"))
+        .collect();
+    let expected = expcluster_stats::holm_bonferroni(&[p, p_other]);
+    assert_eq!(holm, expected);
+    assert!(
+        (holm[0] - 2.0 * p).abs() < 1e-15,
+        "the smaller p is doubled"
+    );
+    for evaluation in &evaluations {
+        assert_eq!(evaluation.evidence[0]["family_size"], 2);
+    }
+}

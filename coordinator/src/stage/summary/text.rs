@@ -236,7 +236,7 @@ pub fn findings(analysis: &StageAnalysis, loaded: &LoadedConfig) -> Vec<String> 
         ));
     }
     out.push(format!(
-        "Each comparison runs the one test fixed before the data (a claim's `test:`, else the paired t-test on shared seeds, else Welch's) and reports the {}% interval that test implies; p-values are Holm–Bonferroni adjusted over the {} comparisons of this stage.",
+        "Each comparison runs the one test fixed before the data (a claim's `test:`, else the paired t-test on shared seeds, else Welch's) and reports the {}% interval that test implies; p-values are Holm–Bonferroni adjusted over the {} comparisons of this stage (exploratory; claims are judged with Holm over the declared claims only).",
         fmt_num_short(100.0 * (1.0 - SUMMARY_ALPHA)),
         analysis.family_size
     ));
