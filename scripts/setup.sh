@@ -14,8 +14,9 @@ VENV="$CACHE_DIR/venv"
 TORCH_VERSION="2.11.0"
 PY_PACKAGES=(numpy scipy scikit-learn statsmodels mcp)
 # iproute2, util-linux (nsenter, unshare) and nftables build the namespace cluster of
-# the multi-host tests (tests/src/netns.rs); openssl makes the certificates of docs/security.md.
-DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl)
+# the multi-host tests (tests/src/netns.rs); openssl makes the certificates of docs/security.md;
+# chromium is the headless browser the dashboard's tests drive (tests/src/browser.rs).
+DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl chromium)
 
 mkdir -p "$CACHE_DIR"
 

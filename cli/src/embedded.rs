@@ -17,9 +17,13 @@ pub struct EmbeddedCluster {
     pub address: String,
     /// The client token of this cluster, for the submitting CLI.
     pub client_security: ClientSecurity,
+    coordinator: Arc<Coordinator>,
+    /// Boxed: an embedded cluster is kept in enums beside small variants.
+    tokens: Box<Tokens>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
+    dashboard: Option<JoinHandle<()>>,
 }
 
 impl EmbeddedCluster {
@@ -38,6 +42,7 @@ impl EmbeddedCluster {
             tls: None,
         };
         let worker_security = ClientSecurity::none().with_token(tokens.worker.expose())?;
+        // The dashboard's login takes the same client token.
         let client_security = ClientSecurity::none().with_token(tokens.client.expose())?;
         let server_stop = wait_for(stopped.clone());
         let served = coordinator.clone();
@@ -84,10 +89,33 @@ impl EmbeddedCluster {
         Ok(Self {
             address,
             client_security,
+            coordinator,
+            tokens: Box::new(tokens),
             stop,
             server,
             workers: handles,
+            dashboard: None,
         })
+    }
+
+    /// Serves the live dashboard on `address` until the cluster shuts down.
+    pub async fn serve_dashboard(
+        &mut self,
+        address: &str,
+        force_plain_http: bool,
+    ) -> anyhow::Result<()> {
+        let shutdown = wait_for(self.stop.subscribe());
+        self.dashboard = Some(
+            crate::dashboard_arg::start(
+                address,
+                force_plain_http,
+                self.coordinator.clone(),
+                &self.tokens,
+                shutdown,
+            )
+            .await?,
+        );
+        Ok(())
     }
 
     /// Drains the workers, then stops the coordinator.
@@ -97,6 +125,9 @@ impl EmbeddedCluster {
             let _ = worker.await;
         }
         let _ = self.server.await;
+        if let Some(dashboard) = self.dashboard {
+            let _ = dashboard.await;
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod commands;
 mod connect;
+mod dashboard_arg;
 mod embedded;
 mod mcp;
 mod output;

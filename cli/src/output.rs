@@ -19,16 +19,7 @@ pub fn format_value(value: f64) -> String {
     }
 }
 
-pub fn state_name(state: i32) -> &'static str {
-    match v1::JobState::try_from(state) {
-        Ok(v1::JobState::Queued) => "queued",
-        Ok(v1::JobState::Running) => "running",
-        Ok(v1::JobState::Succeeded) => "succeeded",
-        Ok(v1::JobState::Failed) => "failed",
-        Ok(v1::JobState::Cancelled) => "cancelled",
-        Ok(v1::JobState::Unspecified) | Err(_) => "unknown",
-    }
-}
+pub use expcluster_coordinator::service::snapshot::job_state_name as state_name;
 
 /// A table of a stage's jobs with the last value of each metric.
 pub fn jobs_table(status: &v1::StageStatusResponse) -> String {

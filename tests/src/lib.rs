@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod docs;
 pub mod netns;
 
@@ -38,7 +39,9 @@ pub fn workspace_of(address: &str) -> Option<PathBuf> {
         .map(|(_, w)| w.clone())
 }
 
-fn remember_workspace(address: &str, workspace: &Path) {
+/// Records that the coordinator at `address` serves `workspace` (for tests that start
+/// their coordinator themselves): workers and CLI calls aimed at it get its tokens.
+pub fn remember_workspace(address: &str, workspace: &Path) {
     let mut known = WORKSPACES.lock().unwrap_or_else(|p| p.into_inner());
     known.retain(|(a, _)| a != address);
     known.push((address.to_owned(), workspace.to_owned()));

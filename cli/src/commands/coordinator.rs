@@ -4,6 +4,7 @@ use super::WorkspaceArgs;
 use crate::workspace_arg;
 use anyhow::Context;
 use clap::Args;
+use expcluster_coordinator::service::auth::{TokenPolicy, Tokens};
 use expcluster_coordinator::state::records::Settings;
 use expcluster_coordinator::Coordinator;
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ pub struct CoordinatorCmd {
     /// After a restart, extra time workers get to reattach before any is declared lost.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub restart_grace: std::time::Duration,
+    #[command(flatten)]
+    pub dashboard: crate::dashboard_arg::DashboardArgs,
 }
 
 pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
@@ -57,13 +60,42 @@ pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
         "expcluster coordinator listening on {address} for {}",
         root.display()
     );
-    expcluster_coordinator::service::server::serve(
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let dashboard = match args.dashboard.address(None) {
+        Some(dashboard_address) => {
+            if args.security.insecure_no_auth {
+                anyhow::bail!("the dashboard's login is the client token, and --insecure-no-auth has none: drop --insecure-no-auth or --dashboard");
+            }
+            let tokens = Tokens::load_or_create(&root, TokenPolicy::FirstStartOnly)?;
+            let mut stopped = stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            Some(
+                crate::dashboard_arg::start(
+                    &dashboard_address,
+                    args.dashboard.dashboard_insecure_http,
+                    coordinator.clone(),
+                    &tokens,
+                    shutdown,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let served = expcluster_coordinator::service::server::serve(
         listener,
         coordinator,
         security,
         crate::embedded::shutdown_signal(),
     )
-    .await?;
+    .await;
+    let _ = stop.send(true);
+    if let Some(dashboard) = dashboard {
+        let _ = dashboard.await;
+    }
+    served?;
     eprintln!("coordinator stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,8 @@ pub struct SubmitArgs {
     pub force: bool,
     #[command(flatten)]
     pub local: LocalWorkersArgs,
+    #[command(flatten)]
+    pub dashboard: crate::dashboard_arg::DashboardArgs,
 }
 
 /// The embedded mode's workers (`submit`, `mcp`).
@@ -84,7 +86,13 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             "starting an embedded coordinator and {} local worker(s) with {slots} slot(s) each",
             args.local.workers
         );
-        Some(EmbeddedCluster::start(root, args.local.workers, slots).await?)
+        let mut cluster = EmbeddedCluster::start(root, args.local.workers, slots).await?;
+        if let Some(address) = args.dashboard.address(Some("127.0.0.1:0")) {
+            cluster
+                .serve_dashboard(&address, args.dashboard.dashboard_insecure_http)
+                .await?;
+        }
+        Some(cluster)
     } else {
         None
     };

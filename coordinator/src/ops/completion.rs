@@ -10,6 +10,7 @@ use crate::state::lifecycle::{retry_backoff, Fence, JobEvent, JobState};
 use crate::state::records::JobRecord;
 use crate::state::reports::{Completion, CompletionKey, MetricPoint, Outcome};
 use crate::store::job_metrics::{self, AttemptResult};
+use crate::store::live_feed::{LiveEvent, MetricPoints};
 use crate::store::metric_batch::PreparedPoints;
 use crate::store::metric_spool::MetricSpool;
 use expcluster_core::ids::is_safe_name;
@@ -98,11 +99,22 @@ impl CoordinatorState {
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
-        for index in accepted {
+        for &index in &accepted {
             let point = &prepared.points[index];
             job.record_point(&point.name, point.step, point.value);
         }
         job.next_seq = next;
+        self.live.publish(|| {
+            let points = accepted.iter().map(|&index| {
+                let point = &prepared.points[index];
+                (point.name.clone(), point.step, point.value)
+            });
+            LiveEvent::Metrics(std::sync::Arc::new(MetricPoints {
+                job: job_id.clone(),
+                attempt,
+                points: points.collect(),
+            }))
+        });
         Ok(next)
     }
 

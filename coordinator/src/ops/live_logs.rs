@@ -3,6 +3,7 @@
 
 use crate::error::CoordinatorError;
 use crate::ops::CoordinatorState;
+use crate::store::live_feed::{LiveEvent, LogPiece};
 use crate::store::live_logs::{
     append_piece, check_stream, final_path, partial_path, Appended, MAX_CHUNK_BYTES,
 };
@@ -35,12 +36,22 @@ impl CoordinatorState {
                 full: true,
             });
         }
-        append_piece(
+        let appended = append_piece(
             &partial_path(&logs, job_id, attempt, stream),
             offset,
             content,
         )
-        .map_err(CoordinatorError::storage)
+        .map_err(CoordinatorError::storage)?;
+        self.live.publish(|| {
+            LiveEvent::Log(std::sync::Arc::new(LogPiece {
+                job: job_id.clone(),
+                attempt,
+                stream: stream.to_owned(),
+                offset,
+                content: content.to_vec(),
+            }))
+        });
+        Ok(appended)
     }
 
     /// Removes the live log once the final one is stored (called after a log upload).

@@ -30,6 +30,7 @@ pub mod workers;
 
 use crate::state::records::{JobRecord, Settings, WorkerRecord};
 use crate::store::code_files::CodeFiles;
+use crate::store::live_feed::{LiveEvent, LiveFeed, LoggedEvent};
 use crate::store::metric_spool::MetricSpool;
 use crate::store::research_log::ResearchLog;
 use crate::store::results_file::{LineKey, LineRef, ResultsFile};
@@ -43,6 +44,7 @@ pub struct Events<'a> {
     log: &'a mut ResearchLog,
     text_log: &'a crate::store::text_log::TextLog,
     idea_version: u32,
+    live: &'a LiveFeed,
 }
 
 impl Events<'_> {
@@ -61,6 +63,13 @@ impl Events<'_> {
             "{} [v{}] {} {}\n",
             written.time, self.idea_version, event_type, written.payload
         ));
+        self.live.publish(|| {
+            LiveEvent::Logged(Arc::new(LoggedEvent {
+                seq: written.seq,
+                event_type: event_type.to_owned(),
+                payload: written.payload.clone(),
+            }))
+        });
         Ok(written.seq)
     }
 }
@@ -128,6 +137,9 @@ pub struct CoordinatorState {
     /// the background ([`crate::Coordinator::start_stage_finisher`]); `None`: at once.
     pub stage_finisher:
         Option<tokio::sync::mpsc::UnboundedSender<crate::stage::aggregate::StageToFinish>>,
+    /// What happens, for live watchers such as the dashboard
+    /// ([`crate::store::live_feed`]).
+    pub live: LiveFeed,
 }
 
 impl CoordinatorState {
@@ -192,6 +204,7 @@ impl CoordinatorState {
             retired_workers: HashMap::new(),
             stage_finish_pending: false,
             stage_finisher: None,
+            live: LiveFeed::default(),
         }
     }
 
@@ -232,6 +245,7 @@ impl CoordinatorState {
             log: &mut self.log,
             text_log: &self.text_log,
             idea_version: self.idea_version,
+            live: &self.live,
         };
         (&self.jobs, events)
     }

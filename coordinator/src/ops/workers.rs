@@ -232,6 +232,12 @@ impl CoordinatorState {
             }
             tracing::info!(job_id = %id, worker_id = %worker, attempt, "job leased");
         }
+        if !leases.is_empty() {
+            self.live.publish(|| {
+                let jobs = leases.iter().map(|lease| lease.job.clone()).collect();
+                crate::store::live_feed::LiveEvent::Leased(std::sync::Arc::new(jobs))
+            });
+        }
         Ok(leases)
     }
 

@@ -1,6 +1,7 @@
 //! The gRPC service: handlers that convert the request, call one operation of
 //! [`crate::ops`], and convert the answer back (conversions live in [`convert`]), the
-//! server with its layers (authentication, answering only once durable), and TLS.
+//! server with its layers (authentication, answering only once durable), and TLS;
+//! and the same views for in-process watchers such as the dashboard ([`snapshot`]).
 
 pub mod auth;
 pub mod auth_layer;
@@ -10,6 +11,7 @@ pub mod commit_layer;
 pub mod convert;
 pub mod server;
 mod session;
+pub mod snapshot;
 pub mod tls;
 pub mod worker_service;
 

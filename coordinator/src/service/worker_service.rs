@@ -40,6 +40,9 @@ impl WorkerService for WorkerApi {
             restart.as_ref(),
             Instant::now(),
         )?;
+        if let Some(record) = state.workers.get_mut(&registration.worker) {
+            record.gpus = request.gpus;
+        }
         let response = v1::RegisterResponse {
             worker_id: registration.worker.0,
             heartbeat_interval_ms: state.settings.heartbeat_interval.as_millis() as u32,

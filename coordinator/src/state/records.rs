@@ -129,6 +129,9 @@ pub struct WorkerRecord {
     /// Gang ranks placed here by another worker's lease call, handed out with this
     /// worker's next lease.
     pub pending: Vec<Lease>,
+    /// The GPUs it announced at registration (shown by the dashboard; not journaled,
+    /// so empty for a worker known only from before a restart).
+    pub gpus: Vec<String>,
 }
 
 impl WorkerRecord {
@@ -139,6 +142,7 @@ impl WorkerRecord {
             last_seen: now,
             running: HashMap::new(),
             pending: Vec::new(),
+            gpus: Vec::new(),
         }
     }
 
