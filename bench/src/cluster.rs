@@ -38,6 +38,15 @@ impl Cluster {
     /// Writes `config.yaml` (and `files`) into a fresh workspace and serves it on a
     /// free loopback port.
     pub async fn start(config: &str, files: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(config, files, |_| {}).await
+    }
+
+    /// [`Self::start`] with `adjust` applied to the coordinator's settings.
+    pub async fn start_with(
+        config: &str,
+        files: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("cannot create a temporary workspace")?;
         let root = dir.path().join("bench");
         std::fs::create_dir_all(&root)?;
@@ -47,10 +56,11 @@ impl Cluster {
         }
         let tokens = Tokens::ephemeral()?;
         // Long leases: a simulated worker does not heartbeat while it is busy.
-        let settings = Settings {
+        let mut settings = Settings {
             lease_timeout: std::time::Duration::from_secs(600),
             ..Settings::default()
         };
+        adjust(&mut settings);
         let coordinator = Coordinator::open(&root, settings, false)?;
         let net_path = crate::netpath::current()?;
         let bind =

@@ -143,6 +143,13 @@ pub async fn run_worker(
                 break;
             };
             let key = (spec.job_id.clone(), spec.attempt, spec.rank);
+            if is_running(&running, &key) {
+                // A coordinator that crashed before this attempt's lease was durable
+                // leased it again, to this worker: the attempt runs here already.
+                tracing::warn!(job_id = %spec.job_id, attempt = spec.attempt, "leased an attempt this worker already runs (its coordinator restarted): carrying on with it");
+                free_slots.push(slot);
+                continue;
+            }
             let context = context.clone();
             let slot_gpu = slot.clone();
             spawn_attempt(
@@ -255,6 +262,13 @@ fn spawn_attempt<Job>(
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
     });
+}
+
+fn is_running(running: &Running, key: &(String, u32, u32)) -> bool {
+    running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(key)
 }
 
 /// The free slot a carried-on attempt ran on (its GPU's, if it had one); `None` when

@@ -47,6 +47,7 @@ pub async fn run(args: CoordinatorCmd) -> anyhow::Result<ExitCode> {
             heartbeat_interval: args.heartbeat_interval,
             lease_timeout: args.lease_timeout,
             restart_grace: args.restart_grace,
+            ..Settings::default()
         },
         args.repair,
     )?;

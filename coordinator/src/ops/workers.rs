@@ -146,8 +146,10 @@ impl CoordinatorState {
         }
         let deadline = now + self.settings.lease_timeout;
         if !picked.is_empty() {
-            // Durable before the worker hears of it, so a restarted coordinator knows
-            // which attempt is running where.
+            // Journaled so a restarted coordinator knows which attempt runs where. A
+            // session answers the lease before this is synced (a lease acknowledges
+            // nothing; see service/session.rs), and every report about the attempt
+            // waits for it.
             let records: Vec<serde_json::Value> = picked
                 .iter()
                 .filter_map(|(id, assignment)| {

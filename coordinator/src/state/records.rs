@@ -18,6 +18,10 @@ pub struct Settings {
     /// After a restart, how long workers get to reattach before any is declared lost
     /// (added to the lease of every attempt that was running).
     pub restart_grace: Duration,
+    /// Hold a session's lease answers until the lease's journal record is durable (the
+    /// behaviour before leases were answered at once, kept to measure against; see
+    /// `crate::service::session`).
+    pub leases_wait_for_commit: bool,
 }
 
 impl Default for Settings {
@@ -26,6 +30,7 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(1),
             lease_timeout: Duration::from_secs(5),
             restart_grace: Duration::from_secs(2),
+            leases_wait_for_commit: false,
         }
     }
 }

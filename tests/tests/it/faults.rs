@@ -727,6 +727,126 @@ fn a_worker_restarted_after_its_lease_ran_out_stops_the_old_job_and_runs_attempt
     );
 }
 
+#[test]
+fn a_lease_the_crash_took_before_it_was_durable_is_stopped_and_its_job_runs_once() {
+    // Lease answers go out before the lease's journal record is durable (see the
+    // coordinator's service/session.rs). A crash can then take the record: the job
+    // started on its worker, reported nothing (nothing reported can be acknowledged
+    // before the lease record is durable), and the restarted coordinator has it
+    // queued. The crash is made by SIGKILL and the lost record by cutting it off the
+    // journal; the job holds before its first metric until `release` exists.
+    let steps = 8;
+    let ws = TestWorkspace::new(
+        "lostlease",
+        &config(steps, 0.02, 1, 3),
+        &[("runfile.py", &held_from_the_start_runfile())],
+    );
+    let (coordinator, address) = start_coordinator(&ws.root, &RESTART_TIMING);
+    let scratch = tempfile::tempdir().unwrap();
+    // One slot: the worker asks for no lease while the orphan holds it, so the
+    // restarted coordinator learns of the orphan from the worker's heartbeat.
+    let _worker = start_worker(&address, 1, &scratch.path().join("node"));
+    let submit = submit_in_background(&address);
+    wait_until(Duration::from_secs(60), "the job started", || {
+        !started_pids(&ws).is_empty()
+    });
+    coordinator.signal(Signal::SIGKILL);
+    drop(coordinator);
+    let cut = cut_the_last_lease_record(&ws.path(".expcluster/journal.jsonl"));
+    assert_eq!(cut["leases"][0]["attempt"], 1, "the lease cut off: {cut}");
+
+    let (_restarted, again) =
+        expcluster_tests::start_coordinator_at(&ws.root, &address, &RESTART_TIMING);
+    assert_eq!(again, address);
+    let orphan = started_pids(&ws)[0];
+    wait_until(
+        Duration::from_secs(60),
+        "the worker stops the attempt the restarted coordinator does not know",
+        || !is_alive(orphan),
+    );
+    std::fs::write(ws.path("release"), "").unwrap();
+    finished_ok(submit);
+
+    let completed = ws.events_of("job_completed");
+    assert_eq!(completed.len(), 1, "the job completed once: {completed:?}");
+    assert_eq!(completed[0]["status"], "succeeded");
+    assert_eq!(
+        completed_series(&ws, &completed[0]),
+        (0..steps).map(f64::from).collect::<Vec<_>>(),
+        "every step exactly once"
+    );
+    assert!(
+        ws.events_of("job_attempt_failed").is_empty(),
+        "stopping the orphan spent no failure: {:?}",
+        ws.events_of("job_attempt_failed")
+    );
+    let pids = started_pids(&ws);
+    assert_eq!(
+        pids.len(),
+        2,
+        "the job ran again after the restart: {pids:?}"
+    );
+    assert!(pids.iter().all(|pid| !is_alive(*pid)), "{pids:?}");
+}
+
+/// Removes the journal's last `lease` record (and what follows it, which must be
+/// nothing else), as a crash before its group-commit round was synced would; returns
+/// it.
+fn cut_the_last_lease_record(journal: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(journal).unwrap();
+    let start = text.trim_end().rfind('\n').map_or(0, |at| at + 1);
+    let last: Value = serde_json::from_str(text[start..].trim_end()).unwrap();
+    assert_eq!(
+        last["type"], "lease",
+        "the journal ends with the lease: {last}"
+    );
+    std::fs::write(journal, &text[..start]).unwrap();
+    last
+}
+
+/// [`RUNFILE`] that records its pid as `started.<pid>` in the workspace, then waits
+/// for a file `release` there before its first metric.
+fn held_from_the_start_runfile() -> String {
+    r#"
+import json, os, time
+params = json.loads(os.environ["EXP_CONFIG"])["params"]
+workspace = os.environ["EXP_WORKSPACE"]
+open(os.path.join(workspace, f"started.{os.getpid()}"), "w").close()
+while not os.path.exists(os.path.join(workspace, "release")):
+    time.sleep(0.02)
+for i in range(params["steps"]):
+    print(f"step: {i}")
+    time.sleep(params["sleep"])
+print("test_accuracy: 0.75")
+"#
+    .to_owned()
+}
+
+/// The pids of every run of [`held_from_the_start_runfile`] so far, oldest first.
+fn started_pids(ws: &TestWorkspace) -> Vec<i32> {
+    let mut started: Vec<(std::time::SystemTime, i32)> = std::fs::read_dir(&ws.root)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let pid = name.strip_prefix("started.")?.parse().ok()?;
+            Some((entry.metadata().ok()?.modified().ok()?, pid))
+        })
+        .collect();
+    started.sort();
+    started.into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// Whether process `pid` runs (a zombie does not count).
+fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat[stat.rfind(')').unwrap_or(0) + 1..]
+            .split_whitespace()
+            .next()
+            != Some("Z")
+    })
+}
+
 /// A one-job stage whose worker was killed with SIGKILL mid-job.
 /// (Fields drop in order: the coordinator before its workspace.)
 struct KilledMidJob {
