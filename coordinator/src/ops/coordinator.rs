@@ -3,10 +3,12 @@
 //! reaper) that take the lock on their own.
 
 use crate::error::CoordinatorError;
+use crate::ops::stages::{ConfigCache, PreparedStage, Submitted};
 use crate::ops::CoordinatorState;
 use crate::state::records::Settings;
 use crate::store::research_log::ResearchLog;
 use crate::store::workspace::Workspace;
+use expcluster_core::Stage;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -16,6 +18,10 @@ pub struct Coordinator {
     state: Mutex<CoordinatorState>,
     /// Woken when jobs are queued (lease long-polls wait on it).
     pub jobs_queued: Notify,
+    /// The workspace's paths, read without the lock (a submission reads its files
+    /// before taking it).
+    workspace: Workspace,
+    configs: ConfigCache,
     /// Keeps `expcluster idea`/`summarize` (and a second coordinator) off the workspace.
     _lock: crate::store::workspace_lock::WorkspaceLock,
 }
@@ -51,6 +57,8 @@ impl Coordinator {
             tracing::warn!(?recovered, "resuming from the journal");
         }
         Ok(Arc::new(Self {
+            workspace: state.workspace.clone(),
+            configs: ConfigCache::default(),
             state: Mutex::new(state),
             jobs_queued: Notify::new(),
             _lock: lock,
@@ -63,6 +71,16 @@ impl Coordinator {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Submits a stage: its files are read and its jobs expanded before the state
+    /// lock is taken (see [`PreparedStage`]), then queued under it; waiting leases
+    /// are woken.
+    pub fn submit_stage(&self, stage: Stage, rerun: bool) -> Result<Submitted, CoordinatorError> {
+        let prepared = PreparedStage::read(&self.workspace, &self.configs, stage);
+        let submitted = self.lock().submit_prepared(stage, rerun, prepared)?;
+        self.jobs_queued.notify_waiters();
+        Ok(submitted)
     }
 
     /// Starts the task that aggregates finished stages outside the state lock, and

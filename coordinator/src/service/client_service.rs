@@ -33,8 +33,7 @@ impl ClientService for ClientApi {
     ) -> Result<Response<v1::SubmitStageResponse>, Status> {
         let request = request.into_inner();
         let stage = convert::stage(&request.stage)?;
-        let submitted = self.coordinator.lock().submit_stage(stage, request.rerun)?;
-        self.coordinator.jobs_queued.notify_waiters();
+        let submitted = self.coordinator.submit_stage(stage, request.rerun)?;
         Ok(Response::new(v1::SubmitStageResponse {
             stage_run_id: submitted.stage_run.to_string(),
             jobs_total: submitted.jobs_total as u32,
