@@ -125,6 +125,14 @@ impl CoordinatorState {
         for (job_id, _) in &reattached {
             self.move_attempt(job_id, previous, &worker, deadline)?;
         }
+        // On the record too: a reader of the log sees the attempt change hands
+        // instead of a gap between its lease and its completion.
+        for attempt in attempts {
+            let mut event = attempt;
+            event["worker_id"] = worker.0.clone().into();
+            event["previous_worker_id"] = previous.0.clone().into();
+            self.log_event("job_reattached", event)?;
+        }
         self.retired_workers
             .insert(previous.clone(), worker.clone());
         let left_behind: Vec<(JobId, AttemptNumber)> = self

@@ -920,6 +920,19 @@ impl KilledMidJob {
         assert_eq!(completed.len(), 1, "one completion: {completed:?}");
         assert_eq!(completed[0]["status"], "succeeded");
         assert_eq!(completed[0]["attempt"], 1, "carried on, not run again");
+        let reattached = ws.events_of("job_reattached");
+        assert_eq!(
+            reattached.len(),
+            1,
+            "the hand-over is on the record: {reattached:?}"
+        );
+        assert_eq!(reattached[0]["attempt"], 1);
+        assert_eq!(reattached[0]["job_id"], completed[0]["job_id"]);
+        assert_ne!(
+            reattached[0]["worker_id"],
+            reattached[0]["previous_worker_id"]
+        );
+        assert!(reattached[0]["seq"].as_u64() < completed[0]["seq"].as_u64());
         let want: Vec<f64> = (0..self.steps).map(f64::from).collect();
         assert_eq!(
             completed_series(ws, &completed[0]),
