@@ -9,7 +9,9 @@
 #      plain run) and NCCL all-reduce bandwidth for a few sizes;
 #   2. expcluster end to end: a coordinator, a worker with --gpus 0, a stage of
 #      trainer jobs; checks the jobs ran on cuda:0;
-#   3. steps/s of the trainer next to the same MLP in PyTorch eager, on the GPU;
+#   3. steps/s of the trainer next to the same MLP in PyTorch eager, on the GPU (the
+#      issue-24 table: fp32 rows and the bf16 AMP-style row in TFLOP/s), then the
+#      aggregate steps/s of 1, 4 and 8 small trainer jobs sharing the GPU;
 #   4. the CPU TCP ring all-reduce between 2 and 4 ranks (threads, loopback).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -83,8 +85,10 @@ else
     tail -n 20 "$WORK/worker.err"
 fi
 
-echo "== 3. trainer vs PyTorch eager on the GPU"
-if BENCH_DEVICE=cuda "$EXAMPLES/bench_vs_pytorch" 1; then record "steps/s vs PyTorch" PASS "table above"; else record "steps/s vs PyTorch" FAIL "bench exited non-zero"; fi
+echo "== 3. trainer vs PyTorch eager on the GPU (fp32 and bf16 AMP-style), then packing"
+if BENCH_DEVICE=cuda "$EXAMPLES/bench_vs_pytorch" --threads 1; then record "steps/s vs PyTorch" PASS "table above"; else record "steps/s vs PyTorch" FAIL "bench exited non-zero"; fi
+# Small jobs sharing one GPU, as `expcluster worker --slots-per-gpu N` runs them.
+if BENCH_DEVICE=cuda "$EXAMPLES/bench_vs_pytorch" --packing 1,4,8; then record "packing 1/4/8 jobs" PASS "table above"; else record "packing 1/4/8 jobs" FAIL "bench exited non-zero"; fi
 
 echo "== 4. CPU TCP ring all-reduce (2 and 4 ranks)"
 if "$EXAMPLES/allreduce_bench" 2 4; then record "tcp ring all-reduce" PASS "table above"; else record "tcp ring all-reduce" FAIL "allreduce_bench exited non-zero"; fi

@@ -1,43 +1,86 @@
-"""PyTorch eager side of bench_vs_pytorch.rs: the same MLP, optimizer, batching and
-data shape as the tch trainer's run; prints steps/s for each "batch,hidden" argument."""
-import os
+"""PyTorch eager side of bench_vs_pytorch.rs, driven over stdin so the two sides can
+take turns: one command a line, one answer a line.
+
+  data PATH ROWS TEST_ROWS FEATURES CLASSES SEED
+      writes the benchmark's dataset (the npz the tch trainer reads too): features
+      N(0, 1), labels the argmax of a fixed random linear map (learnable); answers "ok".
+  train THREADS DEVICE BATCH HIDDEN EPOCHS PRECISION SEED
+      trains a fresh MLP FEATURES-HIDDEN-HIDDEN-CLASSES (ReLU) with torch.optim.Adam
+      (lr 1e-3, PyTorch's defaults: for-loop on CPU, foreach on CUDA), batches taken
+      by index from the resident data, zero_grad() (set to none, the default), the
+      loss summed on the device and read once an epoch, as the trainer does.
+      PRECISION fp32, or bf16 (torch.autocast bf16 around the forward, loss in fp32).
+      Answers the steps/s of each epoch after the first, space-separated.
+"""
+import math
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-threads, features, classes, rows, steps = (int(v) for v in sys.argv[1:6])
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-device = torch.device("cuda:0" if os.environ.get("BENCH_DEVICE") == "cuda" else "cpu")
-x = torch.randn(rows, features, device=device)
-y = torch.randint(0, classes, (rows,), device=device)
-for config in sys.argv[6:]:
-    batch, hidden = (int(v) for v in config.split(","))
+data = {}
+
+
+def make_data(path, rows, test_rows, features, classes, seed):
+    rng = np.random.default_rng(seed)
+    teacher = rng.standard_normal((features, classes)).astype(np.float32)
+    x = rng.standard_normal((rows + test_rows, features)).astype(np.float32)
+    y = (x @ teacher).argmax(axis=1).astype(np.int64)
+    np.savez(path, x_train=x[:rows], y_train=y[:rows], x_test=x[rows:], y_test=y[rows:])
+    data["x"], data["y"] = torch.from_numpy(x[:rows]), torch.from_numpy(y[:rows])
+    data["classes"] = classes
+
+
+def train(threads, device, batch, hidden, epochs, precision, seed):
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    x, y = data["x"].to(device), data["y"].to(device)
+    rows, features = x.shape
     model = torch.nn.Sequential(
         torch.nn.Linear(features, hidden), torch.nn.ReLU(),
         torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-        torch.nn.Linear(hidden, classes),
+        torch.nn.Linear(hidden, data["classes"]),
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    perm = torch.randperm(rows, device=device)
-
-    def run(n):
-        for i in range(n):
-            start = (i * batch) % (rows - batch + 1)
-            idx = perm[start:start + batch]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+    amp = precision == "bf16"
+    steps = math.ceil(rows / batch)
+    rates = []
+    for epoch in range(epochs):
+        order = torch.randperm(rows, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for step in range(steps):
+            index = order[step * batch:(step + 1) * batch]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x[index])
+            loss = F.cross_entropy(out.float(), y[index])
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            loss_sum += loss.detach() * index.numel()
+        loss_sum.item()  # waits for the device, like the trainer's epoch-end read
+        if epoch > 0:
+            rates.append(steps / (time.perf_counter() - began))
+    return rates
 
-    run(10)  # warm-up
-    best = 0.0
-    for _ in range(3):  # best of three, like the tch side's best epoch
-        began = time.perf_counter()
-        run(steps)
-        best = max(best, steps / (time.perf_counter() - began))
-    print(f"{batch},{hidden},{best:.1f}", flush=True)
+
+for line in sys.stdin:
+    words = line.split()
+    if not words:
+        continue
+    if words[0] == "data":
+        make_data(words[1], *(int(v) for v in words[2:7]))
+        print("ok", flush=True)
+    elif words[0] == "train":
+        threads, device, batch, hidden, epochs, precision, seed = words[1:8]
+        rates = train(int(threads), device, int(batch), int(hidden), int(epochs), precision,
+                      int(seed))
+        print(" ".join(f"{rate:.3f}" for rate in rates), flush=True)
+    else:
+        print(f"unknown command {words[0]!r}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,59 +1,249 @@
-//! CPU throughput of the tch trainer's MLP against the same MLP in PyTorch eager.
+//! Throughput of the tch trainer beside the same training in PyTorch eager, in one run.
 //!
-//! `cargo run -p expcluster-trainer --release --example bench_vs_pytorch [threads]`
+//! ```text
+//! cargo run -p expcluster-trainer --release --example bench_vs_pytorch -- [options]
+//!   --threads N     intra-op threads on both sides (default 1)
+//!   --rounds N      rounds; each runs every case on both sides (default 5, CUDA 3)
+//!   --cases LIST    e.g. 512x512,128x512 (default: the device's cases)
+//!   --packing LIST  instead: aggregate steps/s of N trainer jobs at once on one
+//!                   device, for each N in LIST (e.g. 1,4,8), as a worker with
+//!                   `--slots-per-gpu N` runs them (threads of one process)
+//! ```
 //!
-//! The tch side is the real trainer (`TchTrainer` on a synthetic 784-feature,
-//! 10-class dataset of 8,192 rows): its per-epoch `samples_per_sec` covers the
-//! training steps only (batch gather, forward, backward, Adam, per-step reseeding),
-//! not evaluation. The PyTorch side (`bench_vs_pytorch.py`, the venv's torch) runs the
-//! same architecture (784-h-h-10, ReLU), Adam, batch gather and cross-entropy. Both
-//! use the same number of intra-op threads; each reports its best of three timed
-//! rounds after a warm-up (tch: epochs 2–4 of 4).
+//! `BENCH_DEVICE=cuda` runs on `cuda:0` with the GPU cases (`scripts/gpu-check.sh`).
 //!
-//! `BENCH_DEVICE=cuda` runs both sides on `cuda:0` with larger shapes (used by
-//! `scripts/gpu-check.sh`); the PyTorch side then synchronises before timing.
+//! Both sides train the same MLP (784-h-h-10, ReLU, Adam lr 1e-3, cross-entropy) on
+//! the same data (an npz the PyTorch side writes and the trainer reads), seed 0 each,
+//! the same batch size and intra-op thread count. The tch side is the real trainer
+//! ([`TchTrainer`]); its per-epoch `samples_per_sec` covers the training steps (the
+//! epoch's batches and its one loss read), not evaluation. The PyTorch side
+//! (`bench_vs_pytorch.py`, a child process kept for the whole run) times the same
+//! steps the same way. Every figure is steps/s of an epoch after a warm-up epoch.
+//!
+//! The sides take turns, case by case, and swap who goes first each round, so load
+//! from other processes falls on both. The table gives the median over rounds and
+//! the spread (min–max); the ratio is the median of the per-round ratios.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use expcluster_trainer::{DeviceChoice, MetricSink, TchTrainer, TrainJob, Trainer, TrainerSpec};
 use serde_json::json;
 
 const FEATURES: usize = 784;
 const CLASSES: usize = 10;
-const CPU_ROWS: usize = 8192;
-const CPU_CONFIGS: [(usize, usize); 4] = [(64, 256), (128, 512), (512, 512), (1024, 1024)];
-const CUDA_ROWS: usize = 32768;
-const CUDA_CONFIGS: [(usize, usize); 3] = [(128, 512), (1024, 1024), (8192, 4096)];
+const TEST_ROWS: usize = 256;
+const SEED: u64 = 0;
 
-fn on_cuda() -> bool {
-    std::env::var("BENCH_DEVICE").is_ok_and(|device| device == "cuda")
+/// One row of the table: an MLP shape, a precision and the issue's goal for it.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    batch: usize,
+    hidden: usize,
+    bf16: bool,
+    /// Minimum trainer/PyTorch ratio, when the issue sets one.
+    goal: Option<f64>,
 }
 
-fn rows() -> usize {
-    if on_cuda() {
-        CUDA_ROWS
-    } else {
-        CPU_ROWS
-    }
-}
-
-fn configs() -> Vec<(usize, usize)> {
-    if on_cuda() {
-        CUDA_CONFIGS.to_vec()
-    } else {
-        CPU_CONFIGS.to_vec()
-    }
-}
-
-struct Throughput(Vec<f64>);
-
-impl MetricSink for Throughput {
-    fn emit(&mut self, name: &str, value: f64) {
-        if name == "samples_per_sec" {
-            self.0.push(value);
+impl Case {
+    const fn new(batch: usize, hidden: usize, bf16: bool, goal: Option<f64>) -> Case {
+        Case {
+            batch,
+            hidden,
+            bf16,
+            goal,
         }
+    }
+
+    fn precision(&self) -> &'static str {
+        if self.bf16 {
+            "bf16"
+        } else {
+            "fp32"
+        }
+    }
+
+    /// Multiply-adds of one sample's forward pass; a training step is about 3× that
+    /// (forward, and two matmuls per layer backward), so 6 × params FLOPs per sample.
+    fn params(&self) -> f64 {
+        let h = self.hidden as f64;
+        (FEATURES as f64 + 1.0) * h + (h + 1.0) * h + (h + 1.0) * CLASSES as f64
+    }
+}
+
+const CPU_CASES: [Case; 4] = [
+    Case::new(64, 256, false, None),
+    Case::new(128, 512, false, None),
+    Case::new(512, 512, false, Some(1.15)),
+    Case::new(1024, 1024, false, None),
+];
+const CUDA_CASES: [Case; 3] = [
+    Case::new(128, 512, false, Some(1.25)),
+    Case::new(1024, 1024, false, Some(1.25)),
+    Case::new(8192, 4096, true, Some(1.0)),
+];
+/// The H200's measured bf16 matmul peak (docs: TOOLCHAIN), for the bf16 row's share.
+const H200_BF16_PEAK_TFLOPS: f64 = 790.0;
+/// Epochs per run: the first is a warm-up, the rest are timed.
+const EPOCHS: usize = 4;
+
+struct Options {
+    threads: usize,
+    rounds: usize,
+    cases: Vec<Case>,
+    packing: Option<Vec<usize>>,
+    cuda: bool,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let cuda = std::env::var("BENCH_DEVICE").is_ok_and(|device| device == "cuda");
+    let mut options = Options {
+        threads: 1,
+        rounds: if cuda { 3 } else { 5 },
+        cases: if cuda {
+            CUDA_CASES.to_vec()
+        } else {
+            CPU_CASES.to_vec()
+        },
+        packing: None,
+        cuda,
+    };
+    let mut args = std::env::args().skip(1);
+    let number = |value: Option<String>, name: &str| -> Result<usize, String> {
+        value
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| format!("{name} takes a positive number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--threads" => options.threads = number(args.next(), "--threads")?,
+            "--rounds" => options.rounds = number(args.next(), "--rounds")?,
+            "--cases" => {
+                let list = args.next().ok_or("--cases takes a list like 512x512")?;
+                options.cases = list
+                    .split(',')
+                    .map(|case| parse_case(case, &options.cases))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--packing" => {
+                let list = args.next().ok_or("--packing takes a list like 1,4,8")?;
+                let jobs = list
+                    .split(',')
+                    .map(|n| number(Some(n.to_owned()), "--packing"))
+                    .collect::<Result<_, _>>()?;
+                options.packing = Some(jobs);
+            }
+            // The old form: a bare thread count.
+            other if other.parse::<usize>().is_ok() => options.threads = number(Some(arg), "")?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; see the example's header"
+                ))
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// `BATCHxHIDDEN` or `BATCHxHIDDEN:bf16`; a known case keeps its goal.
+fn parse_case(text: &str, known: &[Case]) -> Result<Case, String> {
+    let bad = || format!("case {text:?}: expected BATCHxHIDDEN or BATCHxHIDDEN:bf16");
+    let (shape, bf16) = match text.split_once(':') {
+        Some((shape, "bf16")) => (shape, true),
+        Some(_) => return Err(bad()),
+        None => (text, false),
+    };
+    let (batch, hidden) = shape.split_once('x').ok_or_else(bad)?;
+    let (batch, hidden) = (
+        batch.parse().map_err(|_| bad())?,
+        hidden.parse().map_err(|_| bad())?,
+    );
+    let goal = known
+        .iter()
+        .chain(CPU_CASES.iter())
+        .find(|case| case.batch == batch && case.hidden == hidden && case.bf16 == bf16)
+        .and_then(|case| case.goal);
+    Ok(Case::new(batch, hidden, bf16, goal))
+}
+
+/// The PyTorch side: the child process and its pipes.
+struct PyTorch {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl PyTorch {
+    fn start() -> Result<PyTorch, String> {
+        let python = python();
+        if !python.exists() {
+            return Err(format!(
+                "{} not found: run scripts/setup.sh (or set EXPCLUSTER_PYTHON)",
+                python.display()
+            ));
+        }
+        // Relative to the repository root when run from there (the GPU machine has the
+        // tree at another path than the build machine).
+        let relative = PathBuf::from("trainer/examples/bench_vs_pytorch.py");
+        let script = if relative.exists() {
+            relative
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/bench_vs_pytorch.py")
+        };
+        let mut child = Command::new(&python)
+            .arg(&script)
+            // numpy's own BLAS threads would spin beside the measured ones.
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("{}: {err}", python.display()))?;
+        let input = child.stdin.take().ok_or("no stdin")?;
+        let output = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok(PyTorch {
+            child,
+            input,
+            output,
+        })
+    }
+
+    fn ask(&mut self, command: &str) -> Result<String, String> {
+        writeln!(self.input, "{command}").map_err(|err| err.to_string())?;
+        let mut answer = String::new();
+        self.output
+            .read_line(&mut answer)
+            .map_err(|err| err.to_string())?;
+        if answer.is_empty() {
+            return Err(format!("the PyTorch side exited on `{command}`"));
+        }
+        Ok(answer.trim().to_owned())
+    }
+
+    fn steps_per_sec(&mut self, case: &Case, options: &Options) -> Result<f64, String> {
+        let device = if options.cuda { "cuda:0" } else { "cpu" };
+        let answer = self.ask(&format!(
+            "train {} {device} {} {} {EPOCHS} {} {SEED}",
+            options.threads,
+            case.batch,
+            case.hidden,
+            case.precision()
+        ))?;
+        let rates: Vec<f64> = answer
+            .split_whitespace()
+            .map(|rate| rate.parse().map_err(|_| format!("bad answer {answer:?}")))
+            .collect::<Result<_, _>>()?;
+        median(&rates).ok_or_else(|| format!("no timed epochs in {answer:?}"))
+    }
+}
+
+impl Drop for PyTorch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -66,87 +256,228 @@ fn python() -> PathBuf {
         })
 }
 
-fn tch_steps_per_sec(threads: usize, batch: usize, hidden: usize) -> Result<f64, String> {
-    let epochs = 4;
-    let spec = TrainerSpec::from_json(&json!({
-        "dataset": {"kind": "blobs", "n_train": rows(), "n_test": 256, "n_features": FEATURES,
-                    "n_classes": CLASSES, "noise": 1.0},
-        "model": {"kind": "mlp", "hidden": [hidden, hidden]},
+/// Per-epoch `samples_per_sec` as the trainer emits it.
+#[derive(Default)]
+struct Throughput(Vec<f64>);
+
+impl MetricSink for Throughput {
+    fn emit(&mut self, name: &str, value: f64) {
+        if name == "samples_per_sec" {
+            self.0.push(value);
+        }
+    }
+}
+
+fn trainer_spec(case: &Case, options: &Options, epochs: usize) -> Result<TrainerSpec, String> {
+    TrainerSpec::from_json(&json!({
+        "dataset": {"kind": "npz", "path": "bench.npz"},
+        "model": {"kind": "mlp", "hidden": [case.hidden, case.hidden]},
         "optimizer": {"kind": "adam", "lr": 1.0e-3},
-        "epochs": epochs, "batch_size": batch, "threads": threads,
-        "checkpoint_every": epochs,
-    }))?;
+        "epochs": epochs, "batch_size": case.batch, "threads": options.threads,
+        "checkpoint_every": epochs, "precision": case.precision(),
+    }))
+}
+
+/// Trains one job in this thread; its per-epoch samples/s.
+fn train(spec: &TrainerSpec, data: &Path, cuda: bool) -> Result<Vec<f64>, String> {
     let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
     let cancel = AtomicBool::new(false);
     let job = TrainJob {
-        spec: &spec,
-        seed: 0,
-        device: if on_cuda() {
+        spec,
+        seed: SEED,
+        device: if cuda {
             DeviceChoice::Cuda(0)
         } else {
             DeviceChoice::Cpu
         },
-        data_root: dir.path(),
+        data_root: data,
         output_dir: dir.path(),
         checkpoint_dir: &dir.path().join("ckpt"),
         cancel: &cancel,
         distributed: None,
     };
-    let mut sink = Throughput(Vec::new());
+    let mut sink = Throughput::default();
     TchTrainer
         .train(&job, &mut sink)
         .map_err(|err| err.to_string())?;
-    let best = sink.0.iter().skip(1).fold(0.0f64, |a, &b| a.max(b));
-    Ok(best / batch as f64)
+    Ok(sink.0)
 }
 
-fn main() -> Result<(), String> {
-    let threads: usize = std::env::args()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    // Relative to the repository root when run from there (the GPU machine has the
-    // tree at another path than the build machine).
-    let relative = PathBuf::from("trainer/examples/bench_vs_pytorch.py");
-    let script = if relative.exists() {
-        relative
+fn tch_steps_per_sec(case: &Case, options: &Options, data: &Path) -> Result<f64, String> {
+    let spec = trainer_spec(case, options, EPOCHS)?;
+    let rates = train(&spec, data, options.cuda)?;
+    let steps: Vec<f64> = rates[1..]
+        .iter()
+        .map(|samples| samples / case.batch as f64)
+        .collect();
+    median(&steps).ok_or_else(|| "the trainer emitted no timed epochs".to_owned())
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// `median (min–max)`.
+fn summary(values: &[f64], digits: usize) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mid = median(values).unwrap_or(f64::NAN);
+    format!("{mid:.digits$} ({min:.digits$}–{max:.digits$})")
+}
+
+/// Training rows: on CUDA enough that the largest batch still makes 16 steps an
+/// epoch (each epoch ends with one host read, which must not dominate).
+fn rows(options: &Options) -> usize {
+    if options.cuda {
+        131_072
     } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/bench_vs_pytorch.py")
-    };
-    let python = python();
-    if !python.exists() {
+        8192
+    }
+}
+
+fn compare(options: &Options) -> Result<(), String> {
+    let mut pytorch = PyTorch::start()?;
+    let data = tempfile::tempdir().map_err(|err| err.to_string())?;
+    let answer = pytorch.ask(&format!(
+        "data {} {} {TEST_ROWS} {FEATURES} {CLASSES} {SEED}",
+        data.path().join("bench.npz").display(),
+        rows(options),
+    ))?;
+    if answer != "ok" {
         return Err(format!(
-            "{} not found: run scripts/setup.sh",
-            python.display()
+            "the PyTorch side could not write the data: {answer}"
         ));
     }
-    let mut args: Vec<String> = [threads, FEATURES, CLASSES, rows(), 100]
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    args.extend(configs().iter().map(|(b, h)| format!("{b},{h}")));
-    let output = Command::new(&python)
-        .arg(&script)
-        .args(&args)
-        .output()
-        .map_err(|err| err.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    let mut ours = vec![Vec::new(); options.cases.len()];
+    let mut theirs = vec![Vec::new(); options.cases.len()];
+    for round in 0..options.rounds {
+        for (i, case) in options.cases.iter().enumerate() {
+            // Swap who goes first every round.
+            if round % 2 == 0 {
+                ours[i].push(tch_steps_per_sec(case, options, data.path())?);
+                theirs[i].push(pytorch.steps_per_sec(case, options)?);
+            } else {
+                theirs[i].push(pytorch.steps_per_sec(case, options)?);
+                ours[i].push(tch_steps_per_sec(case, options, data.path())?);
+            }
+            eprintln!(
+                "round {}/{}: {}x{} {}: trainer {:.1}, PyTorch {:.1} steps/s",
+                round + 1,
+                options.rounds,
+                case.batch,
+                case.hidden,
+                case.precision(),
+                ours[i][round],
+                theirs[i][round]
+            );
+        }
     }
-    let pytorch: Vec<f64> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.rsplit(',').next()?.parse().ok())
-        .collect();
-    let device = if on_cuda() { "cuda:0" } else { "CPU" };
-    println!("MLP {FEATURES}-h-h-{CLASSES}, Adam, fp32, {device}, {threads} thread(s)");
-    println!("| batch | hidden | tch trainer steps/s | PyTorch eager steps/s | ratio |");
+    let device = if options.cuda { "cuda:0" } else { "CPU" };
+    println!(
+        "MLP {FEATURES}-h-h-{CLASSES}, Adam, {device}, {} intra-op thread(s), {} rounds; \
+         steps/s, median (min–max)",
+        options.threads, options.rounds
+    );
+    println!("| case | trainer | PyTorch eager | ratio | goal |");
     println!("|---|---|---|---|---|");
-    for ((batch, hidden), torch) in configs().iter().zip(pytorch) {
-        let ours = tch_steps_per_sec(threads, *batch, *hidden)?;
+    for (i, case) in options.cases.iter().enumerate() {
+        let ratios: Vec<f64> = ours[i].iter().zip(&theirs[i]).map(|(a, b)| a / b).collect();
+        let goal = case
+            .goal
+            .map_or("-".to_owned(), |goal| format!("≥ {goal:.2}"));
         println!(
-            "| {batch} | {hidden} | {ours:.1} | {torch:.1} | {:.2} |",
-            ours / torch
+            "| {device}, b{}/h{}, {} | {} | {} | {} | {goal} |",
+            case.batch,
+            case.hidden,
+            case.precision(),
+            summary(&ours[i], 1),
+            summary(&theirs[i], 1),
+            summary(&ratios, 2),
+        );
+        if case.bf16 {
+            let tflops = |steps: &[f64]| -> Vec<f64> {
+                let per_step = 6.0 * case.params() * case.batch as f64 / 1e12;
+                steps.iter().map(|s| s * per_step).collect()
+            };
+            let (a, b) = (tflops(&ours[i]), tflops(&theirs[i]));
+            let share = median(&a).unwrap_or(f64::NAN) / H200_BF16_PEAK_TFLOPS;
+            println!(
+                "| {device}, b{}/h{}, bf16, TFLOP/s | {} | {} | - | trainer ≥ 75% of {H200_BF16_PEAK_TFLOPS} (H200 peak): {:.0}% |",
+                case.batch,
+                case.hidden,
+                summary(&a, 0),
+                summary(&b, 0),
+                share * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// N copies of a small job at once, each in its own thread on the one device.
+fn packing(options: &Options, counts: &[usize]) -> Result<(), String> {
+    let mut pytorch = PyTorch::start()?;
+    let data = tempfile::tempdir().map_err(|err| err.to_string())?;
+    pytorch.ask(&format!(
+        "data {} {} {TEST_ROWS} {FEATURES} {CLASSES} {SEED}",
+        data.path().join("bench.npz").display(),
+        rows(options),
+    ))?;
+    drop(pytorch);
+    let case = Case::new(128, 512, false, None);
+    let epochs = 3;
+    let spec = trainer_spec(&case, options, epochs)?;
+    let steps_per_job = epochs * rows(options).div_ceil(case.batch);
+    let device = if options.cuda { "cuda:0" } else { "CPU" };
+    println!(
+        "Packing: N trainer jobs at once on {device} (threads of one process, as \
+         `--slots-per-gpu N`), each MLP b128/h512 fp32, {epochs} epochs of {} rows",
+        rows(options)
+    );
+    println!(
+        "| jobs | aggregate steps/s (wall, start-up included) | per job, median of its epochs | × the first row |"
+    );
+    println!("|---|---|---|---|");
+    let mut first = None;
+    for &jobs in counts {
+        let began = Instant::now();
+        let results: Vec<Result<Vec<f64>, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..jobs)
+                .map(|_| scope.spawn(|| train(&spec, data.path(), options.cuda)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().map_err(|_| "a job panicked".to_owned())?)
+                .collect()
+        });
+        let wall = began.elapsed().as_secs_f64();
+        let mut per_job = Vec::new();
+        for rates in results {
+            let rates = rates?;
+            per_job.push(median(&rates[1..]).unwrap_or(f64::NAN) / case.batch as f64);
+        }
+        let aggregate = (jobs * steps_per_job) as f64 / wall;
+        let base = *first.get_or_insert(aggregate);
+        println!(
+            "| {jobs} | {aggregate:.1} | {} | {:.2}× |",
+            summary(&per_job, 1),
+            aggregate / base
         );
     }
     Ok(())
+}
+
+fn main() -> Result<(), String> {
+    let options = parse_options()?;
+    match &options.packing {
+        Some(counts) => packing(&options, counts),
+        None => compare(&options),
+    }
 }
