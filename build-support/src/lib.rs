@@ -9,6 +9,9 @@
 //! - `--no-as-needed -ltorch_cuda`, because with the default `--as-needed` the linker
 //!   drops `libtorch_cuda.so` (nothing references it by symbol) and CUDA then reports
 //!   unavailable on a GPU machine.
+//!
+//! [`compile_against_libtorch`] builds a package's own C++ (libtorch functions tch does
+//! not bind) with the flags torch-sys uses for its wrapper.
 
 use std::path::PathBuf;
 
@@ -30,4 +33,30 @@ pub fn link_libtorch() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+}
+
+/// Compiles `sources` (C++ calling libtorch's ATen API) into a static library named
+/// `name` that the calling package links, with torch-sys's flags (C++17, the wheel's
+/// C++11 ABI). Only ATen headers are on the include path: each file includes the
+/// `ATen/ops/*.h` it needs, which keeps a file's compile to seconds.
+pub fn compile_against_libtorch(name: &str, sources: &[&str]) {
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        panic!("LIBTORCH is not set: run scripts/setup.sh first (it links .libtorch)");
+    };
+    let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
+    cc::Build::new()
+        .cpp(true)
+        .files(sources)
+        .include(libtorch.join("include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile(name);
+    // After the static library, so its references to ATen resolve.
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
 }

@@ -14,9 +14,10 @@
 //!   each other. On CUDA dropout draws from libtorch's process-wide generator,
 //!   reseeded every step (no bit-reproducibility is promised there). `threads` sets
 //!   libtorch's intra-op threads, process-wide.
-//! - **Optimizers** (SGD, Adam, AdamW) are implemented here on tensors rather than
-//!   taken from tch, whose optimizers cannot export their state; ours checkpoint their
-//!   moment buffers, so resuming is exact.
+//! - **Optimizers** (SGD, Adam, AdamW) keep their buffers here rather than in tch's
+//!   optimizers, which cannot export their state; ours checkpoint their moment
+//!   buffers, so resuming is exact. The updates run libtorch's fused kernels, which
+//!   tch does not bind, through a small C++ file (`csrc/fused.cpp`).
 //! - **Checkpoints** are directories written under a temporary name, fsynced and
 //!   renamed: a crash leaves either the old checkpoint or the new one.
 //! - **bf16** is AMP-style (fp32 master weights, bf16 casts inside the forward, loss in
@@ -25,6 +26,7 @@
 mod checkpoint;
 mod data;
 pub mod distributed;
+mod fused;
 mod metrics;
 mod models;
 mod npy;

@@ -253,20 +253,23 @@ impl<'a> Run<'a> {
                     steps,
                 );
                 let loss = self.loss(&x, &y);
-                self.optimizer.zero_grad();
                 // A rank's mean loss weighs its share of the global batch, so the
                 // summed gradients are those of the global batch's mean loss.
-                match self.gang.is_some() {
-                    true => (&loss * (mine as f64 / len as f64)).backward(),
-                    false => loss.backward(),
-                }
+                let objective = match self.gang.is_some() {
+                    true => &loss * (mine as f64 / len as f64),
+                    false => loss.shallow_clone(),
+                };
+                // This step's gradients straight from autograd: no `.grad` to zero
+                // and none to accumulate into (PyTorch's set-to-none `zero_grad`).
+                let grads =
+                    Tensor::f_run_backward(&[&objective], self.optimizer.params(), false, false)?;
                 if let Some(gang) = &mut self.gang {
-                    gang.sum_gradients(&self.vs.trainable_variables())?;
+                    gang.sum_gradients(&grads)?;
                 }
                 if let Some(max_norm) = spec.grad_clip {
-                    self.optimizer.clip_grad_norm(max_norm);
+                    Optimizer::clip_grad_norm(&grads, max_norm);
                 }
-                self.optimizer.step(lr);
+                self.optimizer.step(&grads, lr)?;
                 loss_sum += loss.detach().to_kind(Kind::Double) * mine as f64;
                 samples_here += len as usize;
                 self.state.partial_samples += len as usize;

@@ -120,13 +120,13 @@ impl<'a> Gang<'a> {
         !matches!(self.device, Device::Cuda(_)) || global_step % CUDA_SYNC_EVERY == 0
     }
 
-    /// Sums the parameters' gradients across ranks (each rank scaled its loss by its
-    /// share of the global batch, so the sum is the global batch's gradient).
-    pub fn sum_gradients(&mut self, params: &[Tensor]) -> Result<(), TrainError> {
-        let grads: Vec<Tensor> = params
+    /// Sums this step's gradients across ranks, in place (each rank scaled its loss by
+    /// its share of the global batch, so the sum is the global batch's gradient).
+    pub fn sum_gradients(&mut self, grads: &[Tensor]) -> Result<(), TrainError> {
+        let grads: Vec<Tensor> = grads
             .iter()
-            .map(Tensor::grad)
-            .filter(Tensor::defined)
+            .filter(|grad| grad.defined())
+            .map(Tensor::shallow_clone)
             .collect();
         bucket::all_reduce_sum(self.comm.as_mut(), &grads, self.cancel)
     }

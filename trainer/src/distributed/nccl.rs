@@ -12,8 +12,8 @@
 //! Unlike the TCP ring, a dead peer is not detected here: NCCL collectives block
 //! until NCCL's own timeouts fire.
 
-// The one place in the trainer that calls C directly: NCCL has no safe wrapper that
-// accepts libtorch's device pointers. Each unsafe block states what it relies on.
+// Calls C directly: NCCL has no safe wrapper that accepts libtorch's device
+// pointers (the fused optimizer kernels, `crate::fused`, are the other such place). Each unsafe block states what it relies on.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
