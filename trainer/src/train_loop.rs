@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use expcluster_core::trainer_spec::{LossSpec, Precision, StopMode, Task, TrainerSpec};
+use expcluster_core::trainer_spec::{LossSpec, ModelSpec, Precision, StopMode, Task, TrainerSpec};
 use tch::{nn::VarStore, Device, Kind, Reduction, Tensor};
 
 use crate::checkpoint::{self, TrainState};
@@ -46,6 +46,13 @@ struct Run<'a> {
     /// The current step's seed for dropout masks (a function of seed, epoch, step and
     /// rank, so a resumed run draws the same ones).
     step_seed: u64,
+    /// Whether the model draws dropout masks, so libtorch's generator needs reseeding
+    /// every step.
+    dropout: bool,
+    /// Each step's rows are gathered into these (sized for a full batch, on the
+    /// device), so a step allocates no batch.
+    batch_x: Tensor,
+    batch_y: Tensor,
 }
 
 /// Where ranks other than 0 send their metrics.
@@ -119,6 +126,12 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
         gang.share_start(&vs, &mut optimizer, &mut state)?;
         resumed_from_epoch = (state.global_step > 0).then_some(state.epoch);
     }
+    let batch_buffer = |t: &Tensor| {
+        let mut shape = t.size();
+        shape[0] = shape[0].min(spec.batch_size as i64);
+        Tensor::empty(shape, (t.kind(), t.device()))
+    };
+    let (batch_x, batch_y) = (batch_buffer(&data.train.x), batch_buffer(&data.train.y));
     let mut run = Run {
         job,
         data,
@@ -131,6 +144,9 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
         gang,
         gang_cancel: false,
         step_seed: 0,
+        dropout: uses_dropout(&spec.model),
+        batch_x,
+        batch_y,
     };
     run.train(sink)?;
     run.write_results()?;
@@ -162,6 +178,15 @@ fn resolve_device(choice: DeviceChoice) -> Result<(Device, String), TrainError> 
             tch::Cuda::cudnn_set_benchmark(true);
             Ok((Device::Cuda(index), format!("cuda:{index}")))
         }
+    }
+}
+
+fn uses_dropout(model: &ModelSpec) -> bool {
+    match model {
+        ModelSpec::Linear {} => false,
+        ModelSpec::Mlp { dropout, .. }
+        | ModelSpec::Cnn { dropout, .. }
+        | ModelSpec::Transformer { dropout, .. } => *dropout > 0.0,
     }
 }
 
@@ -236,14 +261,21 @@ impl<'a> Run<'a> {
                 let mut stream = vec![purpose::TORCH, epoch as u64, step as u64];
                 stream.extend((rank > 0).then_some(rank));
                 self.step_seed = derive(self.job.seed, &stream);
-                // Used by dropout on CUDA only (layers.rs).
-                tch::manual_seed(self.step_seed as i64);
+                // libtorch's generator draws dropout masks on CUDA (layers.rs) and the
+                // Transformer's attention dropout: reseeded only for models with dropout.
+                if self.dropout {
+                    tch::manual_seed(self.step_seed as i64);
+                }
                 let start = step as i64 * batch;
                 let len = batch.min(rows - start);
                 let (shard_start, shard_len, mine) = self.shard(len);
                 let index = order.narrow(0, start + shard_start, shard_len);
-                let x = self.data.train.x.index_select(0, &index);
-                let y = self.data.train.y.index_select(0, &index);
+                // The previous step's backward pass has run (on CUDA, earlier on the
+                // same stream), so its batch may be overwritten.
+                let x = self.batch_x.narrow(0, 0, shard_len);
+                let y = self.batch_y.narrow(0, 0, shard_len);
+                let _ = self.data.train.x.f_index_select_out(&x, 0, &index)?;
+                let _ = self.data.train.y.f_index_select_out(&y, 0, &index)?;
                 let lr = learning_rate(
                     &spec.schedule,
                     spec.optimizer.lr(),
