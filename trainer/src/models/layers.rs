@@ -54,6 +54,10 @@ impl Dense {
 
     pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
         let k = ctx.compute;
+        // fp32 needs no casts: skipping them saves three dispatches a layer.
+        if k == Kind::Float && x.kind() == Kind::Float {
+            return x.linear(&self.weight, Some(&self.bias));
+        }
         x.to_kind(k)
             .linear(&self.weight.to_kind(k), Some(self.bias.to_kind(k)))
     }
@@ -86,11 +90,15 @@ impl Conv {
 
     pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
         let k = ctx.compute;
+        let padding = [self.padding, self.padding];
+        if k == Kind::Float && x.kind() == Kind::Float {
+            return x.conv2d(&self.weight, Some(&self.bias), [1, 1], padding, [1, 1], 1);
+        }
         x.to_kind(k).conv2d(
             &self.weight.to_kind(k),
             Some(self.bias.to_kind(k)),
             [1, 1],
-            [self.padding, self.padding],
+            padding,
             [1, 1],
             1,
         )
@@ -151,7 +159,21 @@ impl NormLayer {
     }
 }
 
-pub fn activate(x: &Tensor, activation: Activation) -> Tensor {
+/// [`activate`] on a fresh intermediate that nothing else holds (a layer's output):
+/// ReLU runs in place, as `nn.ReLU(inplace=True)`, saving an activation-sized
+/// allocation (the layers before it keep their inputs, not their outputs, for the
+/// backward pass); the others allocate as usual.
+pub fn activate_owned(x: Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::Relu => {
+            let mut x = x;
+            x.relu_()
+        }
+        Activation::Gelu | Activation::Tanh | Activation::Silu => activate(&x, activation),
+    }
+}
+
+fn activate(x: &Tensor, activation: Activation) -> Tensor {
     match activation {
         Activation::Relu => x.relu(),
         Activation::Gelu => x.gelu("none"),

@@ -10,7 +10,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::rng::Rng;
 use crate::TrainError;
-use layers::{activate, dropout, Conv, Dense, NormLayer};
+use layers::{activate_owned, dropout, Conv, Dense, NormLayer};
 
 /// How a forward pass runs.
 #[derive(Debug, Clone, Copy)]
@@ -131,13 +131,17 @@ impl Mlp {
                 h = norm.forward(&h, ctx);
             }
             h = dropout(
-                &activate(&h, self.activation),
+                &activate_owned(h, self.activation),
                 self.dropout,
                 ctx,
                 site as u64,
             );
         }
-        self.head.forward(&h, ctx).to_kind(Kind::Float)
+        let out = self.head.forward(&h, ctx);
+        match ctx.compute {
+            Kind::Float => out,
+            _ => out.to_kind(Kind::Float),
+        }
     }
 }
 
@@ -256,7 +260,7 @@ impl Net for Cnn {
             if let Some(norm) = norm {
                 a = norm.forward(&a, ctx);
             }
-            a = activate(&a, self.activation);
+            a = activate_owned(a, self.activation);
             if *pools {
                 a = match self.pool {
                     Pool::Max => a.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
