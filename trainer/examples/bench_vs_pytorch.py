@@ -10,7 +10,8 @@ take turns: one command a line, one answer a line.
       by index from the resident data, zero_grad() (set to none, the default), the
       loss summed on the device and read once an epoch, as the trainer does.
       PRECISION fp32, or bf16 (torch.autocast bf16 around the forward, loss in fp32).
-      Answers the steps/s of each epoch after the first, space-separated.
+      Answers the steps/s of each epoch after the first, space-separated, then ";"
+      and the same epochs' steps per CPU-second of this thread.
 """
 import math
 import sys
@@ -47,12 +48,12 @@ def train(threads, device, batch, hidden, epochs, precision, seed):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     amp = precision == "bf16"
     steps = math.ceil(rows / batch)
-    rates = []
+    rates, cpu_rates = [], []
     for epoch in range(epochs):
         order = torch.randperm(rows, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.thread_time()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step in range(steps):
             index = order[step * batch:(step + 1) * batch]
@@ -66,7 +67,8 @@ def train(threads, device, batch, hidden, epochs, precision, seed):
         loss_sum.item()  # waits for the device, like the trainer's epoch-end read
         if epoch > 0:
             rates.append(steps / (time.perf_counter() - began))
-    return rates
+            cpu_rates.append(steps / (time.thread_time() - began_cpu))
+    return rates, cpu_rates
 
 
 for line in sys.stdin:
@@ -78,9 +80,10 @@ for line in sys.stdin:
         print("ok", flush=True)
     elif words[0] == "train":
         threads, device, batch, hidden, epochs, precision, seed = words[1:8]
-        rates = train(int(threads), device, int(batch), int(hidden), int(epochs), precision,
-                      int(seed))
-        print(" ".join(f"{rate:.3f}" for rate in rates), flush=True)
+        rates, cpu_rates = train(int(threads), device, int(batch), int(hidden), int(epochs),
+                                 precision, int(seed))
+        print(" ".join(f"{rate:.3f}" for rate in rates), ";",
+              " ".join(f"{rate:.3f}" for rate in cpu_rates), flush=True)
     else:
         print(f"unknown command {words[0]!r}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -22,7 +22,10 @@
 //!
 //! The sides take turns, case by case, and swap who goes first each round, so load
 //! from other processes falls on both. The table gives the median over rounds and
-//! the spread (min–max); the ratio is the median of the per-round ratios.
+//! the spread (min–max); the ratio is the median of the per-round ratios. With one
+//! intra-op thread on the CPU a second row gives steps per CPU-second of the training
+//! thread, which a shared machine's load barely moves (the trainer's includes its
+//! per-epoch evaluation of 256 rows, so it is a slight underestimate).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -223,7 +226,7 @@ impl PyTorch {
         Ok(answer.trim().to_owned())
     }
 
-    fn steps_per_sec(&mut self, case: &Case, options: &Options) -> Result<f64, String> {
+    fn steps_per_sec(&mut self, case: &Case, options: &Options) -> Result<Rate, String> {
         let device = if options.cuda { "cuda:0" } else { "cpu" };
         let answer = self.ask(&format!(
             "train {} {device} {} {} {EPOCHS} {} {SEED}",
@@ -232,11 +235,20 @@ impl PyTorch {
             case.hidden,
             case.precision()
         ))?;
-        let rates: Vec<f64> = answer
-            .split_whitespace()
-            .map(|rate| rate.parse().map_err(|_| format!("bad answer {answer:?}")))
-            .collect::<Result<_, _>>()?;
-        median(&rates).ok_or_else(|| format!("no timed epochs in {answer:?}"))
+        let parse = |list: &str| -> Result<f64, String> {
+            let rates: Vec<f64> = list
+                .split_whitespace()
+                .map(|rate| rate.parse().map_err(|_| format!("bad answer {answer:?}")))
+                .collect::<Result<_, _>>()?;
+            median(&rates).ok_or_else(|| format!("no timed epochs in {answer:?}"))
+        };
+        let (wall, cpu) = answer
+            .split_once(';')
+            .ok_or_else(|| format!("bad answer {answer:?}"))?;
+        Ok(Rate {
+            wall: parse(wall)?,
+            cpu: parse(cpu)?,
+        })
     }
 }
 
@@ -256,16 +268,39 @@ fn python() -> PathBuf {
         })
 }
 
-/// Per-epoch `samples_per_sec` as the trainer emits it.
+/// One side's figure for one run: the median over its timed epochs of steps/s, and
+/// of steps per CPU-second of the training thread (which other processes' load
+/// barely moves; equal to steps/s on an idle machine with one intra-op thread).
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Per-epoch `samples_per_sec` as the trainer emits it, and the training thread's
+/// CPU time when it does (the sink runs on that thread at the end of each epoch; the
+/// difference between two epochs includes the later one's evaluation, a few rows).
 #[derive(Default)]
-struct Throughput(Vec<f64>);
+struct Throughput {
+    samples_per_sec: Vec<f64>,
+    cpu_seconds_at: Vec<f64>,
+}
 
 impl MetricSink for Throughput {
     fn emit(&mut self, name: &str, value: f64) {
         if name == "samples_per_sec" {
-            self.0.push(value);
+            self.samples_per_sec.push(value);
+            self.cpu_seconds_at.push(thread_cpu_seconds());
         }
     }
+}
+
+/// This thread's CPU time (Linux: the first field of its schedstat, in ns).
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |ns| ns / 1e9)
 }
 
 fn trainer_spec(case: &Case, options: &Options, epochs: usize) -> Result<TrainerSpec, String> {
@@ -278,8 +313,8 @@ fn trainer_spec(case: &Case, options: &Options, epochs: usize) -> Result<Trainer
     }))
 }
 
-/// Trains one job in this thread; its per-epoch samples/s.
-fn train(spec: &TrainerSpec, data: &Path, cuda: bool) -> Result<Vec<f64>, String> {
+/// Trains one job in this thread; its per-epoch samples/s and CPU times.
+fn train(spec: &TrainerSpec, data: &Path, cuda: bool) -> Result<Throughput, String> {
     let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
     let cancel = AtomicBool::new(false);
     let job = TrainJob {
@@ -300,17 +335,27 @@ fn train(spec: &TrainerSpec, data: &Path, cuda: bool) -> Result<Vec<f64>, String
     TchTrainer
         .train(&job, &mut sink)
         .map_err(|err| err.to_string())?;
-    Ok(sink.0)
+    Ok(sink)
 }
 
-fn tch_steps_per_sec(case: &Case, options: &Options, data: &Path) -> Result<f64, String> {
+fn tch_steps_per_sec(case: &Case, options: &Options, data: &Path) -> Result<Rate, String> {
     let spec = trainer_spec(case, options, EPOCHS)?;
-    let rates = train(&spec, data, options.cuda)?;
-    let steps: Vec<f64> = rates[1..]
+    let run = train(&spec, data, options.cuda)?;
+    let steps_per_epoch = rows(options).div_ceil(case.batch) as f64;
+    let wall: Vec<f64> = run.samples_per_sec[1..]
         .iter()
         .map(|samples| samples / case.batch as f64)
         .collect();
-    median(&steps).ok_or_else(|| "the trainer emitted no timed epochs".to_owned())
+    let cpu: Vec<f64> = run
+        .cpu_seconds_at
+        .windows(2)
+        .map(|pair| steps_per_epoch / (pair[1] - pair[0]))
+        .collect();
+    let none = || "the trainer emitted no timed epochs".to_owned();
+    Ok(Rate {
+        wall: median(&wall).ok_or_else(none)?,
+        cpu: median(&cpu).ok_or_else(none)?,
+    })
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -367,15 +412,18 @@ fn compare(options: &Options) -> Result<(), String> {
                 theirs[i].push(pytorch.steps_per_sec(case, options)?);
                 ours[i].push(tch_steps_per_sec(case, options, data.path())?);
             }
+            let (a, b): (&Rate, &Rate) = (&ours[i][round], &theirs[i][round]);
             eprintln!(
-                "round {}/{}: {}x{} {}: trainer {:.1}, PyTorch {:.1} steps/s",
+                "round {}/{}: {}x{} {}: trainer {:.1}, PyTorch {:.1} steps/s; per CPU-second {:.1}, {:.1}",
                 round + 1,
                 options.rounds,
                 case.batch,
                 case.hidden,
                 case.precision(),
-                ours[i][round],
-                theirs[i][round]
+                a.wall,
+                b.wall,
+                a.cpu,
+                b.cpu
             );
         }
     }
@@ -388,7 +436,13 @@ fn compare(options: &Options) -> Result<(), String> {
     println!("| case | trainer | PyTorch eager | ratio | goal |");
     println!("|---|---|---|---|---|");
     for (i, case) in options.cases.iter().enumerate() {
-        let ratios: Vec<f64> = ours[i].iter().zip(&theirs[i]).map(|(a, b)| a / b).collect();
+        let wall = |rates: &[Rate]| rates.iter().map(|rate| rate.wall).collect::<Vec<_>>();
+        let (ours_wall, theirs_wall) = (wall(&ours[i]), wall(&theirs[i]));
+        let ratios: Vec<f64> = ours_wall
+            .iter()
+            .zip(&theirs_wall)
+            .map(|(a, b)| a / b)
+            .collect();
         let goal = case
             .goal
             .map_or("-".to_owned(), |goal| format!("≥ {goal:.2}"));
@@ -397,16 +451,30 @@ fn compare(options: &Options) -> Result<(), String> {
             case.batch,
             case.hidden,
             case.precision(),
-            summary(&ours[i], 1),
-            summary(&theirs[i], 1),
+            summary(&ours_wall, 1),
+            summary(&theirs_wall, 1),
             summary(&ratios, 2),
         );
+        if !options.cuda && options.threads == 1 {
+            let cpu = |rates: &[Rate]| rates.iter().map(|rate| rate.cpu).collect::<Vec<_>>();
+            let (a, b) = (cpu(&ours[i]), cpu(&theirs[i]));
+            let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a / b).collect();
+            println!(
+                "| {device}, b{}/h{}, {}, per CPU-second | {} | {} | {} | {goal} |",
+                case.batch,
+                case.hidden,
+                case.precision(),
+                summary(&a, 1),
+                summary(&b, 1),
+                summary(&ratios, 2),
+            );
+        }
         if case.bf16 {
             let tflops = |steps: &[f64]| -> Vec<f64> {
                 let per_step = 6.0 * case.params() * case.batch as f64 / 1e12;
                 steps.iter().map(|s| s * per_step).collect()
             };
-            let (a, b) = (tflops(&ours[i]), tflops(&theirs[i]));
+            let (a, b) = (tflops(&ours_wall), tflops(&theirs_wall));
             let share = median(&a).unwrap_or(f64::NAN) / H200_BF16_PEAK_TFLOPS;
             println!(
                 "| {device}, b{}/h{}, bf16, TFLOP/s | {} | {} | - | trainer ≥ 75% of {H200_BF16_PEAK_TFLOPS} (H200 peak): {:.0}% |",
@@ -448,7 +516,7 @@ fn packing(options: &Options, counts: &[usize]) -> Result<(), String> {
     let mut first = None;
     for &jobs in counts {
         let began = Instant::now();
-        let results: Vec<Result<Vec<f64>, String>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Throughput, String>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..jobs)
                 .map(|_| scope.spawn(|| train(&spec, data.path(), options.cuda)))
                 .collect();
@@ -459,8 +527,8 @@ fn packing(options: &Options, counts: &[usize]) -> Result<(), String> {
         });
         let wall = began.elapsed().as_secs_f64();
         let mut per_job = Vec::new();
-        for rates in results {
-            let rates = rates?;
+        for run in results {
+            let rates = run?.samples_per_sec;
             per_job.push(median(&rates[1..]).unwrap_or(f64::NAN) / case.batch as f64);
         }
         let aggregate = (jobs * steps_per_job) as f64 / wall;
