@@ -1,5 +1,9 @@
 fn main() {
     expcluster_build_support::link_libtorch();
-    // libtorch's fused optimizer kernels, which tch does not bind (src/fused.rs).
-    expcluster_build_support::compile_against_libtorch("expcluster_fused", &["csrc/fused.cpp"]);
+    // libtorch functions tch does not bind (src/native): the fused optimizer kernels
+    // and a oneDNN-backed linear layer.
+    expcluster_build_support::compile_against_libtorch(
+        "expcluster_native",
+        &["csrc/fused_optim.cpp", "csrc/onednn_linear.cpp"],
+    );
 }

@@ -35,10 +35,10 @@ pub fn link_libtorch() {
     }
 }
 
-/// Compiles `sources` (C++ calling libtorch's ATen API) into a static library named
-/// `name` that the calling package links, with torch-sys's flags (C++17, the wheel's
-/// C++11 ABI). Only ATen headers are on the include path: each file includes the
-/// `ATen/ops/*.h` it needs, which keeps a file's compile to seconds.
+/// Compiles `sources` (C++ calling libtorch) into a static library named `name` that
+/// the calling package links, with torch-sys's flags (C++17, the wheel's C++11 ABI)
+/// and include paths. Files that include only the `ATen/ops/*.h` they need compile
+/// in seconds; the autograd headers take about ten.
 pub fn compile_against_libtorch(name: &str, sources: &[&str]) {
     for source in sources {
         println!("cargo:rerun-if-changed={source}");
@@ -51,6 +51,7 @@ pub fn compile_against_libtorch(name: &str, sources: &[&str]) {
         .cpp(true)
         .files(sources)
         .include(libtorch.join("include"))
+        .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")

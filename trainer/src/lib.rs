@@ -17,7 +17,8 @@
 //! - **Optimizers** (SGD, Adam, AdamW) keep their buffers here rather than in tch's
 //!   optimizers, which cannot export their state; ours checkpoint their moment
 //!   buffers, so resuming is exact. The updates run libtorch's fused kernels, which
-//!   tch does not bind, through a small C++ file (`csrc/fused.cpp`).
+//!   tch does not bind, through a little C++ (`csrc/`, [`native`]); so does the fp32
+//!   CPU linear layer, on oneDNN's matmul.
 //! - **Checkpoints** are directories written under a temporary name, fsynced and
 //!   renamed: a crash leaves either the old checkpoint or the new one.
 //! - **bf16** is AMP-style (fp32 master weights, bf16 casts inside the forward, loss in
@@ -26,9 +27,9 @@
 mod checkpoint;
 mod data;
 pub mod distributed;
-mod fused;
 mod metrics;
 mod models;
+mod native;
 mod npy;
 mod optim;
 mod rng;

@@ -1,5 +1,5 @@
 //! SGD (momentum, Nesterov), Adam and AdamW with PyTorch's update rules, run by
-//! libtorch's fused kernels ([`crate::fused`]), plus global-norm gradient clipping.
+//! libtorch's fused kernels ([`crate::native::optim`]), plus global-norm gradient clipping.
 //! The optimizer keeps its own buffers rather than tch's optimizers, which cannot
 //! export their state: these save and restore every buffer, so a resumed run continues
 //! bit-for-bit.
@@ -11,7 +11,7 @@
 use expcluster_core::trainer_spec::OptimizerSpec;
 use tch::{Device, Kind, Tensor};
 
-use crate::fused::{self, AdamStep};
+use crate::native::optim::{self as fused, AdamStep};
 use crate::TrainError;
 
 pub struct Optimizer {

@@ -13,7 +13,7 @@
 //! until NCCL's own timeouts fire.
 
 // Calls C directly: NCCL has no safe wrapper that accepts libtorch's device
-// pointers (the fused optimizer kernels, `crate::fused`, are the other such place). Each unsafe block states what it relies on.
+// pointers (the C++ shim in `crate::native` is the other such place). Each unsafe block states what it relies on.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};

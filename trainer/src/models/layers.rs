@@ -4,9 +4,10 @@
 //! inside the forward while the stored parameters stay fp32.
 
 use expcluster_core::trainer_spec::Activation;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::Ctx;
+use crate::native;
 use crate::rng::{derive, Rng};
 
 /// A trainable variable initialised from `rng`: U(-bound, bound), or N(0, std²) when
@@ -41,6 +42,8 @@ fn init_var(
 pub struct Dense {
     weight: Tensor,
     bias: Tensor,
+    /// fp32 on the CPU runs on oneDNN ([`native::linear`]).
+    cpu: bool,
 }
 
 impl Dense {
@@ -49,6 +52,7 @@ impl Dense {
         Dense {
             weight: init_var(&path, "weight", &[outputs, inputs], rng, bound, false),
             bias: init_var(&path, "bias", &[outputs], rng, bound, false),
+            cpu: path.device() == Device::Cpu,
         }
     }
 
@@ -56,7 +60,13 @@ impl Dense {
         let k = ctx.compute;
         // fp32 needs no casts: skipping them saves three dispatches a layer.
         if k == Kind::Float && x.kind() == Kind::Float {
-            return x.linear(&self.weight, Some(&self.bias));
+            if !self.cpu {
+                return x.linear(&self.weight, Some(&self.bias));
+            }
+            // As tch's own methods do, a libtorch error panics; the trainer turns
+            // it into the job's error.
+            return native::linear::linear(x, &self.weight, &self.bias)
+                .unwrap_or_else(|err| panic!("{err}"));
         }
         x.to_kind(k)
             .linear(&self.weight.to_kind(k), Some(self.bias.to_kind(k)))

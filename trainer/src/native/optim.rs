@@ -1,6 +1,6 @@
 //! libtorch's fused optimizer kernels (`_fused_adam_`, `_fused_adamw_`, `_fused_sgd_`,
 //! what PyTorch runs with `fused=True`), which tch does not bind: the C++ in
-//! `csrc/fused.cpp` calls them with the tensors tch holds.
+//! `csrc/fused_optim.cpp` calls them with the tensors tch holds.
 //!
 //! One call updates every parameter: one pass over each parameter's memory on the CPU
 //! instead of one kernel per arithmetic operation, and a handful of launches in all
@@ -9,10 +9,11 @@
 // Calls into the C++ shim; each unsafe block states what it relies on.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 
 use tch::Tensor;
 
+use super::{handles, outcome};
 use crate::TrainError;
 
 extern "C" {
@@ -42,29 +43,6 @@ extern "C" {
         nesterov: c_int,
     ) -> *mut c_char;
 
-    fn expcluster_free_error(message: *mut c_char);
-}
-
-/// The `torch::Tensor*` handles, in order.
-fn handles(tensors: &[&Tensor]) -> Vec<*const c_void> {
-    tensors
-        .iter()
-        .map(|tensor| tensor.as_ptr() as *const c_void)
-        .collect()
-}
-
-/// Turns the shim's error message (null on success) into a result.
-fn outcome(message: *mut c_char) -> Result<(), TrainError> {
-    if message.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null result is a NUL-terminated string the shim allocated with
-    // strdup; it is copied, then freed once, by the shim's own free.
-    let text = unsafe { CStr::from_ptr(message) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { expcluster_free_error(message) };
-    Err(TrainError::Torch(text))
 }
 
 /// Hyperparameters of one Adam or AdamW update.

@@ -2,7 +2,7 @@
 // with `fused=True` (one pass over each parameter instead of one kernel per
 // arithmetic operation, and on CUDA a few launches for all parameters).
 //
-// Called from trainer/src/fused.rs with the `torch::Tensor*` handles tch holds.
+// Called from trainer/src/native/optim.rs with the `torch::Tensor*` handles tch holds.
 // Every entry point catches libtorch's exceptions and returns the message (freed
 // with expcluster_free_error), or null on success.
 
@@ -80,6 +80,8 @@ char *expcluster_fused_sgd(const at::Tensor *const *params, const at::Tensor *co
   });
 }
 
+// Frees a message returned by any entry point of the shim (this file or
+// onednn_linear.cpp).
 void expcluster_free_error(char *message) { free(message); }
 
 } // extern "C"
