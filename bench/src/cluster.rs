@@ -216,6 +216,7 @@ pub async fn submit(client: &mut ClientClient, stage: &str, rerun: bool) -> anyh
         .submit_stage(v1::SubmitStageRequest {
             stage: stage.to_owned(),
             rerun,
+            seeds_for_power: false,
         })
         .await?
         .into_inner();

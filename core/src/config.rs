@@ -115,6 +115,33 @@ pub struct StageSpec {
     /// Path → values; the stage runs the cartesian product of all lists.
     #[serde(default)]
     pub sweep: IndexMap<String, Vec<Value>>,
+    /// A second look at the claims on more seeds, declared before the first
+    /// (docs/statistics.md, "Adding seeds without fishing").
+    #[serde(default)]
+    pub sequential: Option<SequentialSpec>,
+}
+
+/// A two-look group-sequential design: the stage's claims are judged after `seeds`
+/// (look 1) and, if `expcluster submit --seeds-for-power` asks, once more after
+/// `max_seeds` (look 2, the last), each look at the nominal level of `boundary`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequentialSpec {
+    /// The seeds of the second and last look.
+    pub max_seeds: u32,
+    #[serde(default)]
+    pub boundary: SequentialBoundary,
+}
+
+/// The shape of a two-look design's levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequentialBoundary {
+    /// A strict first look; nearly the whole alpha at the second (the default).
+    #[default]
+    ObrienFleming,
+    /// The same nominal level at both looks.
+    Pocock,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,6 +319,17 @@ impl ExperimentConfig {
 }
 
 impl LoadedConfig {
+    /// This config with `stage` run on `seeds` seeds instead of its `seeds` (the
+    /// second look of a stage's `sequential` design); unchanged when the stage is not
+    /// defined.
+    pub fn with_stage_seeds(&self, stage: crate::ids::Stage, seeds: u32) -> LoadedConfig {
+        let mut changed = self.clone();
+        if let Some(spec) = changed.config.stages.get_mut(stage) {
+            spec.seeds = seeds;
+        }
+        changed
+    }
+
     /// A [`ConfigError`] positioned at a key path of this file.
     pub fn error_at(&self, path: &[&str], message: String, hint: &str) -> ConfigError {
         let (line, column) = locate_key(&self.text, path);
@@ -353,6 +391,17 @@ pub fn stage_is_defined(config: &ExperimentConfig, stage: crate::ids::Stage) -> 
 }
 
 impl Stages {
+    /// The spec of one stage, for changing it (a second look's seeds).
+    pub fn get_mut(&mut self, stage: crate::ids::Stage) -> Option<&mut StageSpec> {
+        use crate::ids::Stage;
+        match stage {
+            Stage::Implementation => self.implementation.as_mut(),
+            Stage::Baselines => self.baselines.as_mut(),
+            Stage::Full => self.full.as_mut(),
+            Stage::Ablations => self.ablations.as_mut(),
+        }
+    }
+
     /// The spec of one stage, when the config defines it.
     pub fn get(&self, stage: crate::ids::Stage) -> Option<&StageSpec> {
         use crate::ids::Stage;

@@ -245,6 +245,33 @@ fn validate_stage(
             "use a smaller seed_base",
         ));
     }
+    if let Some(sequential) = &spec.sequential {
+        let [a, b, c] = key("sequential");
+        if sequential.max_seeds <= spec.seeds || sequential.max_seeds > MAX_SEEDS {
+            return Err(loaded.error_at_path(
+                &[a, b, c, At::Key("max_seeds"), At::ValueOfKey],
+                format!(
+                    "stage `{stage}` declares a second look at {} seeds after a first at {}",
+                    sequential.max_seeds, spec.seeds
+                ),
+                &format!(
+                    "max_seeds is the second look's seeds: more than `seeds` ({}) and at most {MAX_SEEDS}",
+                    spec.seeds
+                ),
+            ));
+        }
+        if spec
+            .seed_base
+            .checked_add(u64::from(sequential.max_seeds))
+            .is_none()
+        {
+            return Err(loaded.error_at_path(
+                &key("seed_base"),
+                format!("stage `{stage}`: seed_base + max_seeds overflows"),
+                "use a smaller seed_base",
+            ));
+        }
+    }
     // The ablations stage selects ablations; the others select methods.
     let selects_ablations = stage == Stage::Ablations;
     let (listed, other) = if selects_ablations {

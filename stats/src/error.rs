@@ -16,4 +16,7 @@ pub enum StatsError {
     /// The confidence level must lie strictly between 0 and 1.
     #[error("confidence level {0} is outside (0, 1); use e.g. 0.95")]
     InvalidConfidence(f64),
+    /// A two-look design's second look must come after its first.
+    #[error("a two-look design needs 0 < first look ({first_look}) < maximum ({max}); declare a maximum above the first look's seeds")]
+    InvalidDesign { first_look: u32, max: u32 },
 }

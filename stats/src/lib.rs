@@ -16,7 +16,9 @@
 //!   interval that test implies ([`Interval`]: paired t, Welch–Satterthwaite,
 //!   Hodges–Lehmann), so the interval excludes 0 exactly when the p-value is
 //!   below its level; [`power_analysis`] says what an inconclusive one could
-//!   detect (statsmodels' `TTestPower` / `TTestIndPower`).
+//!   detect (statsmodels' `TTestPower` / `TTestIndPower`), and
+//!   [`TwoLookDesign`] the boundaries of a second look at more seeds
+//!   (O'Brien–Fleming or Pocock, declared before the first look).
 //!
 //! There is no bootstrap: at the few seeds an experiment runs, a percentile
 //! bootstrap covers far less than its nominal level, and the interval beside
@@ -46,6 +48,7 @@ mod parametric;
 mod power;
 mod ranks;
 mod sample;
+mod sequential;
 mod wilcoxon;
 
 pub use compare::{compare, Comparison};
@@ -60,4 +63,5 @@ pub use power::{
     detectable_effect, power_analysis, required_nobs, t_test_power, PowerAnalysis, PowerDesign,
 };
 pub use ranks::RankTestMethod;
+pub use sequential::{bivariate_normal_box, Boundary, TwoLookDesign};
 pub use wilcoxon::{wilcoxon_signed_rank, WilcoxonResult};

@@ -40,6 +40,11 @@ pub struct SubmitArgs {
     /// Run the stage even though an earlier stage of the config has not completed.
     #[arg(long)]
     pub force: bool,
+    /// Open the second look of the stage's declared two-look design (`sequential:
+    /// {max_seeds: N}` in the stage): run it on max_seeds (the seeds it already ran are
+    /// reused) and judge its inconclusive claims again at the second look's level.
+    #[arg(long)]
+    pub seeds_for_power: bool,
     #[command(flatten)]
     pub local: LocalWorkersArgs,
     #[command(flatten)]
@@ -76,6 +81,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         None => 1,
     };
     let stages = stages_to_run(&args.stage, root.as_deref())?;
+    if args.seeds_for_power && args.stage == "all" {
+        bail!("--seeds-for-power opens the second look of one stage: pass --stage <stage>");
+    }
+    if args.seeds_for_power && args.rerun {
+        bail!("--seeds-for-power adds seeds to the results the first look judged: it cannot rerun them (drop --rerun)");
+    }
     if args.detach && stages.len() != 1 {
         bail!("--detach submits one stage (later stages need the earlier ones' results): pass --stage <stage>");
     }
@@ -110,8 +121,11 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     let mut client = client_client(channel(&address, &security)?, &security);
     let plan = Plan {
-        rerun: args.rerun,
-        force: args.force,
+        flags: SubmitFlags {
+            rerun: args.rerun,
+            force: args.force,
+            seeds_for_power: args.seeds_for_power,
+        },
         detach: args.detach,
         embedded,
         address: address.clone(),
@@ -128,8 +142,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 struct Plan {
-    rerun: bool,
-    force: bool,
+    flags: SubmitFlags,
     detach: bool,
     embedded: bool,
     address: String,
@@ -243,20 +256,31 @@ pub struct Submitted {
     pub warning: Option<String>,
 }
 
+/// How a stage is submitted.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitFlags {
+    /// Run every job again.
+    pub rerun: bool,
+    /// Run even though an earlier stage has not completed.
+    pub force: bool,
+    /// Open the stage's declared second look.
+    pub seeds_for_power: bool,
+}
+
 /// Checks the stage order, then submits `stage`; returns as soon as the coordinator
 /// has queued its jobs (the stage runs on, whoever waits for it).
 pub async fn submit_stage(
     client: &mut ClientClient,
     stage: Stage,
-    rerun: bool,
-    force: bool,
+    flags: SubmitFlags,
     address: &str,
 ) -> anyhow::Result<Submitted> {
-    let warning = check_order(client, stage, force, address).await?;
+    let warning = check_order(client, stage, flags.force, address).await?;
     let response = client
         .submit_stage(v1::SubmitStageRequest {
             stage: stage.to_string(),
-            rerun,
+            rerun: flags.rerun,
+            seeds_for_power: flags.seeds_for_power,
         })
         .await
         .map_err(|status| crate::commands::status::explain(status, address))?
@@ -275,9 +299,12 @@ async fn run_stages(
         let Submitted {
             response: submitted,
             warning,
-        } = submit_stage(client, *stage, plan.rerun, plan.force, &plan.address).await?;
+        } = submit_stage(client, *stage, plan.flags, &plan.address).await?;
         if let Some(warning) = warning {
             eprintln!("warning: {warning}");
+        }
+        if !submitted.note.is_empty() {
+            println!("{}", submitted.note);
         }
         println!(
             "== stage {stage} (run {}): {} job(s), {} already done with the same code and config",

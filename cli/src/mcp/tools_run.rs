@@ -223,8 +223,11 @@ impl ExpclusterMcp {
             let submitted = crate::commands::submit::submit_stage(
                 &mut connection.client,
                 stage,
-                args.rerun,
-                args.force,
+                crate::commands::submit::SubmitFlags {
+                    rerun: args.rerun,
+                    force: args.force,
+                    seeds_for_power: false,
+                },
                 &connection.address,
             )
             .await?;

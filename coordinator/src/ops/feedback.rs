@@ -8,6 +8,7 @@ use crate::stage::feedback::{apply_update, EventSink, FeedbackError, IdeaUpdate}
 use crate::stage::idea::{
     idea_md_path, mark_claim, read_idea_json, recorded_claim_status, version_of,
 };
+use crate::stage::looks::stage_look;
 use crate::stage::results::JobOutcome;
 use crate::stage::summary::analysis::analyse;
 use expcluster_core::config::LoadedConfig;
@@ -43,7 +44,8 @@ impl CoordinatorState {
             return Ok(());
         }
         let analysis = analyse(loaded, stage, outcomes);
-        let evaluations = evaluate(loaded, &analysis);
+        let look = stage_look(loaded, stage, &self.claim_events);
+        let evaluations = evaluate(loaded, &analysis, look.as_ref());
         let idea = read_idea_json(&self.workspace);
         let mut update = IdeaUpdate {
             source: format!("feedback after the {stage} stage (run {stage_run})"),

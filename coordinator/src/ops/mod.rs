@@ -140,6 +140,11 @@ pub struct CoordinatorState {
     /// What happens, for live watchers such as the dashboard
     /// ([`crate::store::live_feed`]).
     pub live: LiveFeed,
+    /// The research log's events that claims are judged with after later stages
+    /// (`experiment_completed`, `hypothesis_evaluated`, `stage_seeds_added`): kept here
+    /// because the log itself stops keeping events in memory once recovery has read
+    /// them. A few kilobytes per claim and stage.
+    pub claim_events: Vec<serde_json::Value>,
 }
 
 impl CoordinatorState {
@@ -186,7 +191,18 @@ impl CoordinatorState {
         }
         let text_log =
             crate::store::text_log::TextLog::new(workspace.logs_dir().join("experiment_log.txt"));
+        let claim_events = log
+            .events()
+            .iter()
+            .filter(|event| {
+                event["type"]
+                    .as_str()
+                    .is_some_and(crate::stage::looks::is_claim_event)
+            })
+            .cloned()
+            .collect();
         Self {
+            claim_events,
             text_log,
             workspace,
             log,
@@ -230,7 +246,14 @@ impl CoordinatorState {
             }
         };
         let mut events = self.events();
-        events.record(event_type, &payload)
+        let seq = events.record(event_type, &payload)?;
+        if crate::stage::looks::is_claim_event(event_type) {
+            let mut kept = payload;
+            kept.insert("seq".into(), seq.into());
+            kept.insert("type".into(), event_type.into());
+            self.claim_events.push(serde_json::Value::Object(kept));
+        }
+        Ok(seq)
     }
 
     /// The research log and its text twin.

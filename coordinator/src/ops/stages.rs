@@ -4,6 +4,9 @@
 use crate::error::CoordinatorError;
 use crate::ops::{CoordinatorState, StageRun};
 use crate::stage::aggregate::{AggregatedStage, JobToAggregate, StageToFinish};
+use crate::stage::looks::{
+    check_first_look_seeds, plan_second_look, stage_look, SEEDS_ADDED_EVENT,
+};
 use crate::state::lifecycle::{JobEvent, JobState};
 use crate::state::records::JobRecord;
 use crate::store::code_files::{read_code_files, CodeFiles};
@@ -13,7 +16,7 @@ use expcluster_core::config_limits::read_config_text;
 use expcluster_core::expand::{expand_stage, StageRequest};
 use expcluster_core::{ExperimentConfig, JobDefinition, JobId, Stage};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -40,6 +43,8 @@ pub struct Submitted {
     pub jobs_reused: usize,
     /// True when the stage was already running and the caller attached to it.
     pub attached: bool,
+    /// What the submission did beyond the config, for the researcher (a second look).
+    pub note: String,
 }
 
 /// What a submission reads from the workspace: the config, the code files, the
@@ -141,15 +146,37 @@ impl CoordinatorState {
                 jobs_total: active.jobs.len(),
                 jobs_reused: active.reused.len(),
                 attached: true,
+                note: String::new(),
             });
         }
         let PreparedStage {
             loaded,
             code,
             idea_version,
-            definitions,
+            mut definitions,
         } = prepared?;
         self.idea_version = idea_version;
+        // A stage with a two-look design runs the seeds of the look it is at.
+        check_first_look_seeds(&loaded, stage, &self.claim_events)
+            .map_err(CoordinatorError::InvalidRequest)?;
+        let look = stage_look(&loaded, stage, &self.claim_events);
+        let loaded = match look {
+            Some(look) if look.look == 2 => {
+                // A second look's seeds are known only here, under the lock: expanded
+                // again (rare, so the common submission keeps expanding before it).
+                let extended = loaded.with_stage_seeds(stage, look.seeds());
+                definitions = expand_stage(
+                    &extended,
+                    StageRequest {
+                        stage,
+                        code_digest: &code.digest,
+                    },
+                )
+                .map_err(|err| CoordinatorError::Config(err.to_string()))?;
+                extended
+            }
+            _ => loaded,
+        };
         // Under the lock: two submissions of new code must not both see its
         // snapshot directory half written.
         crate::ops::recovery::snapshot_code(&self.workspace, &code)
@@ -212,17 +239,20 @@ impl CoordinatorState {
         }
         let total = job_ids.len();
         let jobs_reused = reused.len();
-        self.log_event(
-            "stage_started",
-            json!({
-                "stage": stage,
-                "stage_run": run_id,
-                "jobs_total": total,
-                "jobs_reused": jobs_reused,
-                "code_digest": code.digest,
-                "config": loaded.config.name,
-            }),
-        )?;
+        let mut started = json!({
+            "stage": stage,
+            "stage_run": run_id,
+            "jobs_total": total,
+            "jobs_reused": jobs_reused,
+            "code_digest": code.digest,
+            "config": loaded.config.name,
+        });
+        if let (Some(look), Value::Object(map)) = (look, &mut started) {
+            // `expcluster summarize` expands the run again from these.
+            map.insert("look".into(), look.look.into());
+            map.insert("seeds".into(), look.seeds().into());
+        }
+        self.log_event("stage_started", started)?;
         self.stage_runs.push(StageRun {
             id: run_id,
             stage,
@@ -242,7 +272,31 @@ impl CoordinatorState {
             jobs_total: total,
             jobs_reused,
             attached: false,
+            note: String::new(),
         })
+    }
+
+    /// Opens the second look of a stage's declared two-look design
+    /// (`expcluster submit --seeds-for-power`): checks it may
+    /// ([`crate::stage::looks::plan_second_look`]), records `stage_seeds_added`, and
+    /// submits the stage on its `max_seeds` (the seeds it already ran are reused).
+    pub fn submit_second_look(&mut self, stage: Stage) -> Result<Submitted, CoordinatorError> {
+        if self
+            .stage_runs
+            .iter()
+            .any(|run| run.stage == stage && !run.finished)
+        {
+            return Err(CoordinatorError::Conflict(format!(
+                "stage {stage} is running: its first look is not judged yet; wait for it (`expcluster watch --stage {stage}`)"
+            )));
+        }
+        let loaded = self.load_config()?;
+        let second = plan_second_look(&loaded, stage, &self.claim_events)
+            .map_err(CoordinatorError::InvalidRequest)?;
+        self.log_event(SEEDS_ADDED_EVENT, second.payload)?;
+        let mut submitted = self.submit_stage(stage, false)?;
+        submitted.note = second.note;
+        Ok(submitted)
     }
 
     /// Finishes every stage run whose jobs are all terminal: at once, or, in a serving

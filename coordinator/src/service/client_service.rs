@@ -33,12 +33,24 @@ impl ClientService for ClientApi {
     ) -> Result<Response<v1::SubmitStageResponse>, Status> {
         let request = request.into_inner();
         let stage = convert::stage(&request.stage)?;
-        let submitted = self.coordinator.submit_stage(stage, request.rerun)?;
+        let submitted = if request.seeds_for_power {
+            if request.rerun {
+                return Err(Status::invalid_argument(
+                    "--seeds-for-power adds seeds to the results the first look judged: it cannot rerun them (drop --rerun)",
+                ));
+            }
+            let submitted = self.coordinator.lock().submit_second_look(stage)?;
+            self.coordinator.jobs_queued.notify_waiters();
+            submitted
+        } else {
+            self.coordinator.submit_stage(stage, request.rerun)?
+        };
         Ok(Response::new(v1::SubmitStageResponse {
             stage_run_id: submitted.stage_run.to_string(),
             jobs_total: submitted.jobs_total as u32,
             jobs_reused: submitted.jobs_reused as u32,
             attached: submitted.attached,
+            note: submitted.note,
         }))
     }
 

@@ -26,12 +26,14 @@
 //! `alpha / m`, the strictest Holm step: the smallest difference its seeds detect
 //! with 80% power, and the seeds that would detect the difference observed.
 
+use crate::stage::claims_text::{look_text, next_look_text, power_level_text, power_sentence};
+use crate::stage::looks::{looked_test, LookedTest, StageLook};
 use crate::stage::summary::analysis::{StageAnalysis, Test};
 use crate::stage::summary::render::{interval_json, mean_diff_interval, num};
 use crate::stage::summary::text::{fmt_diff, fmt_num, fmt_p, sample_text, test_and_interval};
 use expcluster_core::config::{Claim, Goal, LoadedConfig};
 use expcluster_stats::{
-    compare, holm_bonferroni, power_analysis, Comparison, Interval, PowerAnalysis, PowerDesign,
+    compare, holm_bonferroni, power_analysis, t_test_power, Comparison, Interval, PowerDesign,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -66,6 +68,8 @@ pub struct ClaimEvaluation {
     pub evidence: Vec<Value>,
     /// One sentence with the decisive numbers.
     pub summary: String,
+    /// The stage's two-look design and which look this is, if it declares one.
+    pub sequential: Option<Value>,
 }
 
 impl ClaimEvaluation {
@@ -87,17 +91,52 @@ impl ClaimEvaluation {
             "stage": analysis.stage,
             "stage_run": stage_run,
             "status": self.status,
-            "rule": "supported/contradicted: Holm-adjusted p < alpha (Holm over the declared claims' tests in this stage) with the difference for/against the claim; inconclusive otherwise. The test is fixed before the data (the claim's `test`, else paired t on shared seeds, Welch otherwise) and the interval is the one it implies, at 1 - alpha; power figures are at alpha / family size (docs/statistics.md)",
+            "rule": "supported/contradicted: Holm-adjusted p < alpha (Holm over the declared claims' tests in this stage) with the difference for/against the claim; inconclusive otherwise. Under a declared two-look design the p Holm takes is the sequential p-value (the smallest alpha at which the design rejects by this look). The test is fixed before the data (the claim's `test`, else paired t on shared seeds, Welch otherwise) and the interval is the one it implies, at 1 - alpha (1 - the look's nominal alpha under a design); power figures are at alpha / family size (the second look's nominal level of it under a design) (docs/statistics.md)",
             "evidence": self.evidence,
             "summary": self.summary,
+            "sequential": self.sequential,
         })
     }
 }
 
-/// Evaluates every claim whose two sides ran in the stage and whose metric it produced.
-pub fn evaluate(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<ClaimEvaluation> {
+/// Evaluates every claim whose two sides ran in the stage and whose metric it produced;
+/// `look` is where the stage's two-look design stands, if it declares one.
+pub fn evaluate(
+    loaded: &LoadedConfig,
+    analysis: &StageAnalysis,
+    look: Option<&StageLook>,
+) -> Vec<ClaimEvaluation> {
     let points = claim_points(loaded, analysis);
-    let family = ClaimFamily::of(&points);
+    let looked: Vec<Option<LookedTest>> = points
+        .iter()
+        .map(|point| {
+            look.map(|look| {
+                let claim = &loaded.config.claims[point.claim];
+                looked_test(
+                    analysis,
+                    look,
+                    &claim.metric,
+                    (point.better, point.than),
+                    point.test,
+                )
+            })
+        })
+        .collect();
+    let decisive: Vec<Option<f64>> = points
+        .iter()
+        .zip(&looked)
+        .map(|(point, looked)| match looked {
+            Some(looked) => looked.sequential_p,
+            None => point.test.p_value,
+        })
+        .collect();
+    let family = ClaimFamily::of(&decisive);
+    let judged = Judged {
+        points: &points,
+        looked: &looked,
+        family: &family,
+        look,
+    };
     loaded
         .config
         .claims
@@ -107,9 +146,18 @@ pub fn evaluate(loaded: &LoadedConfig, analysis: &StageAnalysis) -> Vec<ClaimEva
             let mine: Vec<usize> = (0..points.len())
                 .filter(|&i| points[i].claim == index)
                 .collect();
-            evaluate_one(loaded, analysis, claim, &points, &mine, &family)
+            evaluate_one(loaded, analysis, claim, &mine, &judged)
         })
         .collect()
+}
+
+/// What every claim test of a stage was judged with.
+struct Judged<'a> {
+    points: &'a [ClaimPoint<'a>],
+    /// Per point, under a two-look design.
+    looked: &'a [Option<LookedTest>],
+    family: &'a ClaimFamily,
+    look: Option<&'a StageLook>,
 }
 
 /// One test of a declared claim: the claim at one sweep point where both sides ran.
@@ -159,11 +207,10 @@ pub struct ClaimFamily {
 }
 
 impl ClaimFamily {
-    pub fn of(points: &[ClaimPoint<'_>]) -> Self {
-        let raw: Vec<f64> = points
-            .iter()
-            .map(|point| point.test.p_value.unwrap_or(f64::NAN))
-            .collect();
+    /// Holm over each point's decisive p-value: its test's, or under a two-look
+    /// design its sequential p-value.
+    pub fn of(decisive: &[Option<f64>]) -> Self {
+        let raw: Vec<f64> = decisive.iter().map(|p| p.unwrap_or(f64::NAN)).collect();
         ClaimFamily {
             p_holm: holm_bonferroni(&raw)
                 .into_iter()
@@ -178,9 +225,8 @@ fn evaluate_one(
     loaded: &LoadedConfig,
     analysis: &StageAnalysis,
     claim: &Claim,
-    points: &[ClaimPoint<'_>],
     mine: &[usize],
-    family: &ClaimFamily,
+    judged: &Judged<'_>,
 ) -> Option<ClaimEvaluation> {
     if mine.is_empty() {
         return None;
@@ -190,13 +236,7 @@ fn evaluate_one(
     let mut statuses = Vec::new();
     let mut sentences = Vec::new();
     for &index in mine {
-        let point = evaluate_point(
-            analysis,
-            claim,
-            goal,
-            &points[index],
-            (family.p_holm[index], family.size),
-        );
+        let point = evaluate_point(analysis, claim, goal, judged, index);
         sentences.push(point.sentence);
         evidence.push(point.evidence);
         statuses.push(point.status);
@@ -224,6 +264,7 @@ fn evaluate_one(
         status,
         evidence,
         summary,
+        sequential: judged.look.map(|look| look.to_json(claim.alpha)),
     })
 }
 
@@ -234,42 +275,71 @@ struct PointVerdict {
     evidence: Value,
 }
 
-/// Judges `claim` on the comparison `test` of groups `better` and `than`. The
-/// comparison is rerun with the interval at `1 - alpha` (the stage's is at 95%), so
-/// the interval in the sentence excludes 0 exactly when the test's p < alpha.
+/// Judges `claim` at point `index` of the stage's claim tests. The comparison is rerun
+/// with the interval at `1 - level` (the stage's is at 95%), `level` the claim's alpha
+/// or, under a two-look design, this look's nominal alpha, so the interval in the
+/// sentence excludes 0 exactly when the test's p is below that level.
 fn evaluate_point(
     analysis: &StageAnalysis,
     claim: &Claim,
     goal: Goal,
-    point: &ClaimPoint<'_>,
-    (p_holm, family_size): (Option<f64>, usize),
+    judged: &Judged<'_>,
+    index: usize,
 ) -> PointVerdict {
+    let point = &judged.points[index];
+    let looked = judged.looked[index].as_ref();
+    let (p_holm, family_size) = (judged.family.p_holm[index], judged.family.size);
     let (test, better, than) = (point.test, point.better, point.than);
     let (better_group, than_group) = (&analysis.groups[better], &analysis.groups[than]);
     let (values_better, values_than) = (
         better_group.values(&claim.metric),
         than_group.values(&claim.metric),
     );
+    let look = judged.look;
+    let level = look
+        .and_then(|look| {
+            look.design
+                .nominal_levels(claim.alpha)
+                .map(|l| l[usize::from(look.look) - 1])
+        })
+        .unwrap_or(claim.alpha);
     // Oriented as better − than, whichever way the stage compared them. The test is
     // the stage's (planned before the data); only the interval's level differs.
-    let oriented = compare(values_better, values_than, test.method, 1.0 - claim.alpha)
+    let oriented = compare(values_better, values_than, test.method, 1.0 - level)
         .unwrap_or_else(|_| test.comparison.clone());
     let diff = oriented.mean_diff;
-    let direction = match diff {
-        Some(d) if (goal == Goal::Max && d > 0.0) || (goal == Goal::Min && d < 0.0) => "as claimed",
-        Some(d) if d != 0.0 => "against the claim",
-        _ => "none",
+    // A second look that only confirms the first look's rejection keeps the first
+    // look's direction: a trial stopped there would have reported it.
+    let decisive_diff = match looked {
+        Some(looked) if looked.decided_at_first => looked
+            .first_look
+            .as_ref()
+            .map_or(diff, |first| first.mean_diff),
+        _ => diff,
     };
+    let direction = direction_of(goal, decisive_diff);
     let significant = p_holm.is_some_and(|p| p < claim.alpha);
     let status = match (significant, direction) {
         (true, "as claimed") => ClaimStatus::Supported,
         (true, "against the claim") => ClaimStatus::Contradicted,
         _ => ClaimStatus::Inconclusive,
     };
-    // Power at alpha / m, the Bonferroni bound of the Holm step this p must pass:
-    // what the seeds can detect under the correction the verdict uses.
-    let power_alpha = claim.alpha / family_size.max(1) as f64;
+    // Power at alpha / m, the Bonferroni bound of the Holm step this p must pass (under
+    // a design, the second look's nominal level of it): what the seeds can detect
+    // under the correction the verdict uses.
+    let holm_step = claim.alpha / family_size.max(1) as f64;
+    let power_alpha = look
+        .and_then(|look| look.design.nominal_levels(holm_step).map(|l| l[1]))
+        .unwrap_or(holm_step);
     let power = power_analysis(values_better, values_than, test.method, power_alpha, POWER);
+    let power_at_max = look.zip(power.as_ref()).map(|(look, power)| {
+        let nobs = f64::from(look.design.max);
+        let design = match power.design {
+            PowerDesign::Paired => PowerDesign::Paired,
+            PowerDesign::TwoSample { .. } => PowerDesign::TwoSample { ratio: 1.0 },
+        };
+        t_test_power(design, power.observed_effect, nobs, power_alpha)
+    });
     let oriented_test = Test {
         a: better,
         b: than,
@@ -277,11 +347,8 @@ fn evaluate_point(
         ..test.clone()
     };
     let unadjusted = match test.p_value {
-        Some(p) if p < claim.alpha && !significant => {
-            format!(
-                "; p < {} before correction, not after Holm",
-                fmt_num(claim.alpha)
-            )
+        Some(p) if p < level && !significant => {
+            format!("; p < {} before correction, not after Holm", fmt_num(level))
         }
         _ => String::new(),
     };
@@ -289,8 +356,15 @@ fn evaluate_point(
         1 => "1 claim test".to_owned(),
         m => format!("{m} claim tests"),
     };
+    let look_words = match (look, looked) {
+        (Some(look), Some(looked)) => format!(
+            "; {}",
+            look_text(look, claim.alpha, looked.p_first, looked.sequential_p)
+        ),
+        _ => String::new(),
+    };
     let mut sentence = format!(
-        "{} − {} on {} = {} ({}, Holm p = {} over {family}{unadjusted}; {}; {})",
+        "{} − {} on {} = {} ({}{look_words}, Holm p = {} over {family}{unadjusted}; {}; {})",
         better_group.stem,
         than_group.stem,
         claim.metric,
@@ -301,9 +375,24 @@ fn evaluate_point(
         sample_text(better_group, than_group, &oriented_test),
     );
     if status == ClaimStatus::Inconclusive {
-        sentence.push_str(&power_sentence(power.as_ref(), test, diff, family_size));
+        let level_words = power_level_text(power_alpha, claim.alpha, family_size, look);
+        sentence.push_str(&power_sentence(power.as_ref(), test, diff, &level_words));
+        if let Some(look) = look {
+            sentence.push_str(&next_look_text(look, analysis.stage.as_str(), power_at_max));
+        }
     }
     let (better_stats, than_stats) = (&oriented.a, &oriented.b);
+    let sequential = look.zip(looked).map(|(look, looked)| {
+        json!({
+            "look": look.look,
+            "nominal_alpha": level,
+            "p_first_look": num(looked.p_first),
+            "mean_diff_first_look": num(looked.first_look.as_ref().and_then(|c| c.mean_diff).map(|d| if test.a == better { d } else { -d })),
+            "sequential_p": num(looked.sequential_p),
+            "decided_at_first_look": looked.decided_at_first,
+            "power_at_max_seeds": num(power_at_max),
+        })
+    });
     let evidence = json!({
         "sweep_point": &better_group.sweep_point,
         "better_run": better_group.stem,
@@ -332,12 +421,22 @@ fn evaluate_point(
         "n_failed_than": than_stats.n_nan,
         "failed_seeds_than": than_group.failed_seeds(&claim.metric),
         "power": power,
+        "sequential": sequential,
         "status": status,
     });
     PointVerdict {
         status,
         sentence,
         evidence,
+    }
+}
+
+/// Which way a difference `better − than` points for the metric's goal.
+fn direction_of(goal: Goal, diff: Option<f64>) -> &'static str {
+    match diff {
+        Some(d) if (goal == Goal::Max && d > 0.0) || (goal == Goal::Min && d < 0.0) => "as claimed",
+        Some(d) if d != 0.0 => "against the claim",
+        _ => "none",
     }
 }
 
@@ -354,54 +453,6 @@ fn test_oriented_95(test: &Test, better: usize) -> Comparison {
         });
     }
     comparison
-}
-
-/// What an inconclusive claim needs: the smallest effect the current seeds detect
-/// with 80% power, and the seeds that would detect the effect observed.
-fn power_sentence(
-    power: Option<&PowerAnalysis>,
-    test: &Test,
-    diff: Option<f64>,
-    family: usize,
-) -> String {
-    let Some(power) = power else {
-        return format!(
-            "; no power analysis: {} has no spread to standardise by",
-            test.method.label()
-        );
-    };
-    let (unit, symbol) = match power.design {
-        PowerDesign::Paired => ("pairs", "d_z"),
-        PowerDesign::TwoSample { .. } => ("seeds per method", "d"),
-    };
-    let alpha = if family > 1 {
-        format!(
-            "alpha {}/{family} (Holm's strictest step)",
-            fmt_num(power.alpha * family as f64)
-        )
-    } else {
-        format!("alpha {}", fmt_num(power.alpha))
-    };
-    let detectable = match (power.detectable_difference, power.detectable_effect) {
-        (Some(difference), Some(effect)) => format!(
-            "; with {} {unit} the {} detects a difference of ±{} ({symbol} = {}) with {:.0}% power at {alpha}",
-            power.nobs,
-            test.method.label(),
-            fmt_num(difference),
-            fmt_num(effect),
-            100.0 * power.target_power
-        ),
-        _ => String::new(),
-    };
-    let needed = match (power.seeds_needed, diff) {
-        (Some(seeds), Some(diff)) => format!(
-            "; detecting the observed {} would take {seeds} {unit} (power now {:.0}%)",
-            fmt_diff(diff),
-            100.0 * power.power_at_observed
-        ),
-        _ => "; no difference was observed, so no number of seeds is enough to show one".to_owned(),
-    };
-    format!("{detectable}{needed}")
 }
 
 #[cfg(test)]

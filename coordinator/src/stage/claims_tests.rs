@@ -36,6 +36,15 @@ fn group(variant: &str, values: &[f64]) -> Group {
 }
 
 fn verdict(claim_extra: &str, proposed: &[f64], baseline: &[f64]) -> super::ClaimEvaluation {
+    verdict_with(claim_extra, None, proposed, baseline)
+}
+
+fn verdict_with(
+    claim_extra: &str,
+    look: Option<&crate::stage::looks::StageLook>,
+    proposed: &[f64],
+    baseline: &[f64],
+) -> super::ClaimEvaluation {
     let loaded = config(claim_extra);
     let analysis = analyse_groups(
         &loaded,
@@ -43,9 +52,20 @@ fn verdict(claim_extra: &str, proposed: &[f64], baseline: &[f64]) -> super::Clai
         vec!["acc".to_owned()],
         vec![group("proposed", proposed), group("baseline", baseline)],
     );
-    evaluate(&loaded, &analysis)
+    evaluate(&loaded, &analysis, look)
         .pop()
         .expect("the claim is evaluated")
+}
+
+/// Asserts the verdict and a piece of its sentence.
+#[track_caller]
+fn assert_verdict(evaluation: &super::ClaimEvaluation, status: ClaimStatus, says: &str) {
+    assert_eq!(evaluation.status, status, "{}", evaluation.summary);
+    assert!(
+        evaluation.summary.contains(says),
+        "{says:?} not in {}",
+        evaluation.summary
+    );
 }
 
 #[test]
@@ -178,21 +198,11 @@ fn the_holm_family_of_the_verdicts_is_the_declared_claims() {
     );
     assert_eq!(analysis.family_size, 3, "the summary's exploratory family");
     assert!(tested.p_holm.expect("holm") > 0.05, "{:?}", tested.p_holm);
-    let evaluation = evaluate(&loaded, &analysis).pop().expect("evaluated");
+    let evaluation = evaluate(&loaded, &analysis, None).pop().expect("evaluated");
     let evidence = &evaluation.evidence[0];
     assert_eq!(evidence["family_size"], 1, "{evidence}");
     assert_eq!(evidence["p_holm"].as_f64(), Some(p));
-    assert_eq!(
-        evaluation.status,
-        ClaimStatus::Supported,
-        "{}",
-        evaluation.summary
-    );
-    assert!(
-        evaluation.summary.contains("over 1 claim test;"),
-        "{}",
-        evaluation.summary
-    );
+    assert_verdict(&evaluation, ClaimStatus::Supported, "over 1 claim test;");
 
     // Two claims: Holm over exactly their two p-values (statsmodels' multipletests
     // 'holm' on [0.02013, p(proposed vs other)]).
@@ -203,7 +213,7 @@ fn the_holm_family_of_the_verdicts_is_the_declared_claims() {
         .test_between("acc", 0, 2)
         .and_then(|t| t.p_value)
         .expect("p");
-    let evaluations = evaluate(&loaded, &analysis);
+    let evaluations = evaluate(&loaded, &analysis, None);
     let holm: Vec<f64> = evaluations
         .iter()
         .map(|e| e.evidence[0]["p_holm"].as_f64().expect("holm"))
@@ -217,4 +227,88 @@ fn the_holm_family_of_the_verdicts_is_the_declared_claims() {
     for evaluation in &evaluations {
         assert_eq!(evaluation.evidence[0]["family_size"], 2);
     }
+}
+
+/// Under a declared O'Brien–Fleming design (6 then 12 seeds) the first look judges
+/// at nominal 0.0052, so p = 0.0201 that a single look would call supported is
+/// inconclusive there; the second look recomputes the first look's p from its seeds,
+/// takes the sequential p-value to Holm, and names the look and its level.
+#[test]
+fn a_two_look_design_judges_each_look_at_its_nominal_level() {
+    use crate::stage::looks::StageLook;
+    use expcluster_stats::{Boundary, TwoLookDesign};
+    let design = TwoLookDesign::new(Boundary::ObrienFleming, 6, 12).expect("design");
+    let [level1, level2] = design.nominal_levels(0.05).expect("levels");
+    let baseline = [0.80, 0.81, 0.79, 0.82, 0.80, 0.81];
+    let proposed = [0.833, 0.822, 0.831, 0.823, 0.824, 0.819]; // paired p = 0.0201
+    assert_eq!(
+        verdict("", &proposed, &baseline).status,
+        ClaimStatus::Supported
+    );
+
+    let first = StageLook {
+        design,
+        look: 1,
+        seed_base: 0,
+    };
+    let evaluation = verdict_with("", Some(&first), &proposed, &baseline);
+    assert_eq!(evaluation.status, ClaimStatus::Inconclusive);
+    let evidence = &evaluation.evidence[0];
+    let p = evidence["p_value"].as_f64().expect("p");
+    let sequential = design
+        .sequential_p_value(Some(p), None)
+        .expect("sequential p");
+    assert_eq!(
+        evidence["sequential"]["sequential_p"].as_f64(),
+        Some(sequential)
+    );
+    assert_eq!(
+        evidence["p_holm"].as_f64(),
+        Some(sequential),
+        "one claim test"
+    );
+    assert_eq!(
+        evidence["sequential"]["nominal_alpha"].as_f64(),
+        Some(level1)
+    );
+    assert_eq!(
+        evidence["interval"]["confidence"].as_f64(),
+        Some(1.0 - level1)
+    );
+    assert!(evidence["sequential"]["power_at_max_seeds"]
+        .as_f64()
+        .is_some());
+    for expected in [
+        "look 1 of 2 (O'Brien–Fleming, 6 then 12 seeds): nominal alpha 0.0052 at this look, 0.0480 at look 2",
+        "`expcluster submit --stage baselines --seeds-for-power`) runs 12 seeds: power then ",
+        "nominal alpha 0.0480 of the second look (alpha 0.0500, O'Brien–Fleming)",
+    ] {
+        assert!(evaluation.summary.contains(expected), "{expected:?} not in {}", evaluation.summary);
+    }
+    assert_eq!(evaluation.sequential.as_ref().expect("design")["look"], 1);
+
+    // Look 2: six more seeds with the same effect.
+    let more_baseline = [0.79, 0.80, 0.82, 0.81, 0.80, 0.79];
+    let more_proposed = [0.812, 0.818, 0.834, 0.833, 0.818, 0.815];
+    let all_baseline: Vec<f64> = baseline.iter().chain(&more_baseline).copied().collect();
+    let all_proposed: Vec<f64> = proposed.iter().chain(&more_proposed).copied().collect();
+    let second = StageLook { look: 2, ..first };
+    let evaluation = verdict_with("", Some(&second), &all_proposed, &all_baseline);
+    let evidence = &evaluation.evidence[0];
+    let p_all = evidence["p_value"].as_f64().expect("p");
+    assert_eq!(evidence["sequential"]["p_first_look"].as_f64(), Some(p));
+    let sequential = design
+        .sequential_p_value(Some(p), Some(p_all))
+        .expect("sequential p");
+    assert_eq!(evidence["p_holm"].as_f64(), Some(sequential));
+    assert_eq!(
+        evidence["sequential"]["nominal_alpha"].as_f64(),
+        Some(level2)
+    );
+    assert!(p_all < level2, "the second look's data reject: {p_all}");
+    assert_verdict(
+        &evaluation,
+        ClaimStatus::Supported,
+        "look 2 of 2 (O'Brien–Fleming, 6 then 12 seeds): nominal alpha 0.0480 at this look, 0.0052 at look 1 (p there 0.0201)",
+    );
 }

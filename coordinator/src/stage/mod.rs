@@ -4,8 +4,10 @@
 
 pub mod aggregate;
 pub mod claims;
+pub mod claims_text;
 pub mod feedback;
 pub mod idea;
 pub mod idea_update;
+pub mod looks;
 pub mod results;
 pub mod summary;

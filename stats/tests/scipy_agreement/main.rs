@@ -15,3 +15,4 @@ mod parametric;
 mod power;
 mod properties;
 mod rank_tests;
+mod sequential;

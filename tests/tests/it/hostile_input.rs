@@ -40,6 +40,7 @@ pub async fn submit_implementation(address: &str, ws: &TestWorkspace) -> v1::Sub
         .submit_stage(v1::SubmitStageRequest {
             stage: "implementation".into(),
             rerun: false,
+            seeds_for_power: false,
         })
         .await
         .unwrap()
@@ -471,6 +472,7 @@ async fn assert_refused_everywhere(ws: &TestWorkspace, stage: &str, says: &[Stri
         .submit_stage(v1::SubmitStageRequest {
             stage: stage.into(),
             rerun: false,
+            seeds_for_power: false,
         })
         .await
         .unwrap_err();

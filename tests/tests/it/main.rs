@@ -14,6 +14,7 @@ mod journal;
 mod logs_follow;
 mod mcp;
 mod netns;
+mod second_look;
 mod security;
 mod session;
 mod slurm;

@@ -148,6 +148,7 @@ async fn client_rpcs(client: &mut ClientClient) -> Vec<(&'static str, tonic::Sta
         .submit_stage(v1::SubmitStageRequest {
             stage: "implementation".into(),
             rerun: true,
+            seeds_for_power: false,
         })
         .await;
     let status = client

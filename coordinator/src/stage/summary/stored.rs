@@ -52,6 +52,13 @@ pub fn stage_outcomes(
         return Err(StoredError::Unfinished { stage, run });
     }
     let code_digest = started["code_digest"].as_str().unwrap_or_default();
+    // A second look ran more seeds than config.yaml's `seeds`: its start says how many.
+    let second_look = match (started["look"].as_u64(), started["seeds"].as_u64()) {
+        (Some(2), Some(seeds)) => u32::try_from(seeds).ok(),
+        _ => None,
+    };
+    let extended = second_look.map(|seeds| loaded.with_stage_seeds(stage, seeds));
+    let loaded = extended.as_ref().unwrap_or(loaded);
     let definitions = expand_stage(loaded, StageRequest { stage, code_digest })
         .map_err(|err| StoredError::Config(err.to_string()))?;
     let results = StoredResults::read(workspace)?;
