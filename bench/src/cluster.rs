@@ -27,6 +27,10 @@ pub struct Cluster {
     relay: Option<std::process::Child>,
     /// The worker token, for worker processes (`EXPCLUSTER_TOKEN`).
     pub worker_token: String,
+    /// The client token (the dashboard's login).
+    pub client_token: String,
+    /// `http://127.0.0.1:PORT/` when the coordinator also serves its dashboard.
+    pub dashboard_url: Option<String>,
     pub worker_security: ClientSecurity,
     pub client_security: ClientSecurity,
     stop: watch::Sender<bool>,
@@ -38,7 +42,7 @@ impl Cluster {
     /// Writes `config.yaml` (and `files`) into a fresh workspace and serves it on a
     /// free loopback port.
     pub async fn start(config: &str, files: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::start_with(config, files, |_| {}).await
+        Self::open(config, files, |_| {}, false).await
     }
 
     /// [`Self::start`] with `adjust` applied to the coordinator's settings.
@@ -46,6 +50,24 @@ impl Cluster {
         config: &str,
         files: &[(&str, &str)],
         adjust: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
+        Self::open(config, files, adjust, false).await
+    }
+
+    /// [`Self::start`], with the coordinator's dashboard served on its runtime (as
+    /// `expcluster coordinator --dashboard` serves it).
+    pub async fn start_with_dashboard(
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::open(config, files, |_| {}, true).await
+    }
+
+    async fn open(
+        config: &str,
+        files: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Settings),
+        dashboard: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("cannot create a temporary workspace")?;
         let root = dir.path().join("bench");
@@ -76,6 +98,18 @@ impl Cluster {
             }
             None => (None, address.clone()),
         };
+        let dashboard_listener = if dashboard {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            Some(listener)
+        } else {
+            None
+        };
+        let dashboard_url = match &dashboard_listener {
+            Some(listener) => Some(format!("http://{}/", listener.local_addr()?)),
+            None => None,
+        };
+        let dashboard_tokens = tokens.clone();
         let (stop, mut stopped) = watch::channel(false);
         let security = ServerSecurity {
             auth: Authenticator::new(&tokens),
@@ -90,6 +124,32 @@ impl Cluster {
             .name("coordinator".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    if let Some(listener) = dashboard_listener {
+                        let served = coordinator.clone();
+                        let mut stopped = stopped.clone();
+                        tokio::spawn(async move {
+                            let shutdown = async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            };
+                            let dashboard = tokio::net::TcpListener::from_std(listener)
+                                .map_err(expcluster_dashboard::DashboardError::from)
+                                .and_then(|listener| {
+                                    expcluster_dashboard::Dashboard::new(
+                                        listener,
+                                        served,
+                                        &dashboard_tokens,
+                                        false,
+                                    )
+                                });
+                            let served = match dashboard {
+                                Ok(dashboard) => dashboard.serve(shutdown).await,
+                                Err(err) => Err(err),
+                            };
+                            if let Err(err) = served {
+                                eprintln!("the benchmark dashboard stopped: {err}");
+                            }
+                        });
+                    }
                     let until_stopped = async move {
                         while !*stopped.borrow_and_update() {
                             if stopped.changed().await.is_err() {
@@ -118,6 +178,8 @@ impl Cluster {
             worker_address,
             relay,
             worker_token: tokens.worker.expose().to_owned(),
+            client_token: tokens.client.expose().to_owned(),
+            dashboard_url,
             worker_security: ClientSecurity::none().with_token(tokens.worker.expose())?,
             client_security: ClientSecurity::none().with_token(tokens.client.expose())?,
             stop,

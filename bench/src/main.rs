@@ -1,11 +1,12 @@
 //! `expcluster-bench`: the coordinator's speed and scale, each figure printed beside a
 //! reference measured in the same run. See BENCHMARKS.md for the method and results.
 //!
-//! Usage: `expcluster-bench [dispatch|ingest|scale|grid|all]...`, or
+//! Usage: `expcluster-bench [dispatch|ingest|scale|grid|dashboard|all]...`, or
 //! `expcluster-bench relay --listen ADDR --to ADDR --delay-us N` (the delaying TCP
 //! relay of the namespace cluster).
 
 mod cluster;
+mod dashboard;
 mod dispatch;
 mod grid;
 mod heap;
@@ -26,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         return tokio::task::spawn_blocking(move || relay::run(&args)).await?;
     }
     if which.is_empty() || which.iter().any(|w| w == "all") {
-        which = ["dispatch", "ingest", "scale", "grid"]
+        which = ["dispatch", "ingest", "scale", "grid", "dashboard"]
             .map(String::from)
             .to_vec();
     }
@@ -48,8 +49,9 @@ async fn run_all(which: &[String]) -> anyhow::Result<()> {
             "ingest" => ingest::run(&[1, 8, 64]).await?,
             "scale" => scale::run().await?,
             "grid" => grid::run().await?,
+            "dashboard" => dashboard::run().await?,
             other => anyhow::bail!(
-                "unknown benchmark {other:?}: choose dispatch, ingest, scale, grid or all"
+                "unknown benchmark {other:?}: choose dispatch, ingest, scale, grid, dashboard or all"
             ),
         }
     }

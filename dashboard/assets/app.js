@@ -175,6 +175,7 @@ function overviewPage() {
     document.getElementById('idea').textContent = `${overview.idea} · idea v${overview.idea_version}`;
     stagesBody.replaceChildren(...overview.stages.filter(s => s.defined || s.submitted).map(stageRow));
     workersBox.replaceChildren(workersTable(overview.workers));
+    performance.mark('expcluster:overview');
   }, 500);
   const refreshRecord = throttle(async () => {
     const [claims, idea] = await Promise.all([getJson('/api/claims'), getJson('/api/idea')]);
@@ -238,10 +239,14 @@ function stagePage(stage) {
     h('section', null, h('h2', null, 'Learning curves (mean ± 95% CI across seeds) '), picker, chartBox),
     h('section', null, h('h2', null, 'Jobs'), tableBox));
 
-  const drawTable = () => tableBox.replaceChildren(jobsTable(jobs, sort, name => {
-    sort = [name, sort[0] === name && sort[1] === 'asc' ? 'desc' : 'asc'];
-    drawTable();
-  }));
+  const drawTable = () => {
+    tableBox.replaceChildren(jobsTable(jobs, sort, name => {
+      sort = [name, sort[0] === name && sort[1] === 'asc' ? 'desc' : 'asc'];
+      drawTable();
+    }));
+    // When the table is on the page (expcluster-bench dashboard reads it).
+    performance.mark('expcluster:jobs-table');
+  };
   const drawChart = throttle(() => {
     const byVariant = new Map();
     for (const s of series.values()) {

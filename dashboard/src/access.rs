@@ -142,8 +142,11 @@ pub(crate) async fn require_client(
 ) -> Response {
     match state.access.check(request.headers()) {
         Verdict::Allowed => next.run(request).await,
-        // A browser with no session goes to the login page; a program gets 401.
-        Verdict::Missing if request.uri().path() == "/" => Redirect::to("/login").into_response(),
+        // A browser with no session (or one from before a restart) goes to the login
+        // page; a program gets 401.
+        Verdict::Missing | Verdict::Unknown if request.uri().path() == "/" => {
+            Redirect::to("/login").into_response()
+        }
         verdict => refusal(&verdict),
     }
 }

@@ -6,6 +6,9 @@
 //! research-log events written), so a fast stream costs the browser a few messages a
 //! second, not one per batch. Filters keep the message small: `stage` (jobs of that
 //! stage), `metric` (that metric's points) and `job` (its log pieces, all its points).
+//! Each stored batch contributes at most [`SERIES_POINTS`] points of a series (the
+//! last one always): a live curve needs no more to be drawn, and following a stage
+//! costs the coordinator's runtime little at any ingestion rate (BENCHMARKS.md).
 //! A subscriber that falls more than the feed's capacity behind gets `resync` and
 //! reloads its snapshot: the coordinator never waits for a page.
 
@@ -25,6 +28,79 @@ use tokio::sync::broadcast::Receiver;
 const COALESCE: Duration = Duration::from_millis(150);
 /// The most feed items one message carries (the rest go in the next).
 const MAX_ITEMS: usize = 2048;
+/// The most points of one series one stored batch contributes. A job that prints
+/// faster than a page can draw (a thousand points a batch) is thinned on the way to
+/// the page, never in the coordinator: the page's snapshot has every point.
+const SERIES_POINTS: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_at_most_the_cap_and_always_the_last_point() {
+        for len in [0, 1, 5, 31, 32, 33, 64, 65, 1000, 1001] {
+            let points: Vec<usize> = (0..len).collect();
+            let kept: Vec<usize> = thinned(&points).copied().collect();
+            assert!(kept.len() <= SERIES_POINTS, "{len}: {}", kept.len());
+            assert_eq!(kept.last().copied(), len.checked_sub(1), "{len}");
+            if len <= SERIES_POINTS {
+                assert_eq!(kept, points, "short series are whole");
+            } else {
+                assert!(kept.len() >= SERIES_POINTS / 2, "{len}: {}", kept.len());
+                let gaps: Vec<usize> = kept.windows(2).map(|w| w[1] - w[0]).collect();
+                assert!(gaps.windows(2).all(|g| g[0] == g[1]), "{len}: even stride");
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_message_is_json_with_every_kept_point() {
+        let filter = Filter::default();
+        let mut batch = Batch::default();
+        let job = expcluster_core::JobId::parse("full.m.s0").expect("job id");
+        let points = [("loss", 0, 0.5), ("acc", 0, f64::NAN), ("loss", 1, 0.25)];
+        batch.add(
+            &filter,
+            LiveEvent::Metrics(std::sync::Arc::new(
+                expcluster_coordinator::store::live_feed::MetricPoints::gather(
+                    &job,
+                    2,
+                    points.into_iter(),
+                ),
+            )),
+        );
+        let message: Value = serde_json::from_str(&batch.data()).expect("JSON");
+        assert_eq!(
+            message["metrics"],
+            json!([
+                ["full.m.s0", 2, "loss", 0, 0.5],
+                ["full.m.s0", 2, "loss", 1, 0.25],
+                ["full.m.s0", 2, "acc", 0, null]
+            ])
+        );
+        assert_eq!(message["leased"], 0);
+    }
+
+    #[test]
+    fn filters_pick_the_stage_metric_or_job() {
+        let stage = Filter {
+            stage: Some("full".into()),
+            metric: Some("loss".into()),
+            job: None,
+        };
+        assert!(stage.wants_metric("full.m.s0", "loss"));
+        assert!(!stage.wants_metric("full.m.s0", "acc"));
+        assert!(!stage.wants_metric("fuller.m.s0", "loss"));
+        assert!(!stage.wants_metric("baselines.m.s0", "loss"));
+        let job = Filter {
+            job: Some("full.m.s0".into()),
+            ..Filter::default()
+        };
+        assert!(job.wants_metric("full.m.s0", "acc"));
+        assert!(!job.wants_metric("full.m.s1", "acc"));
+    }
+}
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 pub(crate) struct Filter {
@@ -57,7 +133,9 @@ impl Filter {
 /// One message in the making.
 #[derive(Default)]
 struct Batch {
-    metrics: Vec<Value>,
+    /// The metric rows as JSON text, comma-separated: written directly (the row's
+    /// prefix once per batch), since this is the stream's hot path.
+    metrics: String,
     logs: Vec<Value>,
     events: Vec<Value>,
     leased: usize,
@@ -68,12 +146,46 @@ impl Batch {
     fn add(&mut self, filter: &Filter, event: LiveEvent) {
         self.items += 1;
         match event {
-            LiveEvent::Metrics(points) => {
-                let job = points.job.as_str();
-                for (name, step, value) in &points.points {
-                    if filter.wants_metric(job, name) {
-                        self.metrics
-                            .push(json!([job, points.attempt, name, step, value]));
+            LiveEvent::Metrics(batch) => {
+                let job = batch.job.as_str();
+                for (index, name) in batch.names.iter().enumerate() {
+                    if !filter.wants_metric(job, name) {
+                        continue;
+                    }
+                    // Most batches hold one metric: its points are then the batch's,
+                    // and only the kept ones are visited.
+                    let own;
+                    let points = if batch.names.len() == 1 {
+                        &batch.points[..]
+                    } else {
+                        own = batch
+                            .points
+                            .iter()
+                            .filter(|point| point.0 as usize == index)
+                            .copied()
+                            .collect::<Vec<_>>();
+                        &own[..]
+                    };
+                    let prefix = format!(
+                        "[{},{},{},",
+                        Value::from(job),
+                        batch.attempt,
+                        Value::from(name.as_str())
+                    );
+                    for (_, step, value) in thinned(points) {
+                        if !self.metrics.is_empty() {
+                            self.metrics.push(',');
+                        }
+                        self.metrics.push_str(&prefix);
+                        self.metrics.push_str(itoa::Buffer::new().format(*step));
+                        self.metrics.push(',');
+                        if value.is_finite() {
+                            self.metrics
+                                .push_str(ryu::Buffer::new().format_finite(*value));
+                        } else {
+                            self.metrics.push_str("null");
+                        }
+                        self.metrics.push(']');
                     }
                 }
             }
@@ -110,11 +222,20 @@ impl Batch {
     }
 
     fn message(self) -> Event {
-        Event::default().event("update").data(
-            json!({"metrics": self.metrics, "logs": self.logs, "events": self.events, "leased": self.leased})
-                .to_string(),
-        )
+        Event::default().event("update").data(self.data())
     }
+
+    fn data(self) -> String {
+        let rest =
+            json!({"logs": self.logs, "events": self.events, "leased": self.leased}).to_string();
+        // `{"metrics":[…],` + the rest of the object after its `{`.
+        format!("{{\"metrics\":[{}],{}", self.metrics, &rest[1..])
+    }
+}
+
+/// At most [`SERIES_POINTS`] of `points`, by a stride that keeps the last.
+fn thinned<T>(points: &[T]) -> impl Iterator<Item = &T> {
+    expcluster_coordinator::store::live_feed::sample(points, SERIES_POINTS)
 }
 
 fn resync(missed: u64) -> Event {

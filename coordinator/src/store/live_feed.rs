@@ -17,14 +17,29 @@ use expcluster_core::{AttemptNumber, JobId};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// Items a subscriber may fall behind by before it loses the oldest.
-pub const FEED_CAPACITY: usize = 4096;
+/// Items a subscriber may fall behind by before it loses the oldest (a watcher
+/// drains the feed several times a second; each item holds at most
+/// [`BATCH_POINTS`] points).
+pub const FEED_CAPACITY: usize = 1024;
+
+/// The most points of one stored batch the feed carries. A worker's batch can hold
+/// thousands of points; a watcher draws a curve, for which a sample is as good, and
+/// building it under the state lock must cost next to nothing. The store keeps
+/// every point: a watcher's snapshot has them all.
+pub const BATCH_POINTS: usize = 64;
+
+/// At most `cap` of `items`, by an even stride that keeps the last one.
+pub fn sample<T>(items: &[T], cap: usize) -> impl Iterator<Item = &T> {
+    let stride = items.len().div_ceil(cap.max(1)).max(1);
+    let first = (items.len() + stride - 1) % stride;
+    items.iter().skip(first).step_by(stride)
+}
 
 /// One thing that happened.
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
-    /// Points of a job's attempt, just stored (a resent point may come twice: the
-    /// first value of a step is the one kept).
+    /// Points of a job's attempt, just stored, sampled to [`BATCH_POINTS`] (a resent
+    /// point may come twice: the first value of a step is the one kept).
     Metrics(Arc<MetricPoints>),
     /// A piece of a running attempt's stdout, stderr or worker log.
     Log(Arc<LogPiece>),
@@ -34,12 +49,44 @@ pub enum LiveEvent {
     Logged(Arc<LoggedEvent>),
 }
 
+/// A batch's stored points, compact: a batch names a metric or two, so each point
+/// refers to its name by index instead of carrying a copy of it (this is built under
+/// the state lock).
 #[derive(Debug)]
 pub struct MetricPoints {
     pub job: JobId,
     pub attempt: AttemptNumber,
-    /// (name, step, value)
-    pub points: Vec<(String, u64, f64)>,
+    pub names: Vec<String>,
+    /// (index in `names`, step, value)
+    pub points: Vec<(u32, u64, f64)>,
+}
+
+impl MetricPoints {
+    /// Gathers `(name, step, value)` points.
+    pub fn gather<'a>(
+        job: &JobId,
+        attempt: AttemptNumber,
+        points: impl Iterator<Item = (&'a str, u64, f64)>,
+    ) -> Self {
+        let mut names: Vec<String> = Vec::new();
+        let mut gathered = Vec::with_capacity(points.size_hint().0);
+        for (name, step, value) in points {
+            let index = match names.iter().position(|known| known == name) {
+                Some(index) => index,
+                None => {
+                    names.push(name.to_owned());
+                    names.len() - 1
+                }
+            };
+            gathered.push((index as u32, step, value));
+        }
+        Self {
+            job: job.clone(),
+            attempt,
+            names,
+            points: gathered,
+        }
+    }
 }
 
 #[derive(Debug)]

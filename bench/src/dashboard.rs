@@ -1,0 +1,347 @@
+//! Benchmark 6, the live dashboard: what following a stage in a browser costs the
+//! coordinator, and how fast the page is at 10,000 jobs and 64 workers.
+//!
+//! 1. Ingestion side by side in one run: the ingest benchmark's workload (simulated
+//!    workers streaming batches of metric points) with the dashboard off, served but
+//!    unwatched, and followed by one Server-Sent Events client subscribed to every
+//!    point of the stage (the stage page's stream). The dashboard runs on the
+//!    coordinator's runtime, so its CPU is counted as the coordinator's. Rows are
+//!    interleaved and repeated; medians are reported.
+//! 2. Page load: a 10,000-job stage with 64 workers (256 jobs running, each with 20
+//!    points): each API answer over HTTP, and the stage page in headless Chromium
+//!    from navigation to the jobs table in the DOM (a `performance.mark` the page
+//!    sets when it draws the table).
+
+use crate::cluster::{register, submit, Cluster};
+use crate::ingest::{config, ingest, Ingested};
+use crate::report::{ms, quantile, table};
+use expcluster_proto::v1;
+use expcluster_worker::session::Session;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 8;
+const REPEATS: usize = 5;
+const PAGE_JOBS: usize = 10_000;
+const PAGE_WORKERS: usize = 64;
+/// Methods of the page's stage (a stage has at most 1,000 seeds).
+const PAGE_METHODS: usize = 10;
+const PAGE_LOADS: usize = 5;
+
+pub async fn run() -> anyhow::Result<()> {
+    ingestion_side_by_side().await?;
+    page_load().await
+}
+
+/// What the SSE client received.
+struct Followed {
+    bytes: usize,
+    messages: usize,
+    points: usize,
+}
+
+/// Follows `/api/events?stage=baselines` until the server ends the stream.
+fn follow(url: &str, token: &str) -> anyhow::Result<std::thread::JoinHandle<Followed>> {
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = TcpStream::connect(&host)?;
+    write!(
+        stream,
+        "GET /api/events?stage=baselines HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )?;
+    Ok(std::thread::spawn(move || {
+        let mut followed = Followed {
+            bytes: 0,
+            messages: 0,
+            points: 0,
+        };
+        let mut buffer = vec![0u8; 1 << 16];
+        let mut tail = Vec::new();
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            followed.bytes += n;
+            // Count across reads: keep the last few bytes of the previous one.
+            tail.extend_from_slice(&buffer[..n]);
+            followed.messages += count(&tail, b"event: update");
+            followed.points += count(&tail, b",\"loss\",");
+            let keep = tail.len().saturating_sub(16);
+            tail.drain(..keep);
+        }
+        followed
+    }))
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+async fn ingestion_side_by_side() -> anyhow::Result<()> {
+    let modes = [
+        "dashboard off",
+        "dashboard on, no client",
+        "dashboard on, 1 SSE client (every point of the stage)",
+    ];
+    let mut runs: Vec<Vec<(Ingested, Option<Followed>)>> =
+        modes.iter().map(|_| Vec::new()).collect();
+    for repeat in 0..REPEATS {
+        for (mode, results) in runs.iter_mut().enumerate() {
+            eprintln!("dashboard: ingestion, {} (run {})", modes[mode], repeat + 1);
+            let cluster = if mode > 0 {
+                Cluster::start_with_dashboard(&config(WORKERS), &[]).await?
+            } else {
+                Cluster::start(&config(WORKERS), &[]).await?
+            };
+            let follower = match (&cluster.dashboard_url, mode) {
+                (Some(url), 2) => Some(follow(url, &cluster.client_token)?),
+                _ => None,
+            };
+            let ingested = ingest(&cluster, WORKERS).await?;
+            cluster.shutdown().await;
+            let followed = match follower {
+                Some(handle) => Some(
+                    tokio::task::spawn_blocking(move || handle.join())
+                        .await?
+                        .map_err(|_| anyhow::anyhow!("the SSE client panicked"))?,
+                ),
+                None => None,
+            };
+            results.push((ingested, followed));
+        }
+    }
+    let median_rate = |results: &[(Ingested, Option<Followed>)]| {
+        let mut rates: Vec<f64> = results.iter().map(|(run, _)| run.points_per_s()).collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let baseline = median_rate(&runs[0]);
+    let mut rows = Vec::new();
+    for (mode, results) in runs.iter_mut().enumerate() {
+        let rate = median_rate(results);
+        let mut per_point: Vec<f64> = results
+            .iter()
+            .map(|(run, _)| run.cpu.coordinator_per(run.points).as_secs_f64() * 1e6)
+            .collect();
+        per_point.sort_by(f64::total_cmp);
+        let mut delays: Vec<Duration> = results
+            .iter_mut()
+            .flat_map(|(run, _)| run.delays.drain(..))
+            .collect();
+        let followed = results
+            .iter()
+            .filter_map(|(run, followed)| followed.as_ref().map(|f| (run.points, f)))
+            .map(|(points, f)| {
+                format!(
+                    "{:.0}% of points, {} msgs, {:.1} MB",
+                    100.0 * f.points as f64 / points.max(1) as f64,
+                    f.messages,
+                    f.bytes as f64 / 1e6
+                )
+            })
+            .next_back()
+            .unwrap_or_else(|| "-".to_owned());
+        rows.push(vec![
+            modes[mode].to_owned(),
+            format!("{rate:.0}"),
+            format!("{:+.1}%", (rate / baseline - 1.0) * 100.0),
+            format!("{:.2}", per_point[per_point.len() / 2]),
+            ms(quantile(&mut delays, 0.5)),
+            ms(quantile(&mut delays, 0.99)),
+            followed,
+        ]);
+    }
+    table(
+        &format!(
+            "Ingestion with the dashboard: {WORKERS} simulated workers, batches of 1000 points, {}s per run, median of {REPEATS} interleaved runs",
+            crate::ingest::RUN_FOR.as_secs()
+        ),
+        &["coordinator", "points/s", "vs off", "coordinator us/point", "ack p50", "ack p99", "the SSE client got (last run)"],
+        &rows,
+    );
+    Ok(())
+}
+
+fn page_config() -> String {
+    format!(
+        "name: bench\nprimary_metric: {{name: score, goal: max}}\nmetrics: [score, loss]\n\
+         job:\n  command: [\"true\"]\nmethods:\n{}stages:\n  baselines: {{seeds: {}}}\n",
+        (0..PAGE_METHODS)
+            .map(|m| format!("  m{m}: {{}}\n"))
+            .collect::<String>(),
+        PAGE_JOBS / PAGE_METHODS
+    )
+}
+
+/// 64 workers of 4 slots lease 256 jobs; each gets 20 points of `loss`.
+async fn populate(cluster: &Cluster) -> anyhow::Result<()> {
+    let mut client = cluster.client()?;
+    submit(&mut client, "baselines", false).await?;
+    let mut tasks = Vec::new();
+    for _ in 0..PAGE_WORKERS {
+        let mut worker = cluster.worker()?;
+        tasks.push(tokio::spawn(async move {
+            let worker_id = register(&mut worker, 4).await?;
+            let session = Session::new(worker.clone());
+            let jobs = session
+                .lease(v1::LeaseRequest {
+                    worker_id: worker_id.clone(),
+                    free_slots: 4,
+                    wait_ms: 5000,
+                })
+                .await?
+                .jobs;
+            for job in jobs {
+                let points = (0..20)
+                    .map(|step| v1::MetricPoint {
+                        seq: step,
+                        name: "loss".to_owned(),
+                        step,
+                        value: 1.0 / (step as f64 + 1.0),
+                        time_ms: 0,
+                    })
+                    .collect();
+                worker
+                    .report_metrics(v1::MetricBatch {
+                        worker_id: worker_id.clone(),
+                        job_id: job.job_id.clone(),
+                        attempt: job.attempt,
+                        points,
+                    })
+                    .await?;
+            }
+            // Kept: the workers' leases (they do not heartbeat; the lease is long).
+            anyhow::Ok(session)
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// One GET with the bearer token: (status, body bytes, time to the last byte).
+fn get(url: &str, path: &str, token: &str) -> anyhow::Result<(u16, usize, Duration)> {
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(host)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(0, |(_, body)| body.len());
+    Ok((status, body, elapsed))
+}
+
+async fn page_load() -> anyhow::Result<()> {
+    eprintln!("dashboard: page load, {PAGE_JOBS} jobs and {PAGE_WORKERS} workers");
+    let cluster = Cluster::start_with_dashboard(&page_config(), &[]).await?;
+    populate(&cluster).await?;
+    let url = cluster
+        .dashboard_url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no dashboard"))?;
+    let token = cluster.client_token.clone();
+    let mut rows = Vec::new();
+    for path in [
+        "/",
+        "/app.js",
+        "/api/overview",
+        "/api/stages/baselines/jobs",
+        "/api/stages/baselines/series?metric=loss",
+        "/api/claims",
+    ] {
+        let (url, token, asked) = (url.clone(), token.clone(), path.to_owned());
+        let (status, bytes, mut times) = tokio::task::spawn_blocking(move || {
+            let mut times = Vec::new();
+            let mut last = (0, 0);
+            for _ in 0..PAGE_LOADS {
+                let (status, bytes, elapsed) = get(&url, &asked, &token)?;
+                times.push(elapsed);
+                last = (status, bytes);
+            }
+            anyhow::Ok((last.0, last.1, times))
+        })
+        .await??;
+        anyhow::ensure!(status == 200, "{path} answered {status}");
+        rows.push(vec![
+            format!("GET {path}"),
+            format!("{:.0} KB", bytes as f64 / 1e3),
+            ms(quantile(&mut times, 0.5)),
+            ms(quantile(&mut times, 1.0)),
+        ]);
+    }
+    let browser = {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || browser_load(&url, &token)).await?
+    };
+    match browser {
+        Ok(mut times) => rows.push(vec![
+            format!("Chromium: stage page, navigation → {PAGE_JOBS}-row jobs table in the DOM"),
+            "-".to_owned(),
+            ms(quantile(&mut times, 0.5)),
+            ms(quantile(&mut times, 1.0)),
+        ]),
+        Err(err) => eprintln!("dashboard: no browser measurement: {err:#}"),
+    }
+    cluster.shutdown().await;
+    table(
+        &format!("Dashboard page load: {PAGE_JOBS} jobs (256 running with 20 points each), {PAGE_WORKERS} workers; {PAGE_LOADS} loads each"),
+        &["what", "size", "median", "max"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Loads the stage page in headless Chromium `PAGE_LOADS` times; each time from
+/// navigation start to the page's `expcluster:jobs-table` mark.
+fn browser_load(url: &str, token: &str) -> anyhow::Result<Vec<Duration>> {
+    let installed = std::process::Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    anyhow::ensure!(
+        installed,
+        "chromium is not installed (scripts/setup.sh installs it)"
+    );
+    let browser = expcluster_tests::browser::Browser::start();
+    let mut page = browser.page();
+    page.call("Network.enable", serde_json::json!({}));
+    page.call(
+        "Network.setExtraHTTPHeaders",
+        serde_json::json!({"headers": {"Authorization": format!("Bearer {token}")}}),
+    );
+    let mut times = Vec::new();
+    for _ in 0..PAGE_LOADS {
+        page.navigate("about:blank#reset");
+        page.navigate(&format!("{url}#/stage/baselines"));
+        page.wait_for(
+            "the jobs table",
+            Duration::from_secs(60),
+            &format!("document.querySelector('#jobs') && document.querySelector('#jobs').dataset.rows === '{PAGE_JOBS}'"),
+        );
+        let mark = page.eval("performance.getEntriesByName('expcluster:jobs-table')[0].startTime");
+        let ms = mark
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("no mark: {mark}"))?;
+        times.push(Duration::from_secs_f64(ms / 1e3));
+    }
+    Ok(times)
+}
