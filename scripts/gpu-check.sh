@@ -4,7 +4,8 @@
 # carry target/release/expcluster and target/release/examples/{gpu_check,bench_vs_pytorch,allreduce_bench},
 # run this from the repository root. Prints a table; exits non-zero if a check fails.
 #
-#   1. the trainer on CUDA: every model kind in fp32 and bf16, cancel and resume; then
+#   1. the trainer on CUDA: every model kind in fp32, bf16 and bf16_pure, cancel and
+#      resume; then
 #      data-parallel through NCCL: a one-rank NCCL gang trains (and must match the
 #      plain run) and NCCL all-reduce bandwidth for a few sizes;
 #   2. expcluster end to end: a coordinator, a worker with --gpus 0, a stage of
@@ -41,7 +42,7 @@ record() { RESULTS+=("| $1 | $2 | $3 |"); }
 echo "== GPU"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-echo "== 1. trainer on CUDA (all model kinds, fp32 and bf16, cancel/resume, 1-rank NCCL gang, NCCL bandwidth)"
+echo "== 1. trainer on CUDA (all model kinds, fp32/bf16/bf16_pure, cancel/resume, 1-rank NCCL gang, NCCL bandwidth)"
 if "$EXAMPLES/gpu_check" 0; then record "trainer on cuda:0" PASS "gpu_check"; else record "trainer on cuda:0" FAIL "gpu_check exited non-zero"; fi
 
 echo "== 2. expcluster end to end on the GPU"

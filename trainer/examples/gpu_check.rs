@@ -1,9 +1,9 @@
 //! One-shot CUDA check of the trainer, for the GPU machine (no cargo there: build
 //! here, carry the binary, run with `LD_LIBRARY_PATH` at that machine's `torch/lib`).
 //!
-//! `gpu_check [device index]` trains each model kind on synthetic data in fp32 and
-//! bf16 on `cuda:<index>`, checks it learned, cancels and resumes one job, and prints a
-//! table of scores and throughput. Then the data-parallel path on one GPU: a one-rank
+//! `gpu_check [device index]` trains each model kind on synthetic data in fp32, bf16
+//! (AMP-style) and pure bf16 on `cuda:<index>`, checks it learned, cancels and
+//! resumes one job, and prints a table of scores and throughput. Then the data-parallel path on one GPU: a one-rank
 //! NCCL gang trains the first case (it must match the plain run), and NCCL all-reduce
 //! bandwidth for a few sizes. Exit status 1 if any check fails.
 
@@ -128,7 +128,7 @@ fn main() {
     println!("| case | precision | metric | value | test_loss | samples/s (last epoch) | wall s |");
     println!("|---|---|---|---|---|---|---|");
     for (name, base, metric, floor) in &cases {
-        for precision in ["fp32", "bf16"] {
+        for precision in ["fp32", "bf16", "bf16_pure"] {
             let mut value = base.clone();
             value["precision"] = json!(precision);
             let spec = match TrainerSpec::from_json(&value) {

@@ -22,7 +22,9 @@
 //! - **Checkpoints** are directories written under a temporary name, fsynced and
 //!   renamed: a crash leaves either the old checkpoint or the new one.
 //! - **bf16** is AMP-style (fp32 master weights, bf16 casts inside the forward, loss in
-//!   fp32), CUDA only; on CPU it falls back to fp32 with a warning.
+//!   fp32); **bf16_pure** stores weights, gradients and optimizer state in bf16 too.
+//!   Both run on CUDA and on the CPU (oneDNN's bf16 kernels), so a CPU test run has
+//!   the GPU's numerics; docs/config.md gives the accuracy trade-off.
 
 mod checkpoint;
 mod data;

@@ -67,13 +67,9 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
     spec.validate().map_err(TrainError::InvalidSpec)?;
     tch::set_num_threads(spec.threads as i32);
     let (device, device_name) = resolve_device(job.device)?;
-    let compute = match (spec.precision, device) {
-        (Precision::Bf16, Device::Cuda(_)) => Kind::BFloat16,
-        (Precision::Bf16, _) => {
-            tracing::warn!("precision bf16 is CUDA-only; running fp32 on {device_name}");
-            Kind::Float
-        }
-        (Precision::Fp32, _) => Kind::Float,
+    let compute = match spec.precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 | Precision::Bf16Pure => Kind::BFloat16,
     };
     let data = data::load(spec, job.data_root)?.to_device(device);
     let mut vs = VarStore::new(device);
@@ -83,6 +79,11 @@ pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport,
     };
     let mut init_rng = Rng::new(derive(job.seed, &[purpose::INIT]));
     let net = models::build(&spec.model, vs.root(), &input, data.outputs, &mut init_rng)?;
+    if spec.precision == Precision::Bf16Pure {
+        // The fp32 initialisation rounded to bf16; layers hold the same tensors, so
+        // they see it. Optimizer buffers are made below in the same dtype.
+        vs.bfloat16();
+    }
     let mut optimizer = Optimizer::new(&spec.optimizer, vs.trainable_variables());
 
     let mut gang = job

@@ -1,7 +1,8 @@
 //! Layers built from a named `nn::Path` (so `VarStore` checkpoints carry their
 //! names), initialised from the trainer's own RNG with PyTorch's default bounds, and
 //! aware of the compute dtype: under bf16 the matmul/conv inputs and weights are cast
-//! inside the forward while the stored parameters stay fp32.
+//! inside the forward (the stored parameters stay fp32, or are bf16 already in pure
+//! bf16, where the cast is a no-op).
 
 use expcluster_core::trainer_spec::Activation;
 use tch::{nn, Device, Kind, Tensor};
@@ -140,7 +141,8 @@ fn batch_config() -> nn::BatchNormConfig {
     }
 }
 
-/// Normalisation; always computed in fp32 (as autocast does).
+/// Normalisation, computed in its parameters' dtype: fp32 under fp32 and AMP-style
+/// bf16 (as autocast does), bf16 in pure bf16.
 #[derive(Debug)]
 pub enum NormLayer {
     Batch(nn::BatchNorm),
@@ -161,7 +163,11 @@ impl NormLayer {
     }
 
     pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
-        let x = x.to_kind(Kind::Float);
+        let kind = match self {
+            NormLayer::Batch(norm) => norm.running_mean.kind(),
+            NormLayer::Layer(norm) => norm.ws.as_ref().map_or(Kind::Float, Tensor::kind),
+        };
+        let x = x.to_kind(kind);
         match self {
             NormLayer::Batch(norm) => nn::ModuleT::forward_t(norm, &x, ctx.train),
             NormLayer::Layer(norm) => nn::Module::forward(norm, &x),

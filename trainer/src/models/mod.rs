@@ -16,7 +16,7 @@ use layers::{activate_owned, dropout, Conv, Dense, NormLayer};
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub train: bool,
-    /// Float, or BFloat16 for AMP-style mixed precision.
+    /// Float, or BFloat16 for AMP-style and pure bf16.
     pub compute: Kind,
     /// This step's seed for dropout masks on the CPU ([`layers::dropout`]).
     pub dropout_seed: u64,
