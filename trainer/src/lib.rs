@@ -29,6 +29,7 @@
 mod checkpoint;
 mod data;
 pub mod distributed;
+mod heap;
 mod metrics;
 mod models;
 mod native;

@@ -65,6 +65,7 @@ impl MetricSink for Discard {
 pub fn run(job: &TrainJob<'_>, sink: &mut dyn MetricSink) -> Result<TrainReport, TrainError> {
     let spec = job.spec;
     spec.validate().map_err(TrainError::InvalidSpec)?;
+    crate::heap::keep_freed_memory();
     tch::set_num_threads(spec.threads as i32);
     let (device, device_name) = resolve_device(job.device)?;
     let compute = match spec.precision {
