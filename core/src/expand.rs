@@ -221,6 +221,14 @@ pub fn fingerprint(resolved: &Value, seed: u64, code_digest: &str) -> String {
     ])
 }
 
+/// What a variant at a sweep point runs, whatever the stage and the seed: the resolved
+/// job and the code. Two stages whose groups share it ran the same experiment, so
+/// their seeds are evidence about the same thing (and a seed run in both is one
+/// computation, run twice).
+pub fn configuration_fingerprint(resolved: &Value, code_digest: &str) -> String {
+    short_digest(&[canonical_json(resolved).as_bytes(), code_digest.as_bytes()])
+}
+
 /// JSON text with every object's keys sorted (numbers and strings as serde_json
 /// writes them).
 pub fn canonical_json(value: &Value) -> String {

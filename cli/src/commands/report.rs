@@ -236,11 +236,28 @@ fn claims_section(root: &Path) -> String {
             claim,
             text(&event["stage"]),
             version,
-            format!("**{}**", text(&event["status"])),
+            verdict_cell(event),
             text(&event["summary"]),
         ]);
     }
     markdown_table(&rows) + "\n"
+}
+
+/// The verdict, flagged when another stage's verdict of the claim disagrees (the
+/// event's `conflicts`): both stand, so the table shows both.
+fn verdict_cell(event: &Value) -> String {
+    let verdict = format!("**{}**", text(&event["status"]));
+    let conflicts: Vec<String> = event["conflicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} in {}", text(&c["status"]), text(&c["stage"])))
+        .collect();
+    if conflicts.is_empty() {
+        verdict
+    } else {
+        format!("{verdict} (CONFLICT: {})", conflicts.join(", "))
+    }
 }
 
 fn figures_section(root: &Path) -> String {

@@ -3,7 +3,7 @@
 
 use crate::error::CoordinatorError;
 use crate::ops::CoordinatorState;
-use crate::stage::claims::{evaluate, ClaimStatus};
+use crate::stage::claims::{evaluate, ClaimStatus, StageContext};
 use crate::stage::feedback::{apply_update, EventSink, FeedbackError, IdeaUpdate};
 use crate::stage::idea::{
     idea_md_path, mark_claim, read_idea_json, recorded_claim_status, version_of,
@@ -45,7 +45,18 @@ impl CoordinatorState {
         }
         let analysis = analyse(loaded, stage, outcomes);
         let look = stage_look(loaded, stage, &self.claim_events);
-        let evaluations = evaluate(loaded, &analysis, look.as_ref());
+        let code_digest = self
+            .stage_runs
+            .iter()
+            .find(|run| run.id == stage_run)
+            .map(|run| run.code.digest.clone())
+            .unwrap_or_default();
+        let context = StageContext {
+            look: look.as_ref(),
+            code_digest: &code_digest,
+            earlier: &self.claim_events,
+        };
+        let evaluations = evaluate(loaded, &analysis, &context);
         let idea = read_idea_json(&self.workspace);
         let mut update = IdeaUpdate {
             source: format!("feedback after the {stage} stage (run {stage_run})"),
@@ -65,6 +76,7 @@ impl CoordinatorState {
                     "already_recorded".into(),
                     (already && evaluation.status == ClaimStatus::Contradicted).into(),
                 );
+                map.insert("code_digest".into(), code_digest.clone().into());
             }
             let seq = self.log_event("hypothesis_evaluated", payload)?;
             if evaluation.status != ClaimStatus::Contradicted || already {

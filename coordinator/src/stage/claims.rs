@@ -26,7 +26,11 @@
 //! `alpha / m`, the strictest Holm step: the smallest difference its seeds detect
 //! with 80% power, and the seeds that would detect the difference observed.
 
-use crate::stage::claims_text::{look_text, next_look_text, power_level_text, power_sentence};
+use crate::stage::across_stages::{conflicts, other_stage_verdicts, pool, AcrossStage, PointData};
+use crate::stage::claims_text::{
+    across_json, across_text, conflict_text, look_text, next_look_text, power_level_text,
+    power_sentence,
+};
 use crate::stage::looks::{looked_test, LookedTest, StageLook};
 use crate::stage::summary::analysis::{StageAnalysis, Test};
 use crate::stage::summary::render::{interval_json, mean_diff_interval, num};
@@ -70,6 +74,9 @@ pub struct ClaimEvaluation {
     pub summary: String,
     /// The stage's two-look design and which look this is, if it declares one.
     pub sequential: Option<Value>,
+    /// Other stages' verdicts this one disagrees with (supported against
+    /// contradicted): both stand.
+    pub conflicts: Vec<Value>,
 }
 
 impl ClaimEvaluation {
@@ -95,17 +102,29 @@ impl ClaimEvaluation {
             "evidence": self.evidence,
             "summary": self.summary,
             "sequential": self.sequential,
+            "conflicts": self.conflicts,
         })
     }
 }
 
-/// Evaluates every claim whose two sides ran in the stage and whose metric it produced;
-/// `look` is where the stage's two-look design stands, if it declares one.
+/// What a stage's claims are judged with besides its own results.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageContext<'a> {
+    /// Where the stage's two-look design stands, if it declares one.
+    pub look: Option<&'a StageLook>,
+    /// The digest of the code the stage ran (part of each side's configuration).
+    pub code_digest: &'a str,
+    /// Earlier `hypothesis_evaluated` events (other stages' verdicts and data).
+    pub earlier: &'a [Value],
+}
+
+/// Evaluates every claim whose two sides ran in the stage and whose metric it produced.
 pub fn evaluate(
     loaded: &LoadedConfig,
     analysis: &StageAnalysis,
-    look: Option<&StageLook>,
+    context: &StageContext<'_>,
 ) -> Vec<ClaimEvaluation> {
+    let look = context.look;
     let points = claim_points(loaded, analysis);
     let looked: Vec<Option<LookedTest>> = points
         .iter()
@@ -131,11 +150,53 @@ pub fn evaluate(
         })
         .collect();
     let family = ClaimFamily::of(&decisive);
+    let data: Vec<PointData> = points
+        .iter()
+        .map(|point| {
+            let metric = &loaded.config.claims[point.claim].metric;
+            PointData::of(
+                analysis,
+                metric,
+                (point.better, point.than),
+                context.code_digest,
+            )
+        })
+        .collect();
+    let across: Vec<Vec<AcrossStage<'_>>> = points
+        .iter()
+        .zip(&data)
+        .map(|(point, data)| {
+            let claim = &loaded.config.claims[point.claim];
+            other_stage_verdicts(context.earlier, &claim.id, analysis.stage)
+                .into_iter()
+                .map(|other| {
+                    pool(
+                        data,
+                        point.test.method,
+                        1.0 - claim.alpha,
+                        context.code_digest,
+                        other,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let pooled_family = ClaimFamily::of(
+        &across
+            .iter()
+            .flatten()
+            .map(|a| a.pooled.as_ref().and_then(|p| p.comparison.p_value))
+            .collect::<Vec<_>>(),
+    );
     let judged = Judged {
         points: &points,
         looked: &looked,
         family: &family,
         look,
+        data: &data,
+        across: &across,
+        pooled_family: &pooled_family,
+        earlier: context.earlier,
     };
     loaded
         .config
@@ -158,6 +219,20 @@ struct Judged<'a> {
     looked: &'a [Option<LookedTest>],
     family: &'a ClaimFamily,
     look: Option<&'a StageLook>,
+    /// Per point, its data as evidence records it.
+    data: &'a [PointData],
+    /// Per point, against each other stage's latest verdict of the claim.
+    across: &'a [Vec<AcrossStage<'a>>],
+    /// Holm over the pooled tests, in the order of `across` flattened.
+    pooled_family: &'a ClaimFamily,
+    earlier: &'a [Value],
+}
+
+impl Judged<'_> {
+    /// The index into `pooled_family` of point `point`'s `k`-th other stage.
+    fn pooled_index(&self, point: usize, k: usize) -> usize {
+        self.across[..point].iter().map(Vec::len).sum::<usize>() + k
+    }
 }
 
 /// One test of a declared claim: the claim at one sweep point where both sides ran.
@@ -248,7 +323,9 @@ fn evaluate_one(
     } else {
         ClaimStatus::Inconclusive
     };
-    let summary = format!(
+    let others = other_stage_verdicts(judged.earlier, &claim.id, analysis.stage);
+    let conflicts = conflicts(status.as_str(), &others);
+    let mut summary = format!(
         "claim {} ({} better than {} on {}, alpha {}) is {} in the {} stage: {}.",
         claim.id,
         claim.better,
@@ -259,12 +336,14 @@ fn evaluate_one(
         analysis.stage,
         sentences.join("; ")
     );
+    summary.push_str(&conflict_text(status.as_str(), &conflicts));
     Some(ClaimEvaluation {
         claim: claim.clone(),
         status,
         evidence,
         summary,
         sequential: judged.look.map(|look| look.to_json(claim.alpha)),
+        conflicts,
     })
 }
 
@@ -381,6 +460,24 @@ fn evaluate_point(
             sentence.push_str(&next_look_text(look, analysis.stage.as_str(), power_at_max));
         }
     }
+    let mut across = Vec::new();
+    for (k, other) in judged.across[index].iter().enumerate() {
+        let p_holm = judged.pooled_family.p_holm[judged.pooled_index(index, k)];
+        let pooled_status = other.pooled.as_ref().map(|pooled| {
+            let significant = p_holm.is_some_and(|p| p < claim.alpha);
+            match (significant, direction_of(goal, pooled.comparison.mean_diff)) {
+                (true, "as claimed") => ClaimStatus::Supported,
+                (true, "against the claim") => ClaimStatus::Contradicted,
+                _ => ClaimStatus::Inconclusive,
+            }
+        });
+        sentence.push_str(&across_text(
+            other,
+            (p_holm, judged.pooled_family.size),
+            pooled_status,
+        ));
+        across.push(across_json(other, p_holm, pooled_status));
+    }
     let (better_stats, than_stats) = (&oriented.a, &oriented.b);
     let sequential = look.zip(looked).map(|(look, looked)| {
         json!({
@@ -422,6 +519,8 @@ fn evaluate_point(
         "failed_seeds_than": than_group.failed_seeds(&claim.metric),
         "power": power,
         "sequential": sequential,
+        "data": judged.data[index].to_json(),
+        "across_stages": across,
         "status": status,
     });
     PointVerdict {
@@ -457,4 +556,4 @@ fn test_oriented_95(test: &Test, better: usize) -> Comparison {
 
 #[cfg(test)]
 #[path = "claims_tests.rs"]
-mod tests;
+pub(crate) mod tests;

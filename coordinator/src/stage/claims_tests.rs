@@ -2,7 +2,7 @@
 //! the failed seeds; the interval excludes 0 exactly when the test's p < alpha; an
 //! inconclusive claim says what power the seeds have.
 
-use super::{evaluate, ClaimStatus};
+use super::{evaluate, ClaimStatus, StageContext};
 use crate::stage::summary::analysis::{analyse_groups, Group};
 use expcluster_core::config::{ExperimentConfig, LoadedConfig};
 use expcluster_core::expand::VariantKind;
@@ -22,14 +22,20 @@ fn config(claim_extra: &str) -> LoadedConfig {
 }
 
 fn group(variant: &str, values: &[f64]) -> Group {
+    let seeds: Vec<u64> = (0..values.len() as u64).collect();
+    group_at(variant, Value::Null, &seeds, values)
+}
+
+/// A method's group on metric `acc`: what it ran and its value at each seed.
+pub(crate) fn group_at(variant: &str, resolved: Value, seeds: &[u64], values: &[f64]) -> Group {
     Group {
         variant: variant.to_owned(),
         kind: VariantKind::Method,
         stem: variant.to_owned(),
         point_index: None,
         sweep_point: Default::default(),
-        seeds: (0..values.len() as u64).collect(),
-        resolved: Value::Null,
+        seeds: seeds.to_vec(),
+        resolved,
         finals: [("acc".to_owned(), values.to_vec())].into_iter().collect(),
         curves: Default::default(),
     }
@@ -52,7 +58,11 @@ fn verdict_with(
         vec!["acc".to_owned()],
         vec![group("proposed", proposed), group("baseline", baseline)],
     );
-    evaluate(&loaded, &analysis, look)
+    let context = StageContext {
+        look,
+        ..StageContext::default()
+    };
+    evaluate(&loaded, &analysis, &context)
         .pop()
         .expect("the claim is evaluated")
 }
@@ -198,7 +208,9 @@ fn the_holm_family_of_the_verdicts_is_the_declared_claims() {
     );
     assert_eq!(analysis.family_size, 3, "the summary's exploratory family");
     assert!(tested.p_holm.expect("holm") > 0.05, "{:?}", tested.p_holm);
-    let evaluation = evaluate(&loaded, &analysis, None).pop().expect("evaluated");
+    let evaluation = evaluate(&loaded, &analysis, &StageContext::default())
+        .pop()
+        .expect("evaluated");
     let evidence = &evaluation.evidence[0];
     assert_eq!(evidence["family_size"], 1, "{evidence}");
     assert_eq!(evidence["p_holm"].as_f64(), Some(p));
@@ -213,7 +225,7 @@ fn the_holm_family_of_the_verdicts_is_the_declared_claims() {
         .test_between("acc", 0, 2)
         .and_then(|t| t.p_value)
         .expect("p");
-    let evaluations = evaluate(&loaded, &analysis, None);
+    let evaluations = evaluate(&loaded, &analysis, &StageContext::default());
     let holm: Vec<f64> = evaluations
         .iter()
         .map(|e| e.evidence[0]["p_holm"].as_f64().expect("holm"))

@@ -1,10 +1,15 @@
 //! The words of a claim's verdict beyond the test itself: what an inconclusive
 //! claim's seeds could detect, and which look of a two-look design judged it.
 
+use crate::stage::across_stages::{seed_ranges, AcrossStage};
+use crate::stage::claims::ClaimStatus;
 use crate::stage::looks::StageLook;
 use crate::stage::summary::analysis::Test;
+use crate::stage::summary::render::{interval_json, num};
+use crate::stage::summary::text::fmt_interval;
 use crate::stage::summary::text::{fmt_diff, fmt_num, fmt_p};
 use expcluster_stats::{PowerAnalysis, PowerDesign};
+use serde_json::{json, Value};
 
 /// What an inconclusive claim needs: the smallest effect the current seeds detect
 /// with 80% power, and the seeds that would detect the effect observed.
@@ -111,5 +116,126 @@ pub fn next_look_text(look: &StageLook, stage: &str, power_at_max: Option<f64>) 
     format!(
         "; the declared second look (`expcluster submit --stage {stage} --seeds-for-power`) runs {} seeds{power}",
         look.design.max
+    )
+}
+
+/// One claim test against another stage's verdict, for the sentence: pooled (its
+/// numbers and verdict) or reported separately (why).
+pub fn across_text(
+    across: &AcrossStage<'_>,
+    (p_holm, family): (Option<f64>, usize),
+    status: Option<ClaimStatus>,
+) -> String {
+    let other = across.other;
+    let there = format!(
+        "the {} stage (run {}, {} there)",
+        other["stage"].as_str().unwrap_or("?"),
+        other["stage_run"],
+        other["status"].as_str().unwrap_or("?")
+    );
+    let Some(pooled) = &across.pooled else {
+        return format!(
+            "; not pooled with {there}: {}",
+            across.reason.as_deref().unwrap_or("no matching test")
+        );
+    };
+    let c = &pooled.comparison;
+    let Some(p) = c.p_value else {
+        return format!(
+            "; pooled with {there} (same job definitions and code): {} not possible on seeds {}",
+            c.method.label(),
+            seed_ranges(&pooled.seeds)
+        );
+    };
+    let size = match c.n_pairs {
+        Some(pairs) => format!("n = {pairs} pairs"),
+        None => format!("n = {} vs {}", c.a.n, c.b.n),
+    };
+    let shared = match pooled.shared.len() {
+        0 => String::new(),
+        k => format!(
+            ", {k} seed{} run in both stages counted once",
+            if k == 1 { "" } else { "s" }
+        ),
+    };
+    let differing = if pooled.differing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} {} gave other values there: not deterministic; this stage's are used)",
+            if pooled.differing.len() == 1 {
+                "seed"
+            } else {
+                "seeds"
+            },
+            seed_ranges(&pooled.differing)
+        )
+    };
+    format!(
+        "; pooled with {there} (same job definitions and code): {} ({} p = {}, {}; {size} over seeds {}{shared}{differing}) is {}, Holm p = {} over {family} pooled test{}",
+        c.mean_diff.map_or("n/a".to_owned(), fmt_diff),
+        c.method.label(),
+        fmt_p(p),
+        c.interval.as_ref().map_or("no interval".to_owned(), fmt_interval),
+        seed_ranges(&pooled.seeds),
+        status.map_or("inconclusive", ClaimStatus::as_str),
+        p_holm.map_or("n/a".to_owned(), fmt_p),
+        if family == 1 { "" } else { "s" },
+    )
+}
+
+/// One claim test against another stage's verdict, for the evidence's `across_stages`.
+pub fn across_json(
+    across: &AcrossStage<'_>,
+    p_holm: Option<f64>,
+    status: Option<ClaimStatus>,
+) -> Value {
+    let other = across.other;
+    let mut entry = json!({
+        "stage": other["stage"],
+        "stage_run": other["stage_run"],
+        "event": other["seq"],
+        "status_there": other["status"],
+        "pooled": across.pooled.is_some(),
+        "reason": across.reason,
+    });
+    if let (Some(pooled), Value::Object(map)) = (&across.pooled, &mut entry) {
+        let c = &pooled.comparison;
+        map.insert("seeds".into(), json!(pooled.seeds));
+        map.insert("shared_seeds".into(), json!(pooled.shared));
+        map.insert("differing_seeds".into(), json!(pooled.differing));
+        map.insert("test".into(), json!(c.p_value.map(|_| c.method.as_str())));
+        map.insert("n_pairs".into(), json!(c.n_pairs));
+        map.insert("n_better".into(), json!(c.a.n));
+        map.insert("n_than".into(), json!(c.b.n));
+        map.insert("mean_diff".into(), num(c.mean_diff));
+        map.insert("p_value".into(), num(c.p_value));
+        map.insert("p_holm".into(), num(p_holm));
+        map.insert("interval".into(), interval_json(c.interval.as_ref()));
+        map.insert("status".into(), json!(status));
+    }
+    entry
+}
+
+/// The flag on a verdict that disagrees with another stage's.
+pub fn conflict_text(status: &str, conflicts: &[Value]) -> String {
+    if conflicts.is_empty() {
+        return String::new();
+    }
+    let others: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "{} in the {} stage (run {}, research_log.jsonl event #{})",
+                c["status"].as_str().unwrap_or("?"),
+                c["stage"].as_str().unwrap_or("?"),
+                c["stage_run"],
+                c["event"]
+            )
+        })
+        .collect();
+    format!(
+        " CONFLICT: {status} here but {}; both verdicts stand, neither replaces the other.",
+        others.join(", ")
     )
 }

@@ -2,6 +2,7 @@
 //! the result arrays, summaries and statistics, claims, and the idea's feedback and
 //! versions. Expansion into jobs is `expcluster_core::expand`.
 
+pub mod across_stages;
 pub mod aggregate;
 pub mod claims;
 pub mod claims_text;

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod across_stages;
 mod cli;
 mod dashboard;
 mod definition;
