@@ -57,6 +57,11 @@ pub struct SubmitArgs {
     /// Run the stage even though no earlier stage of the config has completed.
     #[serde(default)]
     pub force: bool,
+    /// Open the second and last look of the stage's declared two-look design
+    /// (`sequential:` in the stage): run it on max_seeds and judge its inconclusive
+    /// claims again at the second look's level (docs/statistics.md).
+    #[serde(default)]
+    pub seeds_for_power: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -71,6 +76,8 @@ pub struct Submitted {
     pub attached: bool,
     /// The stage-order warning, when an earlier stage was skipped.
     pub warning: Option<String>,
+    /// What the submission did beyond the config (a second look: its seeds, levels).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -226,7 +233,7 @@ impl ExpclusterMcp {
                 crate::commands::submit::SubmitFlags {
                     rerun: args.rerun,
                     force: args.force,
-                    seeds_for_power: false,
+                    seeds_for_power: args.seeds_for_power,
                 },
                 &connection.address,
             )
@@ -237,6 +244,7 @@ impl ExpclusterMcp {
                 jobs_total: submitted.response.jobs_total,
                 jobs_reused: submitted.response.jobs_reused,
                 attached: submitted.response.attached,
+                note: (!submitted.response.note.is_empty()).then_some(submitted.response.note),
                 warning: submitted.warning,
             })
         };
