@@ -195,6 +195,11 @@ impl CoordinatorState {
             ) else {
                 continue;
             };
+            if kind == "job_reattached" {
+                // Not an outcome: the attempt carries on (the journal's `reattach`
+                // record says who holds it now).
+                continue;
+            }
             if kind == "job_completed" && event["status"] == "succeeded" {
                 successes.insert(job_id.clone(), event);
             }
