@@ -24,7 +24,7 @@
 use crate::error::CoordinatorError;
 use crate::ops::CoordinatorState;
 use crate::state::gang::{RendezvousAnswer, MAX_RENDEZVOUS_BYTES};
-use crate::state::lifecycle::JobState;
+use crate::state::lifecycle::{Fence, JobState};
 use crate::state::reports::{Completion, Outcome};
 use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use std::time::Instant;
@@ -89,7 +89,8 @@ impl CoordinatorState {
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.to_string()))?;
-        let current = matches!(&job.state, JobState::Running { attempt: a, .. } if *a == attempt);
+        // The attempt runs (on any of the gang's workers: rank 0 holds the lease).
+        let current = job.state.fence(worker, attempt) != Fence::Over;
         match job.gang.as_mut() {
             Some(gang) if current && gang.has_worker(worker) => Ok(gang),
             gang => Err(CoordinatorError::refused_attempt(

@@ -15,6 +15,7 @@ use crate::state::lifecycle::JobState;
 use crate::state::records::{JobRecord, WorkerRecord};
 use crate::state::reports::{CompletionKey, Outcome};
 use crate::store::code_files::CodeFiles;
+use crate::store::metric_spool::MetricSpool;
 use crate::store::workspace::{write_atomic, Workspace};
 use expcluster_core::{JobDefinition, JobId, Stage, WorkerId};
 use serde_json::Value;
@@ -298,7 +299,7 @@ impl CoordinatorState {
             }
         }
 
-        let spool_dir = self.workspace.state_dir().join("metrics");
+        let state_dir = self.workspace.state_dir();
         let mut order: Vec<JobId> = Vec::new();
         for run in &self.stage_runs {
             order.extend(run.jobs.iter().cloned());
@@ -312,7 +313,7 @@ impl CoordinatorState {
                     let attempt = *attempt;
                     crate::store::job_metrics::replay_spool(
                         job,
-                        &spool_dir.join(format!("{id}.a{attempt}.jsonl")),
+                        &MetricSpool::path(&state_dir, &id, attempt),
                     );
                     recovered.running_attempts += 1;
                 }

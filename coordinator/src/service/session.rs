@@ -191,9 +191,7 @@ impl Session {
         let ticket = commit_layer::ticket();
         self.answers.send((ticket, replies)).await.is_ok()
     }
-}
 
-impl Session {
     /// Sends lease answers at once (see the module's documentation), or behind the
     /// commit when `leases_wait_for_commit`; false once the session is gone. The jobs
     /// of an answer that cannot be sent go back to the queue.

@@ -12,6 +12,7 @@
 //! copies each into a line the same way.
 
 use crate::state::records::JobRecord;
+use crate::store::metric_spool::MetricSpool;
 use crate::store::results_file::{LineKey, LineRef, ResultsFile};
 use crate::store::workspace::Workspace;
 use expcluster_core::expand::VariantKind;
@@ -124,10 +125,7 @@ pub fn repair(
         return results.append(&line).map(Some);
     }
     let mut scratch = JobRecord::new(def.clone(), 1, std::time::Duration::ZERO, stage_run);
-    let spool = workspace
-        .state_dir()
-        .join("metrics")
-        .join(format!("{}.a{attempt}.jsonl", success.job));
+    let spool = MetricSpool::path(&workspace.state_dir(), &success.job, attempt);
     replay_spool(&mut scratch, &spool);
     let logged = expcluster_core::json_float::map_from_json(&event["metrics"]);
     let finals = scratch.final_metrics();
