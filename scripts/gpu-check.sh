@@ -6,7 +6,8 @@
 #
 #   1. the trainer on CUDA: every model kind in fp32, bf16 and bf16_pure, cancel and
 #      resume; then
-#      data-parallel through NCCL: a one-rank NCCL gang trains (and must match the
+#      data-parallel through NCCL (each all-reduce followed by the collective
+#      watchdog's CUDA event: a false abort fails the run): a one-rank NCCL gang trains (and must match the
 #      plain run) and NCCL all-reduce bandwidth for a few sizes;
 #   2. expcluster end to end: a coordinator, a worker with --gpus 0, a stage of
 #      trainer jobs; checks the jobs ran on cuda:0;

@@ -465,8 +465,12 @@ impl<'a> Run<'a> {
     }
 
     fn checkpoint(&mut self) -> Result<(), TrainError> {
-        if self.gang.as_ref().is_some_and(|gang| !gang.is_leader()) {
-            return Ok(());
+        if let Some(gang) = &self.gang {
+            // Weights stepped with gradients of an aborted all-reduce are not kept.
+            gang.healthy()?;
+            if !gang.is_leader() {
+                return Ok(());
+            }
         }
         checkpoint::save(
             self.job.checkpoint_dir,

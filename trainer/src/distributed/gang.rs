@@ -107,6 +107,12 @@ impl<'a> Gang<'a> {
         self.rank == 0
     }
 
+    /// Err once the communicator was aborted by its watchdog: what the device
+    /// computed since is not to be saved.
+    pub fn healthy(&self) -> Result<(), TrainError> {
+        self.comm.healthy()
+    }
+
     /// This rank's rows `(start, len)` of a global batch of `rows`: contiguous,
     /// sizes differing by at most one (possibly zero for a tiny last batch).
     pub fn shard(&self, rows: i64) -> (i64, i64) {
@@ -200,6 +206,9 @@ impl<'a> Gang<'a> {
     fn sum(&mut self, values: &[f64]) -> Result<Vec<f64>, TrainError> {
         let tensor = Tensor::from_slice(values).to_device(self.device);
         self.comm.all_reduce_sum(&tensor, self.cancel)?;
-        Ok(Vec::<f64>::try_from(tensor.to_device(Device::Cpu))?)
+        let values = Vec::<f64>::try_from(tensor.to_device(Device::Cpu))?;
+        // The read may have returned because the watchdog aborted the collective.
+        self.comm.healthy()?;
+        Ok(values)
     }
 }

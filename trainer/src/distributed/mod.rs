@@ -13,6 +13,7 @@ pub(crate) mod gang;
 pub mod nccl;
 mod rendezvous;
 pub mod tcp_ring;
+pub mod watchdog;
 
 use std::sync::atomic::AtomicBool;
 
@@ -47,4 +48,10 @@ pub trait Collective {
         flat: &tch::Tensor,
         cancel: &AtomicBool,
     ) -> Result<(), crate::TrainError>;
+
+    /// Err once the communicator was aborted (see [`watchdog`]): values read back
+    /// from the device since then are worthless and must not be used or saved.
+    fn healthy(&self) -> Result<(), crate::TrainError> {
+        Ok(())
+    }
 }

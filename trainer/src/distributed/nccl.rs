@@ -9,8 +9,10 @@
 //!
 //! cudarc opens `libnccl.so`; it must resolve to the same `libnccl.so.2` that
 //! libtorch_cuda loaded (a symlink on the loader path), or `ncclCommInitRank` fails.
-//! Unlike the TCP ring, a dead peer is not detected here: NCCL collectives block
-//! until NCCL's own timeouts fire.
+//! A dead or silent peer would leave a collective pending on the GPU forever: the
+//! [`super::watchdog`] follows every collective with a CUDA event and aborts the
+//! communicator when one stalls, when NCCL reports an error of its own, or soon after
+//! a stop while one stalls; from then on the rank fails as having lost a peer.
 
 // Calls C directly: NCCL has no safe wrapper that accepts libtorch's device
 // pointers (the C++ shim in `crate::native` is the other such place). Each unsafe block states what it relies on.
@@ -19,9 +21,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cudarc::driver::{result as driver, sys as cuda, DriverError};
 use cudarc::nccl::{result, sys};
 use tch::{Device, Kind, Tensor};
 
+use super::watchdog::{Abort, Marker, Watchdog, Watched};
 use super::{Collective, Rendezvous};
 use crate::TrainError;
 
@@ -57,24 +61,113 @@ pub fn decode_unique_id(blob: &[u8]) -> Result<sys::ncclUniqueId, String> {
 }
 
 fn nccl_error(what: &str, err: result::NcclError) -> TrainError {
+    TrainError::Distributed(format!("nccl {what}: {}", error_text(err.0)))
+}
+
+/// The raw communicator, for the watchdog's thread.
+struct Comm(sys::ncclComm_t);
+
+// SAFETY: NCCL communicators may be used from any thread; ncclCommGetAsyncError and
+// ncclCommAbort are documented as callable from another thread than the one that
+// enqueues, and the watchdog aborts only while it holds the lock that enqueuing takes.
+unsafe impl Send for Comm {}
+
+/// The communicator as the watchdog's thread owns it: destroyed when the thread
+/// ends (the watchdog is dropped with the [`Nccl`]), unless it was aborted (which
+/// frees it).
+struct WatchedComm {
+    comm: Comm,
+    aborted: bool,
+    /// Keeps the primary context retained while the communicator lives.
+    context: Arc<cudarc::driver::CudaContext>,
+}
+
+impl Drop for WatchedComm {
+    fn drop(&mut self) {
+        if !self.aborted {
+            // SAFETY: the communicator was initialised and is destroyed once, after
+            // the last collective was enqueued (the Nccl is being dropped).
+            let _ = unsafe { result::comm_destroy(self.comm.0) };
+        }
+    }
+}
+
+impl Watched for WatchedComm {
+    type Marker = Event;
+
+    fn async_error(&self) -> Option<String> {
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: the communicator lives as long as this value (see its Drop).
+        let asked = unsafe { sys::ncclCommGetAsyncError(self.comm.0, &mut state) };
+        match (asked, state) {
+            (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclSuccess)
+            | (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclInProgress) => None,
+            (sys::ncclResult_t::ncclSuccess, error) => Some(error_text(error)),
+            (failed, _) => Some(format!("asking for its state: {}", error_text(failed))),
+        }
+    }
+
+    fn abort(&mut self) {
+        // SAFETY: called once, with the enqueue lock held (no collective is being
+        // enqueued); the communicator is not destroyed afterwards (see Nccl's Drop).
+        let _ = unsafe { result::comm_abort(self.comm.0) };
+        self.aborted = true;
+    }
+
+    fn enter_thread(&self) {
+        if let Err(err) = self.context.bind_to_thread() {
+            tracing::warn!(?err, "the collective watchdog cannot bind the CUDA context");
+        }
+    }
+}
+
+/// A CUDA event recorded behind a collective on the stream it runs on.
+struct Event(cuda::CUevent);
+
+// SAFETY: CUDA events may be queried and recorded from any thread of the process.
+unsafe impl Send for Event {}
+
+impl Marker for Event {
+    fn passed(&self) -> Result<bool, String> {
+        // SAFETY: the event was created by cuEventCreate and is destroyed only on drop.
+        match unsafe { driver::event::query(self.0) } {
+            Ok(()) => Ok(true),
+            Err(DriverError(cuda::cudaError_enum::CUDA_ERROR_NOT_READY)) => Ok(false),
+            Err(err) => Err(format!("{err:?}")),
+        }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: destroyed once; a pending event is released when it completes.
+        let _ = unsafe { driver::event::destroy(self.0) };
+    }
+}
+
+fn error_text(code: sys::ncclResult_t) -> String {
     // SAFETY: ncclGetErrorString returns a static NUL-terminated string.
-    let text = unsafe {
-        let ptr = sys::ncclGetErrorString(err.0);
+    unsafe {
+        let ptr = sys::ncclGetErrorString(code);
         if ptr.is_null() {
-            format!("{:?}", err.0)
+            format!("{code:?}")
         } else {
             std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned()
         }
-    };
-    TrainError::Distributed(format!("nccl {what}: {text}"))
+    }
 }
 
-/// One rank's NCCL communicator on one CUDA device.
+fn lost_peer(abort: Abort) -> TrainError {
+    TrainError::Distributed(format!("nccl: {abort}"))
+}
+
+/// One rank's NCCL communicator on one CUDA device, watched.
 pub struct Nccl {
     comm: sys::ncclComm_t,
     device: usize,
-    /// Keeps the primary context retained while the communicator lives.
-    _context: Arc<cudarc::driver::CudaContext>,
+    /// Follows every collective; aborts the communicator when the gang stalls. It owns
+    /// the communicator: dropping it destroys it.
+    watchdog: Watchdog<WatchedComm>,
 }
 
 impl Nccl {
@@ -120,10 +213,15 @@ impl Nccl {
         // SAFETY: `comm` is a valid out-pointer; the id came from ncclGetUniqueId.
         unsafe { result::comm_init_rank(&mut comm, world as i32, id, rank as i32) }
             .map_err(|err| nccl_error("communicator init", err))?;
+        let watched = WatchedComm {
+            comm: Comm(comm),
+            aborted: false,
+            context,
+        };
         Ok(Nccl {
             comm,
             device,
-            _context: context,
+            watchdog: Watchdog::start(watched),
         })
     }
 }
@@ -147,6 +245,16 @@ impl Collective for Nccl {
             )));
         }
         let ptr = flat.data_ptr();
+        // Held until the collective and its marker are enqueued: the watchdog cannot
+        // abort (and so free) the communicator in between.
+        let mut enqueue = self.watchdog.enqueue().map_err(lost_peer)?;
+        let marker = match enqueue.spare() {
+            Some(marker) => marker,
+            None => Event(
+                driver::event::create(cuda::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+                    .map_err(|err| TrainError::Device(format!("creating a CUDA event: {err:?}")))?,
+            ),
+        };
         // SAFETY: `ptr` addresses `numel` contiguous elements of `datatype` on this
         // communicator's device, alive until the call returns (NCCL enqueues on the
         // null stream, ordered with libtorch's later use of the same memory).
@@ -162,14 +270,15 @@ impl Collective for Nccl {
             )
         }
         .map_err(|err| nccl_error("all-reduce", err))?;
+        // SAFETY: the event is alive; the null stream is the one the collective is on.
+        unsafe { driver::event::record(marker.0, std::ptr::null_mut()) }
+            .map_err(|err| TrainError::Device(format!("recording a CUDA event: {err:?}")))?;
+        enqueue.follow(marker);
         Ok(())
     }
-}
 
-impl Drop for Nccl {
-    fn drop(&mut self) {
-        // SAFETY: the communicator was initialised and is destroyed once.
-        let _ = unsafe { result::comm_destroy(self.comm) };
+    fn healthy(&self) -> Result<(), TrainError> {
+        self.watchdog.healthy().map_err(lost_peer)
     }
 }
 
