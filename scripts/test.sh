@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, and the whole test suite (unit tests, real
-# libtorch training, scipy cross-checks, real coordinators and workers on loopback).
+# libtorch training, scipy cross-checks, real coordinators and workers on loopback),
+# then the trainer's CPU benchmark against PyTorch (a table, never a pass/fail on
+# speed; EXPCLUSTER_SKIP_BENCH=1 skips it, saying so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -16,3 +18,5 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 # them first.
 cargo build --workspace --release --bins
 cargo test --workspace --release -- "$@"
+# After the tests, so it does not share the cores with them.
+scripts/bench-cpu.sh

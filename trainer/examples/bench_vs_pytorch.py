@@ -11,7 +11,8 @@ take turns: one command a line, one answer a line.
       loss summed on the device and read once an epoch, as the trainer does.
       PRECISION fp32, or bf16 (torch.autocast bf16 around the forward, loss in fp32).
       Answers the steps/s of each epoch after the first, space-separated, then ";"
-      and the same epochs' steps per CPU-second of this thread.
+      and the same epochs' steps per CPU-second of this thread (with THREADS > 1,
+      of the whole process, so the intra-op threads count too).
 """
 import math
 import sys
@@ -48,12 +49,13 @@ def train(threads, device, batch, hidden, epochs, precision, seed):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     amp = precision == "bf16"
     steps = math.ceil(rows / batch)
+    cpu_clock = time.thread_time if threads == 1 else time.process_time
     rates, cpu_rates = [], []
     for epoch in range(epochs):
         order = torch.randperm(rows, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        began, began_cpu = time.perf_counter(), time.thread_time()
+        began, began_cpu = time.perf_counter(), cpu_clock()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step in range(steps):
             index = order[step * batch:(step + 1) * batch]
@@ -67,7 +69,7 @@ def train(threads, device, batch, hidden, epochs, precision, seed):
         loss_sum.item()  # waits for the device, like the trainer's epoch-end read
         if epoch > 0:
             rates.append(steps / (time.perf_counter() - began))
-            cpu_rates.append(steps / (time.thread_time() - began_cpu))
+            cpu_rates.append(steps / (cpu_clock() - began_cpu))
     return rates, cpu_rates
 
 

@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! cargo run -p expcluster-trainer --release --example bench_vs_pytorch -- [options]
-//!   --threads N     intra-op threads on both sides (default 1)
-//!   --rounds N      rounds; each runs every case on both sides (default 5, CUDA 3)
-//!   --cases LIST    e.g. 512x512,128x512 (default: the device's cases)
+//!   --threads LIST  intra-op thread counts on both sides, e.g. 1,2 (default 1);
+//!                   every case runs at each count
+//!   --rounds N      rounds; each runs every case and count on both sides
+//!                   (default 5, CUDA 3)
+//!   --cases LIST    e.g. 512x512,128x512 (default: the device's cases); a case
+//!                   written 512x512@2 runs at 2 threads only, whatever --threads
 //!   --packing LIST  instead: aggregate steps/s of N trainer jobs at once on one
 //!                   device, for each N in LIST (e.g. 1,4,8), as a worker with
 //!                   `--slots-per-gpu N` runs them (threads of one process)
@@ -25,7 +28,13 @@
 //! the spread (min–max); the ratio is the median of the per-round ratios. With one
 //! intra-op thread on the CPU a second row gives steps per CPU-second of the training
 //! thread, which a shared machine's load barely moves (the trainer's includes its
-//! per-epoch evaluation of 256 rows, so it is a slight underestimate).
+//! per-epoch evaluation of 256 rows, so it is a slight underestimate). The header
+//! gives the load average before and after, since other tenants move the 2-thread
+//! rows. A CPU run lists the GPU rows too, as unmeasured, saying why.
+//!
+//! It reports; it never judges: a ratio under its goal is marked in the table, and
+//! the exit status is non-zero only when the benchmark could not run (no PyTorch, a
+//! crash), which is how `scripts/bench-cpu.sh` (CI's run) uses it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +58,9 @@ struct Case {
     bf16: bool,
     /// Minimum trainer/PyTorch ratio, when the issue sets one.
     goal: Option<f64>,
+    /// The one intra-op thread count this case runs at (`@N`), instead of each of
+    /// `--threads`.
+    threads: Option<usize>,
 }
 
 impl Case {
@@ -58,6 +70,7 @@ impl Case {
             hidden,
             bf16,
             goal,
+            threads: None,
         }
     }
 
@@ -94,7 +107,7 @@ const H200_BF16_PEAK_TFLOPS: f64 = 790.0;
 const EPOCHS: usize = 4;
 
 struct Options {
-    threads: usize,
+    threads: Vec<usize>,
     rounds: usize,
     cases: Vec<Case>,
     packing: Option<Vec<usize>>,
@@ -104,7 +117,7 @@ struct Options {
 fn parse_options() -> Result<Options, String> {
     let cuda = std::env::var("BENCH_DEVICE").is_ok_and(|device| device == "cuda");
     let mut options = Options {
-        threads: 1,
+        threads: vec![1],
         rounds: if cuda { 3 } else { 5 },
         cases: if cuda {
             CUDA_CASES.to_vec()
@@ -123,7 +136,13 @@ fn parse_options() -> Result<Options, String> {
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--threads" => options.threads = number(args.next(), "--threads")?,
+            "--threads" => {
+                let list = args.next().ok_or("--threads takes a list like 1,2")?;
+                options.threads = list
+                    .split(',')
+                    .map(|n| number(Some(n.to_owned()), "--threads"))
+                    .collect::<Result<_, _>>()?;
+            }
             "--rounds" => options.rounds = number(args.next(), "--rounds")?,
             "--cases" => {
                 let list = args.next().ok_or("--cases takes a list like 512x512")?;
@@ -141,7 +160,9 @@ fn parse_options() -> Result<Options, String> {
                 options.packing = Some(jobs);
             }
             // The old form: a bare thread count.
-            other if other.parse::<usize>().is_ok() => options.threads = number(Some(arg), "")?,
+            other if other.parse::<usize>().is_ok() => {
+                options.threads = vec![number(Some(arg), "")?]
+            }
             other => {
                 return Err(format!(
                     "unknown argument {other}; see the example's header"
@@ -152,13 +173,25 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// `BATCHxHIDDEN` or `BATCHxHIDDEN:bf16`; a known case keeps its goal.
+/// `BATCHxHIDDEN` or `BATCHxHIDDEN:bf16`, either followed by `@THREADS`; a known case
+/// keeps its goal.
 fn parse_case(text: &str, known: &[Case]) -> Result<Case, String> {
-    let bad = || format!("case {text:?}: expected BATCHxHIDDEN or BATCHxHIDDEN:bf16");
-    let (shape, bf16) = match text.split_once(':') {
+    let bad = || {
+        format!(
+            "case {text:?}: expected BATCHxHIDDEN or BATCHxHIDDEN:bf16, optionally with @THREADS"
+        )
+    };
+    let (case_text, threads) = match text.split_once('@') {
+        Some((case, threads)) => {
+            let threads = threads.parse().ok().filter(|&n: &usize| n > 0);
+            (case, Some(threads.ok_or_else(bad)?))
+        }
+        None => (text, None),
+    };
+    let (shape, bf16) = match case_text.split_once(':') {
         Some((shape, "bf16")) => (shape, true),
         Some(_) => return Err(bad()),
-        None => (text, false),
+        None => (case_text, false),
     };
     let (batch, hidden) = shape.split_once('x').ok_or_else(bad)?;
     let (batch, hidden) = (
@@ -170,7 +203,10 @@ fn parse_case(text: &str, known: &[Case]) -> Result<Case, String> {
         .chain(CPU_CASES.iter())
         .find(|case| case.batch == batch && case.hidden == hidden && case.bf16 == bf16)
         .and_then(|case| case.goal);
-    Ok(Case::new(batch, hidden, bf16, goal))
+    Ok(Case {
+        threads,
+        ..Case::new(batch, hidden, bf16, goal)
+    })
 }
 
 /// The PyTorch side: the child process and its pipes.
@@ -226,11 +262,10 @@ impl PyTorch {
         Ok(answer.trim().to_owned())
     }
 
-    fn steps_per_sec(&mut self, case: &Case, options: &Options) -> Result<Rate, String> {
-        let device = if options.cuda { "cuda:0" } else { "cpu" };
+    fn steps_per_sec(&mut self, case: &Case, threads: usize, cuda: bool) -> Result<Rate, String> {
+        let device = if cuda { "cuda:0" } else { "cpu" };
         let answer = self.ask(&format!(
-            "train {} {device} {} {} {EPOCHS} {} {SEED}",
-            options.threads,
+            "train {threads} {device} {} {} {EPOCHS} {} {SEED}",
             case.batch,
             case.hidden,
             case.precision()
@@ -269,8 +304,10 @@ fn python() -> PathBuf {
 }
 
 /// One side's figure for one run: the median over its timed epochs of steps/s, and
-/// of steps per CPU-second of the training thread (which other processes' load
-/// barely moves; equal to steps/s on an idle machine with one intra-op thread).
+/// of steps per CPU-second of the training thread, or with several intra-op threads
+/// of the whole process (which other processes' load barely moves: equal to steps/s
+/// on an idle machine with one intra-op thread; with several it counts the work, and
+/// OpenMP's spin-waiting unless OMP_WAIT_POLICY=PASSIVE).
 #[derive(Debug, Clone, Copy)]
 struct Rate {
     wall: f64,
@@ -278,10 +315,12 @@ struct Rate {
 }
 
 /// Per-epoch `samples_per_sec` as the trainer emits it, and the training thread's
-/// CPU time when it does (the sink runs on that thread at the end of each epoch; the
-/// difference between two epochs includes the later one's evaluation, a few rows).
+/// (or with `all_threads` the process's) CPU time when it does (the sink runs on that
+/// thread at the end of each epoch; the difference between two epochs includes the
+/// later one's evaluation, a few rows).
 #[derive(Default)]
 struct Throughput {
+    all_threads: bool,
     samples_per_sec: Vec<f64>,
     cpu_seconds_at: Vec<f64>,
 }
@@ -290,9 +329,28 @@ impl MetricSink for Throughput {
     fn emit(&mut self, name: &str, value: f64) {
         if name == "samples_per_sec" {
             self.samples_per_sec.push(value);
-            self.cpu_seconds_at.push(thread_cpu_seconds());
+            self.cpu_seconds_at.push(if self.all_threads {
+                process_cpu_seconds()
+            } else {
+                thread_cpu_seconds()
+            });
         }
     }
+}
+
+/// This process's CPU time: the sum over its threads' schedstat (ns), so the
+/// intra-op threads count too (they live as long as the process; the bench's
+/// process does nothing else while it trains).
+fn process_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
 }
 
 /// This thread's CPU time (Linux: the first field of its schedstat, in ns).
@@ -303,18 +361,24 @@ fn thread_cpu_seconds() -> f64 {
         .map_or(f64::NAN, |ns| ns / 1e9)
 }
 
-fn trainer_spec(case: &Case, options: &Options, epochs: usize) -> Result<TrainerSpec, String> {
+fn trainer_spec(case: &Case, threads: usize, epochs: usize) -> Result<TrainerSpec, String> {
     TrainerSpec::from_json(&json!({
         "dataset": {"kind": "npz", "path": "bench.npz"},
         "model": {"kind": "mlp", "hidden": [case.hidden, case.hidden]},
         "optimizer": {"kind": "adam", "lr": 1.0e-3},
-        "epochs": epochs, "batch_size": case.batch, "threads": options.threads,
+        "epochs": epochs, "batch_size": case.batch, "threads": threads,
         "checkpoint_every": epochs, "precision": case.precision(),
     }))
 }
 
-/// Trains one job in this thread; its per-epoch samples/s and CPU times.
-fn train(spec: &TrainerSpec, data: &Path, cuda: bool) -> Result<Throughput, String> {
+/// Trains one job in this thread; its per-epoch samples/s and CPU times (of this
+/// thread, or with `all_threads` of the process).
+fn train(
+    spec: &TrainerSpec,
+    data: &Path,
+    cuda: bool,
+    all_threads: bool,
+) -> Result<Throughput, String> {
     let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
     let cancel = AtomicBool::new(false);
     let job = TrainJob {
@@ -331,16 +395,24 @@ fn train(spec: &TrainerSpec, data: &Path, cuda: bool) -> Result<Throughput, Stri
         cancel: &cancel,
         distributed: None,
     };
-    let mut sink = Throughput::default();
+    let mut sink = Throughput {
+        all_threads,
+        ..Throughput::default()
+    };
     TchTrainer
         .train(&job, &mut sink)
         .map_err(|err| err.to_string())?;
     Ok(sink)
 }
 
-fn tch_steps_per_sec(case: &Case, options: &Options, data: &Path) -> Result<Rate, String> {
-    let spec = trainer_spec(case, options, EPOCHS)?;
-    let run = train(&spec, data, options.cuda)?;
+fn tch_steps_per_sec(
+    case: &Case,
+    threads: usize,
+    options: &Options,
+    data: &Path,
+) -> Result<Rate, String> {
+    let spec = trainer_spec(case, threads, EPOCHS)?;
+    let run = train(&spec, data, options.cuda, threads > 1)?;
     let steps_per_epoch = rows(options).div_ceil(case.batch) as f64;
     let wall: Vec<f64> = run.samples_per_sec[1..]
         .iter()
@@ -387,7 +459,20 @@ fn rows(options: &Options) -> usize {
     }
 }
 
+/// One row of the comparison: a case at an intra-op thread count.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    case: Case,
+    threads: usize,
+}
+
+/// A row whose per-round ratios span more than this factor (max / min) is marked
+/// unstable rather than judged against its goal: on shared cores a 2-thread round can
+/// lose a thread to another tenant on one side only.
+const UNSTABLE_SPREAD: f64 = 1.5;
+
 fn compare(options: &Options) -> Result<(), String> {
+    let load_before = load_average();
     let mut pytorch = PyTorch::start()?;
     let data = tempfile::tempdir().map_err(|err| err.to_string())?;
     let answer = pytorch.ask(&format!(
@@ -400,21 +485,34 @@ fn compare(options: &Options) -> Result<(), String> {
             "the PyTorch side could not write the data: {answer}"
         ));
     }
-    let mut ours = vec![Vec::new(); options.cases.len()];
-    let mut theirs = vec![Vec::new(); options.cases.len()];
+    let mut settings: Vec<Setting> = options
+        .cases
+        .iter()
+        .flat_map(|&case| {
+            let counts = case.threads.map_or(options.threads.clone(), |n| vec![n]);
+            counts
+                .into_iter()
+                .map(move |threads| Setting { case, threads })
+        })
+        .collect();
+    // Rows grouped by thread count, cases in the order given.
+    settings.sort_by_key(|setting| setting.threads);
+    let mut ours = vec![Vec::new(); settings.len()];
+    let mut theirs = vec![Vec::new(); settings.len()];
     for round in 0..options.rounds {
-        for (i, case) in options.cases.iter().enumerate() {
+        for (i, setting) in settings.iter().enumerate() {
+            let (case, threads) = (&setting.case, setting.threads);
             // Swap who goes first every round.
             if round % 2 == 0 {
-                ours[i].push(tch_steps_per_sec(case, options, data.path())?);
-                theirs[i].push(pytorch.steps_per_sec(case, options)?);
+                ours[i].push(tch_steps_per_sec(case, threads, options, data.path())?);
+                theirs[i].push(pytorch.steps_per_sec(case, threads, options.cuda)?);
             } else {
-                theirs[i].push(pytorch.steps_per_sec(case, options)?);
-                ours[i].push(tch_steps_per_sec(case, options, data.path())?);
+                theirs[i].push(pytorch.steps_per_sec(case, threads, options.cuda)?);
+                ours[i].push(tch_steps_per_sec(case, threads, options, data.path())?);
             }
             let (a, b): (&Rate, &Rate) = (&ours[i][round], &theirs[i][round]);
             eprintln!(
-                "round {}/{}: {}x{} {}: trainer {:.1}, PyTorch {:.1} steps/s; per CPU-second {:.1}, {:.1}",
+                "round {}/{}: {}x{} {}, {threads} thread(s): trainer {:.1}, PyTorch {:.1} steps/s; per CPU-second {:.1}, {:.1}",
                 round + 1,
                 options.rounds,
                 case.batch,
@@ -428,46 +526,49 @@ fn compare(options: &Options) -> Result<(), String> {
         }
     }
     let device = if options.cuda { "cuda:0" } else { "CPU" };
+    let mut threads: Vec<usize> = settings.iter().map(|setting| setting.threads).collect();
+    threads.dedup();
+    let threads: Vec<String> = threads.iter().map(usize::to_string).collect();
     println!(
-        "MLP {FEATURES}-h-h-{CLASSES}, Adam, {device}, {} intra-op thread(s), {} rounds; \
-         steps/s, median (min–max)",
-        options.threads, options.rounds
+        "MLP {FEATURES}-h-h-{CLASSES}, Adam, {device}, intra-op threads {}, {} rounds, {} CPUs, \
+         OMP_WAIT_POLICY={}; load average {load_before} before, {} after; steps/s, median (min–max)",
+        threads.join(","),
+        options.rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "unset".to_owned()),
+        load_average(),
     );
     println!("| case | trainer | PyTorch eager | ratio | goal |");
     println!("|---|---|---|---|---|");
-    for (i, case) in options.cases.iter().enumerate() {
-        let wall = |rates: &[Rate]| rates.iter().map(|rate| rate.wall).collect::<Vec<_>>();
-        let (ours_wall, theirs_wall) = (wall(&ours[i]), wall(&theirs[i]));
-        let ratios: Vec<f64> = ours_wall
-            .iter()
-            .zip(&theirs_wall)
-            .map(|(a, b)| a / b)
-            .collect();
-        let goal = case
-            .goal
-            .map_or("-".to_owned(), |goal| format!("≥ {goal:.2}"));
-        println!(
-            "| {device}, b{}/h{}, {} | {} | {} | {} | {goal} |",
-            case.batch,
-            case.hidden,
-            case.precision(),
-            summary(&ours_wall, 1),
-            summary(&theirs_wall, 1),
-            summary(&ratios, 2),
-        );
-        if !options.cuda && options.threads == 1 {
-            let cpu = |rates: &[Rate]| rates.iter().map(|rate| rate.cpu).collect::<Vec<_>>();
-            let (a, b) = (cpu(&ours[i]), cpu(&theirs[i]));
-            let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a / b).collect();
-            println!(
-                "| {device}, b{}/h{}, {}, per CPU-second | {} | {} | {} | {goal} |",
+    for (i, setting) in settings.iter().enumerate() {
+        let (case, threads) = (&setting.case, setting.threads);
+        let label = if options.cuda {
+            format!(
+                "{device}, b{}/h{}, {}",
                 case.batch,
                 case.hidden,
-                case.precision(),
-                summary(&a, 1),
-                summary(&b, 1),
-                summary(&ratios, 2),
-            );
+                case.precision()
+            )
+        } else {
+            let plural = if threads == 1 { "" } else { "s" };
+            format!(
+                "{device} {threads} thread{plural}, b{}/h{}, {}",
+                case.batch,
+                case.hidden,
+                case.precision()
+            )
+        };
+        let wall = |rates: &[Rate]| rates.iter().map(|rate| rate.wall).collect::<Vec<_>>();
+        let (ours_wall, theirs_wall) = (wall(&ours[i]), wall(&theirs[i]));
+        print_row(&label, &ours_wall, &theirs_wall, case.goal);
+        if !options.cuda {
+            let cpu = |rates: &[Rate]| rates.iter().map(|rate| rate.cpu).collect::<Vec<_>>();
+            let label = if threads == 1 {
+                format!("{label}, per CPU-second")
+            } else {
+                format!("{label}, per CPU-second of all threads")
+            };
+            print_row(&label, &cpu(&ours[i]), &cpu(&theirs[i]), case.goal);
         }
         if case.bf16 {
             let tflops = |steps: &[f64]| -> Vec<f64> {
@@ -477,16 +578,78 @@ fn compare(options: &Options) -> Result<(), String> {
             let (a, b) = (tflops(&ours_wall), tflops(&theirs_wall));
             let share = median(&a).unwrap_or(f64::NAN) / H200_BF16_PEAK_TFLOPS;
             println!(
-                "| {device}, b{}/h{}, bf16, TFLOP/s | {} | {} | - | trainer ≥ 75% of {H200_BF16_PEAK_TFLOPS} (H200 peak): {:.0}% |",
-                case.batch,
-                case.hidden,
+                "| {label}, TFLOP/s | {} | {} | - | trainer ≥ 75% of {H200_BF16_PEAK_TFLOPS} (H200 peak): {:.0}% |",
                 summary(&a, 0),
                 summary(&b, 0),
                 share * 100.0
             );
         }
     }
+    if !options.cuda {
+        print_unmeasured_gpu_rows();
+    }
     Ok(())
+}
+
+/// One table row: both sides' figures, the per-round ratios, and the goal with
+/// whether the median ratio meets it (a report, never a failure).
+fn print_row(label: &str, ours: &[f64], theirs: &[f64], goal: Option<f64>) {
+    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
+    let ratio = median(&ratios).unwrap_or(f64::NAN);
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let verdict = match goal {
+        None => "-".to_owned(),
+        Some(goal) if max / min > UNSTABLE_SPREAD => format!(
+            "≥ {goal:.2}: not judged, per-round ratios {min:.2}–{max:.2} (load from other processes)"
+        ),
+        Some(goal) if ratio >= goal => format!("≥ {goal:.2}: met"),
+        Some(goal) => format!("≥ {goal:.2}: NOT met"),
+    };
+    println!(
+        "| {label} | {} | {} | {} | {verdict} |",
+        summary(ours, 1),
+        summary(theirs, 1),
+        summary(&ratios, 2),
+    );
+}
+
+/// The GPU rows of a CPU run, saying why they have no figures.
+fn print_unmeasured_gpu_rows() {
+    let why = if tch::Cuda::is_available() {
+        "not measured in a CPU run: BENCH_DEVICE=cuda (scripts/gpu-check.sh)"
+    } else {
+        "not measured: no GPU"
+    };
+    for case in CUDA_CASES {
+        let goal = case
+            .goal
+            .map_or("-".to_owned(), |goal| format!("≥ {goal:.2}"));
+        let label = format!(
+            "cuda:0, b{}/h{}, {}",
+            case.batch,
+            case.hidden,
+            case.precision()
+        );
+        println!("| {label} | {why} | {why} | - | {goal} |");
+        if case.bf16 {
+            println!(
+                "| {label}, TFLOP/s | {why} | {why} | - | trainer ≥ 75% of {H200_BF16_PEAK_TFLOPS} (H200 peak) |"
+            );
+        }
+    }
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures (empty off Linux).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 /// N copies of a small job at once, each in its own thread on the one device.
@@ -501,7 +664,8 @@ fn packing(options: &Options, counts: &[usize]) -> Result<(), String> {
     drop(pytorch);
     let case = Case::new(128, 512, false, None);
     let epochs = 3;
-    let spec = trainer_spec(&case, options, epochs)?;
+    let threads = options.threads.first().copied().unwrap_or(1);
+    let spec = trainer_spec(&case, threads, epochs)?;
     let steps_per_job = epochs * rows(options).div_ceil(case.batch);
     let device = if options.cuda { "cuda:0" } else { "CPU" };
     println!(
@@ -518,7 +682,7 @@ fn packing(options: &Options, counts: &[usize]) -> Result<(), String> {
         let began = Instant::now();
         let results: Vec<Result<Throughput, String>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..jobs)
-                .map(|_| scope.spawn(|| train(&spec, data.path(), options.cuda)))
+                .map(|_| scope.spawn(|| train(&spec, data.path(), options.cuda, false)))
                 .collect();
             handles
                 .into_iter()
