@@ -1,5 +1,5 @@
-//! The coordinator as the service sees it: the state behind its mutex, the signal
-//! that wakes lease long-polls, and the background tasks (stage finisher, lease
+//! The coordinator as the service sees it: the state behind its mutex, handing
+//! queued jobs to waiting lease calls, and the background tasks (stage finisher, lease
 //! reaper) that take the lock on their own.
 
 use crate::error::CoordinatorError;
@@ -11,13 +11,10 @@ use crate::store::workspace::Workspace;
 use expcluster_core::Stage;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
 
-/// The coordinator: its state plus the signals that wake waiting RPCs.
+/// The coordinator: its state and what is read without its lock.
 pub struct Coordinator {
     state: Mutex<CoordinatorState>,
-    /// Woken when jobs are queued (lease long-polls wait on it).
-    pub jobs_queued: Notify,
     /// The workspace's paths, read without the lock (a submission reads its files
     /// before taking it).
     workspace: Workspace,
@@ -60,7 +57,6 @@ impl Coordinator {
             workspace: state.workspace.clone(),
             configs: ConfigCache::default(),
             state: Mutex::new(state),
-            jobs_queued: Notify::new(),
             _lock: lock,
         }))
     }
@@ -74,13 +70,21 @@ impl Coordinator {
     }
 
     /// Submits a stage: its files are read and its jobs expanded before the state
-    /// lock is taken (see [`PreparedStage`]), then queued under it; waiting leases
-    /// are woken.
+    /// lock is taken (see [`PreparedStage`]), then queued under it and handed to
+    /// waiting lease calls in the same lock.
     pub fn submit_stage(&self, stage: Stage, rerun: bool) -> Result<Submitted, CoordinatorError> {
         let prepared = PreparedStage::read(&self.workspace, &self.configs, stage);
-        let submitted = self.lock().submit_prepared(stage, rerun, prepared)?;
-        self.jobs_queued.notify_waiters();
+        let mut state = self.lock();
+        let submitted = state.submit_prepared(stage, rerun, prepared)?;
+        state.hand_to_waiting(std::time::Instant::now());
         Ok(submitted)
+    }
+
+    /// Hands queued jobs to waiting lease calls
+    /// ([`CoordinatorState::hand_to_waiting`]): after anything that may have made a
+    /// job startable outside [`Self::submit_stage`].
+    pub fn hand_out_queued(&self) {
+        self.lock().hand_to_waiting(std::time::Instant::now());
     }
 
     /// Starts the task that aggregates finished stages outside the state lock, and
@@ -130,7 +134,7 @@ impl Coordinator {
                 Ok(0) => {}
                 Ok(count) => {
                     tracing::warn!(count, "requeued jobs of lost workers");
-                    self.jobs_queued.notify_waiters();
+                    self.hand_out_queued();
                 }
                 Err(err) => tracing::error!(%err, "cannot requeue the jobs of lost workers"),
             }

@@ -14,6 +14,7 @@ pub mod gang;
 #[cfg(test)]
 mod gang_tests;
 pub mod idea_update;
+pub mod lease_waiters;
 pub mod live_logs;
 pub mod reattach;
 #[cfg(test)]
@@ -145,6 +146,8 @@ pub struct CoordinatorState {
     /// because the log itself stops keeping events in memory once recovery has read
     /// them. A few kilobytes per claim and stage.
     pub claim_events: Vec<serde_json::Value>,
+    /// Lease calls waiting for a job ([`crate::ops::lease_waiters`]).
+    pub lease_waiters: lease_waiters::LeaseWaiters,
 }
 
 impl CoordinatorState {
@@ -221,6 +224,7 @@ impl CoordinatorState {
             stage_finish_pending: false,
             stage_finisher: None,
             live: LiveFeed::default(),
+            lease_waiters: lease_waiters::LeaseWaiters::default(),
         }
     }
 

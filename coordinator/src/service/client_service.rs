@@ -40,7 +40,7 @@ impl ClientService for ClientApi {
                 ));
             }
             let submitted = self.coordinator.lock().submit_second_look(stage)?;
-            self.coordinator.jobs_queued.notify_waiters();
+            self.coordinator.hand_out_queued();
             submitted
         } else {
             self.coordinator.submit_stage(stage, request.rerun)?

@@ -9,6 +9,8 @@ pub mod client_service;
 pub mod client_views;
 pub mod commit_layer;
 pub mod convert;
+#[cfg(test)]
+mod lease_wait_tests;
 pub mod server;
 mod session;
 pub mod snapshot;

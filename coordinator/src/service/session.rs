@@ -277,7 +277,9 @@ fn return_leases(coordinator: &Coordinator, answer: &[v1::SessionReply]) {
     if leases.is_empty() {
         return;
     }
-    if let Err(err) = coordinator.lock().return_undelivered(&leases) {
+    let mut state = coordinator.lock();
+    if let Err(err) = state.return_undelivered(&leases) {
         tracing::error!(%err, "cannot requeue the jobs of an unsent lease answer; their leases will run out");
     }
+    state.hand_to_waiting(std::time::Instant::now());
 }

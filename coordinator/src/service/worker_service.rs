@@ -1,7 +1,10 @@
 //! `WorkerService`: what workers call.
 
 use super::{convert, session};
+use crate::ops::lease_waiters::Handed;
+use crate::ops::CoordinatorState;
 use crate::state::gang::RendezvousAnswer;
+use crate::state::reports::Lease;
 use crate::store::metric_batch::PreparedPoints;
 use crate::Coordinator;
 use expcluster_proto::v1::{self, worker_service_server::WorkerService};
@@ -51,7 +54,7 @@ impl WorkerService for WorkerApi {
         };
         drop(state);
         if registration.requeued > 0 {
-            self.coordinator.jobs_queued.notify_waiters();
+            self.coordinator.hand_out_queued();
         }
         Ok(Response::new(response))
     }
@@ -223,57 +226,199 @@ pub(super) fn try_lease(
     // A lease taken now could not be answered, and would be handed back: taking and
     // returning jobs on every retry would only pile up records waiting for the disk.
     crate::service::commit_layer::refuse_while_writes_fail()?;
-    let (parts, workspace_dir, ranks_placed_elsewhere) = {
+    let (parts, workspace_dir) = {
         let mut state = coordinator.lock();
-        let leases = state.lease(&worker, request.free_slots as usize, Instant::now())?;
-        let parts = leases
-            .iter()
-            .filter_map(|lease| {
-                state
-                    .jobs
-                    .get(&lease.job)
-                    .map(|job| convert::spec_parts(&state, job, lease.rank))
-            })
-            .collect::<Vec<_>>();
-        let workspace_dir = if parts.is_empty() {
-            String::new()
-        } else {
-            state.workspace.root().display().to_string()
-        };
-        (parts, workspace_dir, state.has_pending_ranks())
+        let now = Instant::now();
+        let leases = state.lease(&worker, request.free_slots as usize, now)?;
+        let parts = lease_parts(&state, &leases);
+        if places_gang_ranks(&state, &leases) {
+            // Other workers' waiting lease calls get their ranks now.
+            state.hand_to_waiting(now);
+        }
+        parts
     };
-    let jobs = parts
+    Ok(job_specs(parts, &workspace_dir))
+}
+
+/// Whether `leases` hold a gang's ranks (whose other ranks may wait for other
+/// workers).
+fn places_gang_ranks(state: &CoordinatorState, leases: &[Lease]) -> bool {
+    leases
+        .iter()
+        .any(|lease| state.jobs.get(&lease.job).is_some_and(|job| job.ranks > 1))
+}
+
+/// What the specs of `leases` are built from, taken under the lock, and the
+/// workspace's directory.
+fn lease_parts(state: &CoordinatorState, leases: &[Lease]) -> (Vec<convert::SpecParts>, String) {
+    let parts = leases
+        .iter()
+        .filter_map(|lease| {
+            state
+                .jobs
+                .get(&lease.job)
+                .map(|job| convert::spec_parts(state, job, lease.rank))
+        })
+        .collect::<Vec<_>>();
+    let workspace_dir = if parts.is_empty() {
+        String::new()
+    } else {
+        state.workspace.root().display().to_string()
+    };
+    (parts, workspace_dir)
+}
+
+/// The specs, built after the lock.
+fn job_specs(parts: Vec<convert::SpecParts>, workspace_dir: &str) -> Vec<v1::JobSpec> {
+    parts
         .into_iter()
-        .map(|parts| convert::job_spec(parts, &workspace_dir))
-        .collect();
-    if ranks_placed_elsewhere {
-        // Other workers' waiting lease calls pick up their ranks now.
-        coordinator.jobs_queued.notify_waiters();
-    }
-    Ok(jobs)
+        .map(|parts| convert::job_spec(parts, workspace_dir))
+        .collect()
 }
 
 /// Leases jobs, waiting up to the request's `wait_ms` (at most [`MAX_LEASE_WAIT`])
-/// for one to be queued.
+/// in the line of waiting lease calls ([`crate::ops::lease_waiters`]) for jobs to be
+/// handed to it.
 pub(super) async fn lease_waiting(
     coordinator: &Coordinator,
     request: v1::LeaseRequest,
 ) -> Result<v1::LeaseResponse, Status> {
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::from(request.wait_ms)).min(MAX_LEASE_WAIT);
+    let worker = convert::worker_id(&request.worker_id)?;
+    let free_slots = request.free_slots as usize;
+    let mut waiting = WaitingLease {
+        coordinator,
+        worker,
+        free_slots,
+        id: None,
+        handed: None,
+        received: Vec::new(),
+    };
     loop {
-        let notified = coordinator.jobs_queued.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let jobs = try_lease(coordinator, &request)?;
-        if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(v1::LeaseResponse { jobs });
+        crate::service::commit_layer::refuse_while_writes_fail()?;
+        let answer = {
+            let mut state = coordinator.lock();
+            let now = Instant::now();
+            let mut leases = waiting.take_handed(&mut state);
+            if leases.is_empty() {
+                leases = state.lease(&waiting.worker, free_slots, now)?;
+            }
+            if leases.is_empty() && tokio::time::Instant::now() < deadline {
+                // In line under the same lock that found nothing: a job queued from
+                // now on is handed to it (or to a call ahead of it).
+                waiting.join(&mut state);
+                None
+            } else {
+                waiting.leave(&mut state);
+                if places_gang_ranks(&state, &leases) {
+                    state.hand_to_waiting(now);
+                }
+                Some(lease_parts(&state, &leases))
+            }
+        };
+        if let Some((parts, workspace_dir)) = answer {
+            return Ok(v1::LeaseResponse {
+                jobs: job_specs(parts, &workspace_dir),
+            });
         }
+        let Some(handed) = waiting.handed.as_mut() else {
+            // `join` just put it in line: not reached.
+            return Ok(v1::LeaseResponse { jobs: Vec::new() });
+        };
+        // Jobs in retry backoff become ready without anything handing them out: the
+        // re-check catches them.
         tokio::select! {
-            () = &mut notified => {}
+            handed = handed => waiting.received(handed),
             () = tokio::time::sleep(LEASE_RECHECK) => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
+    }
+}
+
+/// A lease call's place in the line of waiting calls. Dropped while in line (its
+/// session went away), it leaves the line, and leases handed to it meanwhile go
+/// back to the queue.
+struct WaitingLease<'a> {
+    coordinator: &'a Coordinator,
+    worker: expcluster_core::WorkerId,
+    free_slots: usize,
+    /// Its id in the line, while in it.
+    id: Option<u64>,
+    handed: Option<Handed>,
+    /// Leases handed to it and received, not yet answered.
+    received: Vec<Lease>,
+}
+
+impl WaitingLease<'_> {
+    /// Joins the line, unless already in it.
+    fn join(&mut self, state: &mut CoordinatorState) {
+        if self.id.is_none() {
+            let (id, handed) = state.wait_for_lease(&self.worker, self.free_slots);
+            self.id = Some(id);
+            self.handed = Some(handed);
+        }
+    }
+
+    /// Leaves the line.
+    fn leave(&mut self, state: &mut CoordinatorState) {
+        if let Some(id) = self.id.take() {
+            state.stop_waiting(id);
+        }
+        self.handed = None;
+    }
+
+    /// What its channel yielded while it waited: leases (it is out of the line), or
+    /// nothing (it is out of the line too: it joins again).
+    fn received(&mut self, handed: Result<Vec<Lease>, tokio::sync::oneshot::error::RecvError>) {
+        self.id = None;
+        self.handed = None;
+        if let Ok(leases) = handed {
+            self.received = leases;
+        }
+    }
+
+    /// The leases handed to it, if any (it is then out of the line); under the lock
+    /// that hands them out, so none can arrive after this looked.
+    fn take_handed(&mut self, state: &mut CoordinatorState) -> Vec<Lease> {
+        if !self.received.is_empty() {
+            return std::mem::take(&mut self.received);
+        }
+        let Some(handed) = self.handed.as_mut() else {
+            return Vec::new();
+        };
+        match handed.try_recv() {
+            Ok(leases) => {
+                self.id = None;
+                self.handed = None;
+                leases
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => Vec::new(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                // Out of the line without leases: join again.
+                self.leave(state);
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Drop for WaitingLease<'_> {
+    fn drop(&mut self) {
+        if self.id.is_none() && self.received.is_empty() {
+            return;
+        }
+        let mut state = self.coordinator.lock();
+        let unsent = self.take_handed(&mut state);
+        self.leave(&mut state);
+        if unsent.is_empty() {
+            return;
+        }
+        let unsent: Vec<_> = unsent.into_iter().map(|l| (l.job, l.attempt)).collect();
+        if let Err(err) = state.return_undelivered(&unsent) {
+            tracing::error!(%err, "cannot requeue the jobs of a lease nobody waits for; their leases will run out");
+        }
+        state.hand_to_waiting(Instant::now());
     }
 }
 
@@ -290,7 +435,7 @@ pub(super) fn complete_now(
             .lock()
             .complete(&worker, &job, request.attempt, completion, Instant::now())?;
     if requeued {
-        coordinator.jobs_queued.notify_waiters();
+        coordinator.hand_out_queued();
     }
     Ok(v1::CompleteResponse { requeued })
 }
