@@ -6,7 +6,9 @@
 //!    unwatched, and followed by one Server-Sent Events client subscribed to every
 //!    point of the stage (the stage page's stream). The dashboard runs on the
 //!    coordinator's runtime, so its CPU is counted as the coordinator's. Rows are
-//!    interleaved and repeated; medians are reported.
+//!    interleaved and repeated [`REPEATS`] times; each row reports the median and the
+//!    spread (min-max) of points/s and of the coordinator's CPU per point. On a
+//!    shared machine points/s moves with other tenants' load; CPU per point much less.
 //! 2. Page load: a 10,000-job stage with 64 workers (256 jobs running, each with 20
 //!    points): each API answer over HTTP, and the stage page in headless Chromium
 //!    from navigation to the jobs table in the DOM (a `performance.mark` the page
@@ -22,12 +24,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 8;
-const REPEATS: usize = 5;
+const REPEATS: usize = 9;
 const PAGE_JOBS: usize = 10_000;
 const PAGE_WORKERS: usize = 64;
 /// Methods of the page's stage (a stage has at most 1,000 seeds).
 const PAGE_METHODS: usize = 10;
-const PAGE_LOADS: usize = 5;
+const PAGE_LOADS: usize = 9;
 
 pub async fn run() -> anyhow::Result<()> {
     ingestion_side_by_side().await?;
@@ -59,31 +61,59 @@ fn follow(url: &str, token: &str) -> anyhow::Result<std::thread::JoinHandle<Foll
             points: 0,
         };
         let mut buffer = vec![0u8; 1 << 16];
-        let mut tail = Vec::new();
+        let mut pending = Vec::new();
         while let Ok(n) = stream.read(&mut buffer) {
             if n == 0 {
                 break;
             }
             followed.bytes += n;
-            // Count across reads: keep the last few bytes of the previous one.
-            tail.extend_from_slice(&buffer[..n]);
-            followed.messages += count(&tail, b"event: update");
-            followed.points += count(&tail, b",\"loss\",");
-            let keep = tail.len().saturating_sub(16);
-            tail.drain(..keep);
+            pending.extend_from_slice(&buffer[..n]);
+            // Each complete `update` message: its points are counted from its JSON.
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let message: Vec<u8> = pending.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&message);
+                if !text.contains("event: update") {
+                    continue;
+                }
+                followed.messages += 1;
+                let data: String = text
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data: "))
+                    .collect();
+                if let Ok(update) = serde_json::from_str::<serde_json::Value>(&data) {
+                    followed.points += update["metrics"].as_array().map_or(0, |series| {
+                        series
+                            .iter()
+                            .map(|s| s[3].as_array().map_or(0, Vec::len))
+                            .sum()
+                    });
+                }
+            }
         }
         followed
     }))
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
+/// `median (min-max)` of `values`, with `digits` decimals.
+fn spread(values: &[f64], digits: usize) -> String {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match (sorted.first(), sorted.last()) {
+        (Some(min), Some(max)) => format!(
+            "{:.digits$} ({min:.digits$}-{max:.digits$})",
+            sorted[sorted.len() / 2]
+        ),
+        _ => "-".to_owned(),
+    }
 }
 
-async fn ingestion_side_by_side() -> anyhow::Result<()> {
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub async fn ingestion_side_by_side() -> anyhow::Result<()> {
     let modes = [
         "dashboard off",
         "dashboard on, no client",
@@ -116,42 +146,60 @@ async fn ingestion_side_by_side() -> anyhow::Result<()> {
             results.push((ingested, followed));
         }
     }
-    let median_rate = |results: &[(Ingested, Option<Followed>)]| {
-        let mut rates: Vec<f64> = results.iter().map(|(run, _)| run.points_per_s()).collect();
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
+    let rates = |results: &[(Ingested, Option<Followed>)]| -> Vec<f64> {
+        results.iter().map(|(run, _)| run.points_per_s()).collect()
     };
-    let baseline = median_rate(&runs[0]);
-    let mut rows = Vec::new();
-    for (mode, results) in runs.iter_mut().enumerate() {
-        let rate = median_rate(results);
-        let mut per_point: Vec<f64> = results
+    let cpu = |results: &[(Ingested, Option<Followed>)]| -> Vec<f64> {
+        results
             .iter()
             .map(|(run, _)| run.cpu.coordinator_per(run.points).as_secs_f64() * 1e6)
-            .collect();
-        per_point.sort_by(f64::total_cmp);
+            .collect()
+    };
+    let base_rate = median(&rates(&runs[0]));
+    let base_cpu = cpu(&runs[0]);
+    let mut rows = Vec::new();
+    for (mode, results) in runs.iter_mut().enumerate() {
+        let (rate, per_point) = (rates(results), cpu(results));
         let mut delays: Vec<Duration> = results
             .iter_mut()
             .flat_map(|(run, _)| run.delays.drain(..))
             .collect();
-        let followed = results
+        let followed: Vec<(u64, &Followed)> = results
             .iter()
             .filter_map(|(run, followed)| followed.as_ref().map(|f| (run.points, f)))
-            .map(|(points, f)| {
-                format!(
-                    "{:.0}% of points, {} msgs, {:.1} MB",
-                    100.0 * f.points as f64 / points.max(1) as f64,
-                    f.messages,
-                    f.bytes as f64 / 1e6
-                )
-            })
-            .next_back()
-            .unwrap_or_else(|| "-".to_owned());
+            .collect();
+        let followed = if followed.is_empty() {
+            "-".to_owned()
+        } else {
+            let runs = followed.len() as f64;
+            let share: f64 = followed
+                .iter()
+                .map(|(points, f)| f.points as f64 / (*points).max(1) as f64)
+                .sum::<f64>()
+                / runs;
+            let messages = followed.iter().map(|(_, f)| f.messages).sum::<usize>() as f64 / runs;
+            let bytes = followed.iter().map(|(_, f)| f.bytes).sum::<usize>() as f64 / runs;
+            format!(
+                "{:.3}% of points, {messages:.0} msgs, {:.0} KB",
+                100.0 * share,
+                bytes / 1e3
+            )
+        };
         rows.push(vec![
             modes[mode].to_owned(),
-            format!("{rate:.0}"),
-            format!("{:+.1}%", (rate / baseline - 1.0) * 100.0),
-            format!("{:.2}", per_point[per_point.len() / 2]),
+            spread(&rate, 0),
+            format!("{:+.1}%", (median(&rate) / base_rate - 1.0) * 100.0),
+            spread(&per_point, 3),
+            // Paired: each run against the "off" run of the same round, which ran
+            // seconds before under about the same load from other tenants.
+            spread(
+                &per_point
+                    .iter()
+                    .zip(&base_cpu)
+                    .map(|(cpu, off)| (cpu / off - 1.0) * 100.0)
+                    .collect::<Vec<_>>(),
+                1,
+            ),
             ms(quantile(&mut delays, 0.5)),
             ms(quantile(&mut delays, 0.99)),
             followed,
@@ -159,10 +207,19 @@ async fn ingestion_side_by_side() -> anyhow::Result<()> {
     }
     table(
         &format!(
-            "Ingestion with the dashboard: {WORKERS} simulated workers, batches of 1000 points, {}s per run, median of {REPEATS} interleaved runs",
+            "Ingestion with the dashboard: {WORKERS} simulated workers, batches of 1000 points, {}s per run, {REPEATS} interleaved runs per row: median (min-max)",
             crate::ingest::RUN_FOR.as_secs()
         ),
-        &["coordinator", "points/s", "vs off", "coordinator us/point", "ack p50", "ack p99", "the SSE client got (last run)"],
+        &[
+            "coordinator",
+            "points/s",
+            "vs off",
+            "coordinator CPU us/point",
+            "CPU vs off, paired (%)",
+            "ack p50",
+            "ack p99",
+            "the SSE client got (mean of runs)",
+        ],
         &rows,
     );
     Ok(())
@@ -250,7 +307,7 @@ fn get(url: &str, path: &str, token: &str) -> anyhow::Result<(u16, usize, Durati
     Ok((status, body, elapsed))
 }
 
-async fn page_load() -> anyhow::Result<()> {
+pub async fn page_load() -> anyhow::Result<()> {
     eprintln!("dashboard: page load, {PAGE_JOBS} jobs and {PAGE_WORKERS} workers");
     let cluster = Cluster::start_with_dashboard(&page_config(), &[]).await?;
     populate(&cluster).await?;
@@ -293,8 +350,8 @@ async fn page_load() -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || browser_load(&url, &token)).await?
     };
     match browser {
-        Ok(mut times) => rows.push(vec![
-            format!("Chromium: stage page, navigation → {PAGE_JOBS}-row jobs table in the DOM"),
+        Ok((mut times, dom_rows)) => rows.push(vec![
+            format!("Chromium: stage page, navigation → {PAGE_JOBS}-job table drawn ({dom_rows} rows in the DOM)"),
             "-".to_owned(),
             ms(quantile(&mut times, 0.5)),
             ms(quantile(&mut times, 1.0)),
@@ -303,7 +360,7 @@ async fn page_load() -> anyhow::Result<()> {
     }
     cluster.shutdown().await;
     table(
-        &format!("Dashboard page load: {PAGE_JOBS} jobs (256 running with 20 points each), {PAGE_WORKERS} workers; {PAGE_LOADS} loads each"),
+        &format!("Dashboard page load: {PAGE_JOBS} jobs (256 running with 20 points each), {PAGE_WORKERS} workers; {PAGE_LOADS} loads each, median and max"),
         &["what", "size", "median", "max"],
         &rows,
     );
@@ -311,8 +368,9 @@ async fn page_load() -> anyhow::Result<()> {
 }
 
 /// Loads the stage page in headless Chromium `PAGE_LOADS` times; each time from
-/// navigation start to the page's `expcluster:jobs-table` mark.
-fn browser_load(url: &str, token: &str) -> anyhow::Result<Vec<Duration>> {
+/// navigation start to the page's `expcluster:jobs-table` mark. Also returns how
+/// many job rows the DOM held (the table draws those in view).
+fn browser_load(url: &str, token: &str) -> anyhow::Result<(Vec<Duration>, u64)> {
     let installed = std::process::Command::new("sh")
         .args(["-c", "command -v chromium"])
         .output()
@@ -329,19 +387,29 @@ fn browser_load(url: &str, token: &str) -> anyhow::Result<Vec<Duration>> {
         serde_json::json!({"headers": {"Authorization": format!("Bearer {token}")}}),
     );
     let mut times = Vec::new();
-    for _ in 0..PAGE_LOADS {
-        page.navigate("about:blank#reset");
-        page.navigate(&format!("{url}#/stage/baselines"));
+    for load in 0..PAGE_LOADS {
+        // A URL of its own each time: a new document, never the previous one (the
+        // same URL again could be taken for a fragment change of the page shown).
+        page.navigate(&format!("{url}?load={load}#/stage/baselines"));
         page.wait_for(
             "the jobs table",
             Duration::from_secs(60),
-            &format!("document.querySelector('#jobs') && document.querySelector('#jobs').dataset.rows === '{PAGE_JOBS}'"),
+            &format!("location.search === '?load={load}' && document.querySelector('#jobs') && document.querySelector('#jobs').dataset.rows === '{PAGE_JOBS}' && performance.getEntriesByName('expcluster:jobs-table').length > 0"),
         );
         let mark = page.eval("performance.getEntriesByName('expcluster:jobs-table')[0].startTime");
         let ms = mark
             .as_f64()
             .ok_or_else(|| anyhow::anyhow!("no mark: {mark}"))?;
+        eprintln!("dashboard: stage page drawn after {ms:.1} ms");
         times.push(Duration::from_secs_f64(ms / 1e3));
     }
-    Ok(times)
+    let dom_rows = page
+        .eval("document.querySelectorAll('#jobs tbody tr[data-job]').length")
+        .as_u64()
+        .unwrap_or(0);
+    anyhow::ensure!(
+        dom_rows > 0 && dom_rows < PAGE_JOBS as u64 / 10,
+        "the jobs table has {dom_rows} rows in the DOM for {PAGE_JOBS} jobs"
+    );
+    Ok((times, dom_rows))
 }

@@ -1,7 +1,8 @@
 //! `expcluster-bench`: the coordinator's speed and scale, each figure printed beside a
 //! reference measured in the same run. See BENCHMARKS.md for the method and results.
 //!
-//! Usage: `expcluster-bench [dispatch|ingest|scale|grid|dashboard|all]...`, or
+//! Usage: `expcluster-bench [dispatch|ingest|scale|grid|dashboard|all]...`
+//! (`dashboard-ingest` and `dashboard-page` run one half of `dashboard`), or
 //! `expcluster-bench relay --listen ADDR --to ADDR --delay-us N` (the delaying TCP
 //! relay of the namespace cluster).
 
@@ -50,6 +51,8 @@ async fn run_all(which: &[String]) -> anyhow::Result<()> {
             "scale" => scale::run().await?,
             "grid" => grid::run().await?,
             "dashboard" => dashboard::run().await?,
+            "dashboard-ingest" => dashboard::ingestion_side_by_side().await?,
+            "dashboard-page" => dashboard::page_load().await?,
             other => anyhow::bail!(
                 "unknown benchmark {other:?}: choose dispatch, ingest, scale, grid, dashboard or all"
             ),

@@ -49,24 +49,68 @@ const T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.
   2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042];
 function tQuantile(df) { return df <= 30 ? T975[df - 1] : 1.96 + 2.4 / df; }
 
-// Mean ± 95% CI across seeds, step by step: [{x, y, lo, hi, n}].
-function meanCurve(seriesList) {
-  const longest = Math.max(0, ...seriesList.map(s => s.length));
-  const points = [];
-  for (let step = 0; step < longest; step++) {
-    const values = seriesList.map(s => s[step]).filter(v => typeof v === 'number' && Number.isFinite(v));
-    if (values.length === 0) continue;
+// A series as the page keeps it: a Map of step → value (the first value of a step is
+// kept, as the coordinator keeps it). A page left open keeps at most MAX_KEPT points
+// of a series: past that, the steps are cut into MAX_KEPT / 2 buckets of equal
+// width and the last point of each is kept, so old and new steps stay as dense.
+const MAX_KEPT = 4000;
+function addPoints(series, steps, values) {
+  let grew = false;
+  for (let i = 0; i < steps.length; i++) {
+    if (!series.has(steps[i])) { series.set(steps[i], values[i]); grew = true; }
+  }
+  if (series.size > MAX_KEPT) {
+    let maxStep = 0;
+    for (const step of series.keys()) if (step > maxStep) maxStep = step;
+    const width = Math.ceil((maxStep + 1) / (MAX_KEPT / 2));
+    const last = new Map();
+    for (const [step, value] of series) {
+      const b = Math.floor(step / width);
+      const seen = last.get(b);
+      if (!seen || step > seen[0]) last.set(b, [step, value]);
+    }
+    series.clear();
+    for (const [, [step, value]] of [...last.entries()].sort((a, b) => a[0] - b[0])) series.set(step, value);
+  }
+  return grew;
+}
+
+// Mean ± 95% CI across seeds: [{x, y, lo, hi, n}]. Steps are gathered into at most
+// `bins` buckets of equal width (one step each while the runs are short); in each,
+// a seed counts with its value at its last step there, so seeds whose sampled steps
+// differ still meet, and drawing costs the bins, not the steps.
+function meanCurve(seriesList, bins) {
+  let maxStep = 0;
+  for (const s of seriesList) for (const step of s.keys()) if (step > maxStep) maxStep = step;
+  const width = Math.max(1, Math.ceil((maxStep + 1) / (bins || 400)));
+  const buckets = new Map();
+  for (const s of seriesList) {
+    const last = new Map();
+    for (const [step, value] of s) {
+      if (typeof value !== 'number' || !Number.isFinite(value)) continue;
+      const b = Math.floor(step / width);
+      const seen = last.get(b);
+      if (!seen || step > seen[0]) last.set(b, [step, value]);
+    }
+    for (const [b, [step, value]] of last) {
+      let bucket = buckets.get(b);
+      if (!bucket) { bucket = { x: step, values: [] }; buckets.set(b, bucket); }
+      bucket.values.push(value);
+      if (step > bucket.x) bucket.x = step;
+    }
+  }
+  return [...buckets.keys()].sort((a, b) => a - b).map(b => {
+    const { x, values } = buckets.get(b);
     const n = values.length;
-    const mean = values.reduce((a, b) => a + b, 0) / n;
+    const mean = values.reduce((a, v) => a + v, 0) / n;
     let lo = NaN, hi = NaN;
     if (n > 1) {
-      const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
+      const sd = Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1));
       const half = tQuantile(n - 1) * sd / Math.sqrt(n);
       lo = mean - half; hi = mean + half;
     }
-    points.push({ x: step, y: mean, lo, hi, n });
-  }
-  return points;
+    return { x, y: mean, lo, hi, n };
+  });
 }
 
 // At most one call of `fn` per `wait` ms, the last one always made.
@@ -195,73 +239,124 @@ function overviewPage() {
 
 // ---------------------------------------------------------------- a stage
 
-function jobsTable(jobs, sort, onSort) {
-  const metricNames = [...new Set(jobs.flatMap(j => Object.keys(j.metrics)))].sort();
-  const columns = [
-    ['job', j => j.job_id], ['method', j => j.method], ['seed', j => j.seed],
-    ['sweep point', j => j.sweep_point && Object.keys(j.sweep_point).length ? JSON.stringify(j.sweep_point) : ''],
-    ['state', j => j.state], ['attempt', j => j.attempt], ['worker', j => j.worker],
-    ...metricNames.map(m => [m, j => j.metrics[m]]),
-    ['duration s', j => j.duration_s],
+// The jobs table, virtualized: the answer of /api/stages/S/jobs is kept as it came
+// (one array per job), sorted in memory, and only the rows in view (plus a margin)
+// are in the DOM, between two spacer rows that give the scroll bar its full length.
+// 10,000 jobs are then a hundred rows of DOM, whatever the sort.
+const ROW_MARGIN = 40;
+const COL = { job: 0, method: 1, seed: 2, sweep: 3, state: 4, attempt: 5, worker: 6, error: 7, duration: 8, metrics: 9 };
+const collator = new Intl.Collator(undefined, { numeric: true });
+
+function jobsTable() {
+  let rows = [], metricNames = [], sorted = [], sort = ['job', 'asc'];
+  let rowHeight = 0, drawn = null, frame = 0;
+  const head = h('thead');
+  const body = h('tbody');
+  const table = h('table', { id: 'jobs', 'data-rows': 0 }, head, body);
+  const box = h('div', { class: 'table-scroll', onscroll: () => { if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(false); }); } }, table);
+  const columns = () => [
+    ['job', r => r[COL.job]], ['method', r => r[COL.method]], ['seed', r => r[COL.seed]],
+    ['sweep point', r => r[COL.sweep]], ['state', r => r[COL.state]], ['attempt', r => r[COL.attempt]],
+    ['worker', r => r[COL.worker]],
+    ...metricNames.map((m, i) => [m, r => r[COL.metrics][i]]),
+    ['duration s', r => r[COL.duration]],
   ];
-  const [key, dir] = sort;
-  const column = columns.find(c => c[0] === key) || columns[0];
-  const sorted = jobs.slice().sort((a, b) => {
-    const x = column[1](a), y = column[1](b);
-    const order = (typeof x === 'number' && typeof y === 'number') ? x - y : String(x ?? '').localeCompare(String(y ?? ''), undefined, { numeric: true });
-    return dir === 'asc' ? order : -order;
-  });
-  return h('table', { id: 'jobs', 'data-rows': sorted.length },
-    h('thead', null, h('tr', null, columns.map(([name]) => h('th', {
-      class: 'sortable' + (name === column[0] ? ' sorted-' + dir : ''),
-      onclick: () => onSort(name),
-    }, name)))),
-    h('tbody', null, sorted.map(j => h('tr', { 'data-job': j.job_id },
-      columns.map(([name, get], i) => {
-        const value = get(j);
-        if (i === 0) return h('td', null, h('a', { href: '#/job/' + encodeURIComponent(j.job_id) }, value));
-        if (name === 'state') return h('td', { class: 'state-' + value }, value, j.error ? h('div', { class: 'muted' }, j.error) : null);
-        return h('td', { class: typeof value === 'number' ? 'num' : null }, typeof value === 'number' ? fmt(value) : value);
-    })))));
+  function resort() {
+    const [key, dir] = sort;
+    const cols = columns();
+    const get = (cols.find(c => c[0] === key) || cols[0])[1];
+    const sign = dir === 'asc' ? 1 : -1;
+    sorted = rows.slice().sort((a, b) => {
+      const x = get(a), y = get(b);
+      if (typeof x === 'number' && typeof y === 'number') return sign * (x - y);
+      if (x === null || x === undefined) return (y === null || y === undefined) ? 0 : 1;
+      if (y === null || y === undefined) return -1;
+      return sign * collator.compare(String(x), String(y));
+    });
+  }
+  function drawHead() {
+    head.replaceChildren(h('tr', null, columns().map(([name]) => h('th', {
+      class: 'sortable' + (name === sort[0] ? ' sorted-' + sort[1] : ''),
+      onclick: () => { sort = [name, sort[0] === name && sort[1] === 'asc' ? 'desc' : 'asc']; resort(); drawHead(); draw(true); },
+    }, name))));
+  }
+  function rowOf(r, cols) {
+    return h('tr', { 'data-job': r[COL.job] }, cols.map(([name, get], i) => {
+      const value = get(r);
+      if (i === 0) return h('td', null, h('a', { href: '#/job/' + encodeURIComponent(value) }, value));
+      if (name === 'state') {
+        const error = r[COL.error];
+        return h('td', { class: 'state-' + value, title: error || null }, value, error ? h('span', { class: 'muted' }, ' ' + error) : null);
+      }
+      return h('td', { class: typeof value === 'number' ? 'num' : null }, typeof value === 'number' ? fmt(value) : value);
+    }));
+  }
+  function spacer(rowsHidden, span) {
+    const cell = h('td', { colspan: span });
+    // Through the CSSOM: the Content-Security-Policy refuses style attributes.
+    cell.style.height = `${rowsHidden * (rowHeight || 27)}px`;
+    return h('tr', { class: 'spacer', 'aria-hidden': 'true' }, cell);
+  }
+  // Renders the rows in view; `force` when the data or the order changed.
+  function draw(force) {
+    const cols = columns();
+    if (!rowHeight && sorted.length) {
+      body.replaceChildren(rowOf(sorted[0], cols));
+      rowHeight = body.firstChild.getBoundingClientRect().height || 27;
+    }
+    const height = rowHeight || 27;
+    const first = Math.max(0, Math.floor(box.scrollTop / height) - ROW_MARGIN);
+    const last = Math.min(sorted.length, Math.ceil((box.scrollTop + Math.max(box.clientHeight, window.innerHeight)) / height) + ROW_MARGIN);
+    if (!force && drawn && drawn[0] === first && drawn[1] === last) return;
+    drawn = [first, last];
+    const parts = [];
+    if (first > 0) parts.push(spacer(first, cols.length));
+    for (let i = first; i < last; i++) parts.push(rowOf(sorted[i], cols));
+    if (last < sorted.length) parts.push(spacer(sorted.length - last, cols.length));
+    body.replaceChildren(...parts);
+    table.dataset.rows = String(sorted.length);
+  }
+  return {
+    box,
+    // A new answer of /api/stages/S/jobs.
+    set(answer) {
+      rows = answer.rows; metricNames = answer.metrics;
+      resort(); drawHead(); draw(true);
+    },
+    rows: () => rows,
+    metricNames: () => metricNames,
+    // The latest value of a metric of some jobs changed (live points).
+    changed: throttle(() => { resort(); draw(true); }, 300),
+  };
 }
 
 function stagePage(stage) {
-  let jobs = [];
-  let sort = ['job', 'asc'];
   let metric = null;
-  const series = new Map(); // job id → {variant, values: []}
+  const series = new Map(); // job id → {variant, attempt, points: Map step → value}
   const head = h('h1', null, `stage ${stage}`);
   const summary = h('p', { class: 'muted', id: 'stage-summary' });
   const picker = h('select', { id: 'metric', onchange: () => { metric = picker.value; loadSeries(); } });
   const chartBox = h('div', { class: 'charts', id: 'curves' });
-  const tableBox = h('div');
+  const table = jobsTable();
   view.replaceChildren(head, summary,
     h('section', null, h('h2', null, 'Learning curves (mean ± 95% CI across seeds) '), picker, chartBox),
-    h('section', null, h('h2', null, 'Jobs'), tableBox));
+    h('section', null, h('h2', null, 'Jobs'), table.box));
 
-  const drawTable = () => {
-    tableBox.replaceChildren(jobsTable(jobs, sort, name => {
-      sort = [name, sort[0] === name && sort[1] === 'asc' ? 'desc' : 'asc'];
-      drawTable();
-    }));
-    // When the table is on the page (expcluster-bench dashboard reads it).
-    performance.mark('expcluster:jobs-table');
-  };
   const drawChart = throttle(() => {
     const byVariant = new Map();
     for (const s of series.values()) {
       if (!byVariant.has(s.variant)) byVariant.set(s.variant, []);
-      byVariant.get(s.variant).push(s.values);
+      byVariant.get(s.variant).push(s.points);
     }
     const lines = [...byVariant.entries()].sort().map(([variant, list]) => ({ name: `${variant} (${list.length} seeds)`, points: meanCurve(list) }));
     chartBox.replaceChildren(window.ExpChart.lineChart(lines, { title: metric || '', xLabel: 'step' }));
   }, 300);
   const loadJobs = throttle(async () => {
     const answer = await getJson(`/api/stages/${encodeURIComponent(stage)}/jobs`);
-    jobs = answer.jobs;
-    const count = s => jobs.filter(j => j.state === s).length;
-    summary.textContent = `${jobs.length} jobs: ${count('succeeded')} succeeded, ${count('running')} running, ${count('queued')} queued, ${count('failed')} failed`;
-    const names = [...new Set(jobs.flatMap(j => Object.keys(j.metrics)))].sort();
+    const counts = {};
+    for (const r of answer.rows) counts[r[COL.state]] = (counts[r[COL.state]] || 0) + 1;
+    summary.textContent = `${answer.rows.length} jobs: ${counts.succeeded || 0} succeeded, ${counts.running || 0} running, ${counts.queued || 0} queued, ${counts.failed || 0} failed`;
+    const names = answer.metrics;
     if (names.length && (metric === null || !names.includes(metric))) {
       metric = names[0];
       loadSeries();
@@ -270,32 +365,47 @@ function stagePage(stage) {
       picker.replaceChildren(...names.map(n => h('option', { value: n }, n)));
       if (metric) picker.value = metric;
     }
-    drawTable();
+    table.set(answer);
+    // When the table is on the page (expcluster-bench dashboard reads it).
+    performance.mark('expcluster:jobs-table');
   }, 1000);
+  // Metrics also change other columns than the followed one: refreshed, but seldom.
+  const refreshMetrics = throttle(loadJobs, 5000);
   async function loadSeries() {
     if (!metric) return;
     connect(`?stage=${encodeURIComponent(stage)}&metric=${encodeURIComponent(metric)}`);
     const answer = await getJson(`/api/stages/${encodeURIComponent(stage)}/series?metric=${encodeURIComponent(metric)}`);
     series.clear();
-    for (const job of answer.jobs) series.set(job.job_id, { variant: job.variant, attempt: job.attempt, values: job.values || [] });
+    for (const job of answer.jobs) {
+      const points = new Map();
+      addPoints(points, job.series.steps, job.series.values);
+      series.set(job.job_id, { variant: job.variant, attempt: job.attempt, points });
+    }
     drawChart();
   }
   current = {
     refresh() { loadJobs(); loadSeries(); },
     onUpdate(update) {
-      let grew = false;
-      for (const [job, attempt, name, step, value] of update.metrics) {
+      let grew = false, latest = false;
+      const column = table.metricNames().indexOf(metric);
+      const byId = column >= 0 && update.metrics.length ? new Map(table.rows().map(r => [r[COL.job], r])) : null;
+      for (const [job, attempt, name, steps, values] of update.metrics) {
         if (name !== metric) continue;
         let s = series.get(job);
         if (!s || s.attempt !== attempt) {
-          const variant = (jobs.find(j => j.job_id === job) || {}).method || job.split('.')[1] || job;
-          s = { variant, attempt, values: [] };
+          const row = byId && byId.get(job);
+          const variant = (row && row[COL.method]) || job.split('.')[1] || job;
+          s = { variant, attempt, points: new Map() };
           series.set(job, s);
         }
-        if (s.values[step] === undefined || s.values[step] === null) { s.values[step] = value; grew = true; }
+        if (addPoints(s.points, steps, values)) grew = true;
+        const row = byId && byId.get(job);
+        if (row && values.length) { row[COL.metrics][column] = values[values.length - 1]; latest = true; }
       }
       if (grew) drawChart();
-      if (update.leased || update.events.length || update.metrics.length) loadJobs();
+      if (latest) table.changed();
+      if (update.leased || update.events.length) loadJobs();
+      else if (update.metrics.length) refreshMetrics();
     },
   };
   connect(`?stage=${encodeURIComponent(stage)}&metric=-`);
@@ -315,8 +425,8 @@ function jobPage(job) {
     h('section', null, h('h2', null, 'stdout'), logs.stdout.box),
     h('section', null, h('h2', null, 'stderr'), logs.stderr.box));
   const drawCharts = throttle(() => {
-    chartBox.replaceChildren(...Object.entries(series).map(([name, values]) =>
-      window.ExpChart.lineChart([{ name, points: values.map((y, x) => ({ x, y })).filter(p => typeof p.y === 'number') }], { title: name, width: 420, height: 240 })));
+    chartBox.replaceChildren(...Object.entries(series).map(([name, points]) =>
+      window.ExpChart.lineChart([{ name, points: meanCurve([points], 1000) }], { title: name, width: 420, height: 240 })));
   }, 300);
   async function loadLog(stream) {
     const log = logs[stream];
@@ -331,17 +441,20 @@ function jobPage(job) {
       for (const log of Object.values(logs)) { log.box.replaceChildren(); log.offset = 0; }
     }
     attempt = answer.attempt;
-    series = answer.series;
+    series = {};
+    for (const [name, thinned] of Object.entries(answer.series)) {
+      series[name] = new Map();
+      addPoints(series[name], thinned.steps, thinned.values);
+    }
     drawCharts();
     await Promise.all(['stdout', 'stderr'].map(loadLog));
   }
   current = {
     refresh: load,
     onUpdate(update) {
-      for (const [id, att, name, step, value] of update.metrics) {
+      for (const [id, att, name, steps, values] of update.metrics) {
         if (id !== job || att !== attempt) continue;
-        (series[name] = series[name] || [])[step] ??= value;
-        drawCharts();
+        if (addPoints(series[name] = series[name] || new Map(), steps, values)) drawCharts();
       }
       for (const piece of update.logs) {
         const log = logs[piece.stream];
@@ -372,4 +485,8 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+// A page left (a reload, another URL) closes its stream at once: a browser opens at
+// most six connections to a host, and streams of pages kept in its back-forward
+// cache would otherwise hold them, stalling the next page's requests.
+window.addEventListener('pagehide', () => { if (source) { source.close(); source = null; } });
 route();

@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use expcluster_coordinator::service::snapshot::{job_state_name as state_name, Code};
+use expcluster_coordinator::service::snapshot::{
+    job_state_name as state_name, Code, ThinnedSeries,
+};
 use expcluster_core::{JobId, Stage};
 use expcluster_proto::v1;
 use serde_json::{json, Map, Value};
@@ -66,36 +68,84 @@ fn parse_job(job: &str) -> Result<JobId, ApiError> {
     JobId::parse(job).map_err(ApiError::BadRequest)
 }
 
-/// GET /api/stages/{stage}/jobs: the latest run's jobs.
+/// The columns of a row of GET /api/stages/{stage}/jobs, in order; the last holds
+/// the latest value of each metric of `metrics`, in that order.
+const JOB_COLUMNS: [&str; 10] = [
+    "job_id",
+    "method",
+    "seed",
+    "sweep_point",
+    "state",
+    "attempt",
+    "worker",
+    "error",
+    "duration_s",
+    "metrics",
+];
+
+/// The most points of one series a snapshot carries: a curve of a few hundred
+/// pixels needs no more, and the live stream adds points from there.
+const SNAPSHOT_POINTS: usize = 1000;
+
+/// GET /api/stages/{stage}/jobs: the latest run's jobs, compact: the column names
+/// once, then one array per job (10,000 jobs are about half the bytes of objects
+/// with repeated keys, and the page keeps them as they come).
 pub(crate) async fn stage_jobs(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<String>,
 ) -> Answer {
     let stage = parse_stage(&stage)?;
     let Some(jobs) = state.coordinator.stage_jobs(stage) else {
-        return Ok(Json(
-            json!({"stage": stage.to_string(), "submitted": false, "jobs": []}),
-        ));
+        return Ok(Json(json!({
+            "stage": stage.to_string(), "submitted": false,
+            "columns": JOB_COLUMNS, "metrics": [], "rows": [],
+        })));
     };
-    let jobs: Vec<Value> = jobs
+    let metrics: Vec<&String> = jobs
+        .iter()
+        .flat_map(|job| job.final_metrics.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows: Vec<Value> = jobs
         .iter()
         .map(|job| {
-            let metrics: Map<String, Value> = job
-                .final_metrics
+            let values: Vec<Value> = metrics
                 .iter()
-                .map(|(name, value)| (name.clone(), number(*value)))
+                .map(|name| {
+                    job.final_metrics
+                        .get(*name)
+                        .map_or(Value::Null, |v| number(*v))
+                })
                 .collect();
-            json!({
-                "job_id": job.job_id, "method": job.method, "seed": job.seed,
-                "sweep_point": serde_json::from_str::<Value>(&job.sweep_point_json).unwrap_or(Value::Null),
-                "state": state_name(job.state), "attempt": job.attempt, "worker": job.worker_id,
-                "metrics": metrics, "error": job.error, "duration_s": number(job.duration_s),
-            })
+            // `{}` (no sweep) is shown as nothing; a point as its compact JSON text.
+            let sweep_point = match job.sweep_point_json.as_str() {
+                "" | "{}" | "null" => String::new(),
+                text => serde_json::from_str::<Value>(text)
+                    .map_or_else(|_| text.to_owned(), |value| value.to_string()),
+            };
+            json!([
+                job.job_id,
+                job.method,
+                job.seed,
+                sweep_point,
+                state_name(job.state),
+                job.attempt,
+                job.worker_id,
+                job.error,
+                number(job.duration_s),
+                values,
+            ])
         })
         .collect();
-    Ok(Json(
-        json!({"stage": stage.to_string(), "submitted": true, "jobs": jobs}),
-    ))
+    Ok(Json(json!({
+        "stage": stage.to_string(), "submitted": true,
+        "columns": JOB_COLUMNS, "metrics": metrics, "rows": rows,
+    })))
+}
+
+fn thinned_json(series: &ThinnedSeries) -> Value {
+    json!({"steps": series.steps, "values": series_json(&series.values), "len": series.len})
 }
 
 #[derive(serde::Deserialize)]
@@ -103,7 +153,8 @@ pub(crate) struct SeriesQuery {
     metric: String,
 }
 
-/// GET /api/stages/{stage}/series?metric=M: one metric's series of every job.
+/// GET /api/stages/{stage}/series?metric=M: one metric's series of every job, each
+/// thinned to [`SNAPSHOT_POINTS`] as `{steps, values, len}`.
 pub(crate) async fn stage_series(
     State(state): State<Arc<AppState>>,
     Path(stage): Path<String>,
@@ -112,20 +163,22 @@ pub(crate) async fn stage_series(
     let stage = parse_stage(&stage)?;
     let jobs: Vec<Value> = state
         .coordinator
-        .stage_series(stage, &query.metric)
+        .stage_series(stage, &query.metric, SNAPSHOT_POINTS)
         .iter()
-        .map(|job| {
-            json!({
+        .filter_map(|job| {
+            let series = job.series.get(&query.metric)?;
+            Some(json!({
                 "job_id": job.job_id, "variant": job.variant, "seed": job.seed,
                 "attempt": job.attempt, "running": job.running,
-                "values": job.series.get(&query.metric).map_or(Value::Null, |v| series_json(v)),
-            })
+                "series": thinned_json(series),
+            }))
         })
         .collect();
     Ok(Json(json!({"metric": query.metric, "jobs": jobs})))
 }
 
-/// GET /api/jobs/{job}/series: every series of the job's latest attempt.
+/// GET /api/jobs/{job}/series: every series of the job's latest attempt, each
+/// thinned to [`SNAPSHOT_POINTS`].
 pub(crate) async fn job_series(
     State(state): State<Arc<AppState>>,
     Path(job): Path<String>,
@@ -133,12 +186,12 @@ pub(crate) async fn job_series(
     let job = parse_job(&job)?;
     let view = state
         .coordinator
-        .job_series(&job)
+        .job_series(&job, SNAPSHOT_POINTS)
         .ok_or_else(|| ApiError::NotFound(format!("unknown job {job}")))?;
     let series: Map<String, Value> = view
         .series
         .iter()
-        .map(|(name, values)| (name.clone(), series_json(values)))
+        .map(|(name, series)| (name.clone(), thinned_json(series)))
         .collect();
     Ok(Json(json!({
         "job_id": view.job_id, "variant": view.variant, "seed": view.seed,

@@ -1,14 +1,16 @@
 //! GET /api/events: the live feed as Server-Sent Events.
 //!
 //! One subscriber of the coordinator's feed per page. What arrives within
-//! [`COALESCE`] goes out as one `update` message (metric points as
-//! `[job, attempt, name, step, value]` rows, log text of the followed job, and the
-//! research-log events written), so a fast stream costs the browser a few messages a
-//! second, not one per batch. Filters keep the message small: `stage` (jobs of that
-//! stage), `metric` (that metric's points) and `job` (its log pieces, all its points).
-//! Each stored batch contributes at most [`SERIES_POINTS`] points of a series (the
-//! last one always): a live curve needs no more to be drawn, and following a stage
-//! costs the coordinator's runtime little at any ingestion rate (BENCHMARKS.md).
+//! [`COALESCE`] goes out as one `update` message: per series (job, attempt, metric)
+//! an even sample of at most [`SERIES_POINTS`] of the points that arrived, the last
+//! one always, as `[job, attempt, name, [steps], [values]]`; the log text of the
+//! followed job; and the research-log events written. So a page costs the
+//! coordinator a few small messages a second whatever the ingestion rate: a series
+//! fed a million points a second and one fed a point a minute both send at most
+//! [`SERIES_POINTS`] points per message, and only those are written as JSON (W&B
+//! shows a sampled curve the same way; a reload gets the snapshot's thinned series).
+//! Filters keep the message small: `stage` (jobs of that stage), `metric` (that
+//! metric's points) and `job` (its log pieces, all its points).
 //! A subscriber that falls more than the feed's capacity behind gets `resync` and
 //! reloads its snapshot: the coordinator never waits for a page.
 
@@ -25,12 +27,12 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
 /// How long changes are gathered into one message.
-const COALESCE: Duration = Duration::from_millis(150);
-/// The most feed items one message carries (the rest go in the next).
-const MAX_ITEMS: usize = 2048;
-/// The most points of one series one stored batch contributes. A job that prints
-/// faster than a page can draw (a thousand points a batch) is thinned on the way to
-/// the page, never in the coordinator: the page's snapshot has every point.
+const COALESCE: Duration = Duration::from_millis(250);
+/// The most feed items one message gathers (the rest go in the next).
+const MAX_ITEMS: usize = 4096;
+/// The most points of one series one message carries. A job that prints faster
+/// than a page can draw is thinned on the way to the page, never in the
+/// coordinator's store.
 const SERIES_POINTS: usize = 32;
 
 #[cfg(test)]
@@ -54,32 +56,66 @@ mod tests {
         }
     }
 
+    fn metrics(job: &str, attempt: u32, points: &[(&str, u64, f64)]) -> LiveEvent {
+        let job = expcluster_core::JobId::parse(job).expect("job id");
+        LiveEvent::Metrics(std::sync::Arc::new(
+            expcluster_coordinator::store::live_feed::MetricPoints::gather(
+                &job,
+                attempt,
+                points.iter().copied(),
+            ),
+        ))
+    }
+
     #[test]
-    fn an_update_message_is_json_with_every_kept_point() {
+    fn an_update_message_is_json_with_each_series_points() {
         let filter = Filter::default();
         let mut batch = Batch::default();
-        let job = expcluster_core::JobId::parse("full.m.s0").expect("job id");
-        let points = [("loss", 0, 0.5), ("acc", 0, f64::NAN), ("loss", 1, 0.25)];
         batch.add(
             &filter,
-            LiveEvent::Metrics(std::sync::Arc::new(
-                expcluster_coordinator::store::live_feed::MetricPoints::gather(
-                    &job,
-                    2,
-                    points.into_iter(),
-                ),
-            )),
+            metrics(
+                "full.m.s0",
+                2,
+                &[("loss", 0, 0.5), ("acc", 0, f64::NAN), ("loss", 1, 0.25)],
+            ),
         );
+        batch.add(&filter, metrics("full.m.s0", 2, &[("loss", 2, 0.125)]));
+        batch.add(&filter, metrics("full.a.s1", 1, &[("loss", 7, 1.0)]));
         let message: Value = serde_json::from_str(&batch.data()).expect("JSON");
         assert_eq!(
             message["metrics"],
             json!([
-                ["full.m.s0", 2, "loss", 0, 0.5],
-                ["full.m.s0", 2, "loss", 1, 0.25],
-                ["full.m.s0", 2, "acc", 0, null]
+                ["full.a.s1", 1, "loss", [7], [1.0]],
+                ["full.m.s0", 2, "loss", [0, 1, 2], [0.5, 0.25, 0.125]],
+                ["full.m.s0", 2, "acc", [0], [null]]
             ])
         );
         assert_eq!(message["leased"], 0);
+    }
+
+    #[test]
+    fn a_message_carries_a_bounded_sample_of_a_fast_series_with_its_last_point() {
+        let filter = Filter::default();
+        let mut batch = Batch::default();
+        for first in (0..10_000u64).step_by(50) {
+            let points: Vec<(&str, u64, f64)> = (first..first + 50)
+                .map(|step| ("loss", step, step as f64))
+                .collect();
+            batch.add(&filter, metrics("full.m.s0", 1, &points));
+        }
+        let message: Value = serde_json::from_str(&batch.data()).expect("JSON");
+        let series = &message["metrics"][0];
+        let steps = series[3].as_array().expect("steps");
+        assert!(steps.len() <= SERIES_POINTS && steps.len() >= SERIES_POINTS / 2);
+        assert_eq!(steps.last(), Some(&json!(9999)));
+        let values = series[4].as_array().expect("values");
+        assert!(
+            steps
+                .iter()
+                .zip(values)
+                .all(|(s, v)| s.as_f64() == v.as_f64()),
+            "each value is its step: {series}"
+        );
     }
 
     #[test]
@@ -130,12 +166,21 @@ impl Filter {
     }
 }
 
+/// The points of one series that arrived for the next message.
+struct SeriesPoints {
+    attempt: u32,
+    name: String,
+    /// (step, value) in arrival order.
+    points: Vec<(u64, f64)>,
+}
+
 /// One message in the making.
 #[derive(Default)]
 struct Batch {
-    /// The metric rows as JSON text, comma-separated: written directly (the row's
-    /// prefix once per batch), since this is the stream's hot path.
-    metrics: String,
+    /// By job id: each series of the job with its points (a job has few series, so
+    /// a list is searched; a job is looked up by `&str`, without a copy of its id).
+    series: std::collections::HashMap<String, Vec<SeriesPoints>>,
+    points: usize,
     logs: Vec<Value>,
     events: Vec<Value>,
     leased: usize,
@@ -152,41 +197,32 @@ impl Batch {
                     if !filter.wants_metric(job, name) {
                         continue;
                     }
-                    // Most batches hold one metric: its points are then the batch's,
-                    // and only the kept ones are visited.
-                    let own;
-                    let points = if batch.names.len() == 1 {
-                        &batch.points[..]
-                    } else {
-                        own = batch
+                    if !self.series.contains_key(job) {
+                        self.series.insert(job.to_owned(), Vec::new());
+                    }
+                    let Some(series) = self.series.get_mut(job) else {
+                        continue;
+                    };
+                    let position = series
+                        .iter()
+                        .position(|s| s.attempt == batch.attempt && s.name == *name)
+                        .unwrap_or_else(|| {
+                            series.push(SeriesPoints {
+                                attempt: batch.attempt,
+                                name: name.clone(),
+                                points: Vec::new(),
+                            });
+                            series.len() - 1
+                        });
+                    let before = series[position].points.len();
+                    series[position].points.extend(
+                        batch
                             .points
                             .iter()
                             .filter(|point| point.0 as usize == index)
-                            .copied()
-                            .collect::<Vec<_>>();
-                        &own[..]
-                    };
-                    let prefix = format!(
-                        "[{},{},{},",
-                        Value::from(job),
-                        batch.attempt,
-                        Value::from(name.as_str())
+                            .map(|&(_, step, value)| (step, value)),
                     );
-                    for (_, step, value) in thinned(points) {
-                        if !self.metrics.is_empty() {
-                            self.metrics.push(',');
-                        }
-                        self.metrics.push_str(&prefix);
-                        self.metrics.push_str(itoa::Buffer::new().format(*step));
-                        self.metrics.push(',');
-                        if value.is_finite() {
-                            self.metrics
-                                .push_str(ryu::Buffer::new().format_finite(*value));
-                        } else {
-                            self.metrics.push_str("null");
-                        }
-                        self.metrics.push(']');
-                    }
+                    self.points += series[position].points.len() - before;
                 }
             }
             LiveEvent::Log(piece) => {
@@ -215,10 +251,7 @@ impl Batch {
     }
 
     fn is_empty(&self) -> bool {
-        self.metrics.is_empty()
-            && self.logs.is_empty()
-            && self.events.is_empty()
-            && self.leased == 0
+        self.points == 0 && self.logs.is_empty() && self.events.is_empty() && self.leased == 0
     }
 
     fn message(self) -> Event {
@@ -228,8 +261,48 @@ impl Batch {
     fn data(self) -> String {
         let rest =
             json!({"logs": self.logs, "events": self.events, "leased": self.leased}).to_string();
-        // `{"metrics":[…],` + the rest of the object after its `{`.
-        format!("{{\"metrics\":[{}],{}", self.metrics, &rest[1..])
+        // `{"metrics":[…],` + the rest of the object after its `{`. The series are
+        // written directly: sorted, so a message does not depend on hashing.
+        let mut jobs: Vec<(&String, &Vec<SeriesPoints>)> = self.series.iter().collect();
+        jobs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut metrics = String::new();
+        for (job, series) in jobs {
+            let job = Value::from(job.as_str()).to_string();
+            for one in series {
+                if one.points.is_empty() {
+                    continue;
+                }
+                if !metrics.is_empty() {
+                    metrics.push(',');
+                }
+                metrics.push('[');
+                metrics.push_str(&job);
+                metrics.push(',');
+                metrics.push_str(itoa::Buffer::new().format(one.attempt));
+                metrics.push(',');
+                metrics.push_str(&Value::from(one.name.as_str()).to_string());
+                metrics.push_str(",[");
+                for (i, (step, _)) in thinned(&one.points).enumerate() {
+                    if i > 0 {
+                        metrics.push(',');
+                    }
+                    metrics.push_str(itoa::Buffer::new().format(*step));
+                }
+                metrics.push_str("],[");
+                for (i, (_, value)) in thinned(&one.points).enumerate() {
+                    if i > 0 {
+                        metrics.push(',');
+                    }
+                    if value.is_finite() {
+                        metrics.push_str(ryu::Buffer::new().format_finite(*value));
+                    } else {
+                        metrics.push_str("null");
+                    }
+                }
+                metrics.push_str("]]");
+            }
+        }
+        format!("{{\"metrics\":[{metrics}],{}", &rest[1..])
     }
 }
 

@@ -42,8 +42,8 @@ pub struct WorkerView {
     pub jobs: Vec<String>,
 }
 
-/// A job's series of its latest attempt, by metric name (indexed by step; a skipped
-/// step is NaN).
+/// A job's series of its latest attempt, by metric name, each thinned to a bound
+/// ([`ThinnedSeries`]).
 #[derive(Debug, Clone)]
 pub struct JobSeries {
     pub job_id: String,
@@ -51,7 +51,41 @@ pub struct JobSeries {
     pub seed: u64,
     pub attempt: u32,
     pub running: bool,
-    pub series: BTreeMap<String, Vec<f64>>,
+    pub series: BTreeMap<String, ThinnedSeries>,
+}
+
+/// At most a given number of a series' points, by an even stride of steps that keeps
+/// the last one; skipped steps are left out. Taken under the state lock, so it costs
+/// the bound, not the series' length: a job that printed a million points is a
+/// curve of a thousand on a page, and never a million-value copy under the lock.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThinnedSeries {
+    pub steps: Vec<u64>,
+    pub values: Vec<f64>,
+    /// How many steps the whole series spans.
+    pub len: usize,
+}
+
+impl ThinnedSeries {
+    pub fn of(values: &[f64], max_points: usize) -> Self {
+        let len = values.len();
+        let mut thinned = Self {
+            len,
+            ..Self::default()
+        };
+        if len == 0 {
+            return thinned;
+        }
+        let stride = len.div_ceil(max_points.max(1)).max(1);
+        for step in ((len - 1) % stride..len).step_by(stride) {
+            // NaN marks a step the job never reported.
+            if !values[step].is_nan() {
+                thinned.steps.push(step as u64);
+                thinned.values.push(values[step]);
+            }
+        }
+        thinned
+    }
 }
 
 impl Coordinator {
@@ -100,8 +134,9 @@ impl Coordinator {
         )
     }
 
-    /// The series of one metric for every job of the stage's latest run that has it.
-    pub fn stage_series(&self, stage: Stage, metric: &str) -> Vec<JobSeries> {
+    /// The series of one metric for every job of the stage's latest run that has it,
+    /// each thinned to `max_points`.
+    pub fn stage_series(&self, stage: Stage, metric: &str, max_points: usize) -> Vec<JobSeries> {
         let state = self.lock();
         let Some(run) = state.latest_run(stage) else {
             return Vec::new();
@@ -117,14 +152,17 @@ impl Coordinator {
                     seed: job.def.seed,
                     attempt: job.attempts,
                     running: matches!(job.state, crate::state::lifecycle::JobState::Running { .. }),
-                    series: BTreeMap::from([(metric.to_owned(), values.clone())]),
+                    series: BTreeMap::from([(
+                        metric.to_owned(),
+                        ThinnedSeries::of(values, max_points),
+                    )]),
                 })
             })
             .collect()
     }
 
-    /// Every series of one job's latest attempt.
-    pub fn job_series(&self, job: &JobId) -> Option<JobSeries> {
+    /// Every series of one job's latest attempt, each thinned to `max_points`.
+    pub fn job_series(&self, job: &JobId, max_points: usize) -> Option<JobSeries> {
         let state = self.lock();
         let record = state.jobs.get(job)?;
         Some(JobSeries {
@@ -136,7 +174,11 @@ impl Coordinator {
                 record.state,
                 crate::state::lifecycle::JobState::Running { .. }
             ),
-            series: record.series.clone(),
+            series: record
+                .series
+                .iter()
+                .map(|(name, values)| (name.clone(), ThinnedSeries::of(values, max_points)))
+                .collect(),
         })
     }
 
@@ -151,5 +193,29 @@ impl Coordinator {
     /// The workspace's root (the research log, idea files and summaries are read there).
     pub fn workspace_root(&self) -> std::path::PathBuf {
         self.lock().workspace.root().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ThinnedSeries;
+
+    #[test]
+    fn a_thinned_series_keeps_the_bound_the_last_step_and_skips_gaps() {
+        let short = ThinnedSeries::of(&[1.0, f64::NAN, 3.0], 10);
+        assert_eq!(short.steps, [0, 2]);
+        assert_eq!(short.values, [1.0, 3.0]);
+        assert_eq!(short.len, 3);
+        let values: Vec<f64> = (0..1_000_000).map(f64::from).collect();
+        let long = ThinnedSeries::of(&values, 1000);
+        assert_eq!(long.steps.len(), 1000);
+        assert_eq!(long.steps.last(), Some(&999_999));
+        assert!(long.steps.windows(2).all(|w| w[1] - w[0] == 1000));
+        assert!(long
+            .steps
+            .iter()
+            .zip(&long.values)
+            .all(|(s, v)| *s as f64 == *v));
+        assert_eq!(ThinnedSeries::of(&[], 10), ThinnedSeries::default());
     }
 }

@@ -111,6 +111,24 @@ fn start_with_dashboard(root: &Path) -> Served {
     }
 }
 
+/// Submits the `baselines` stage to the coordinator at `address`, detached.
+fn submit_baselines(address: &str) {
+    let submitted = expcluster(&[
+        "submit",
+        "--stage",
+        "baselines",
+        "--coordinator",
+        address,
+        "--detach",
+        "--force",
+    ]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+}
+
 /// One HTTP/1.1 request on loopback: (status, head, body).
 fn http(
     url: &str,
@@ -235,20 +253,7 @@ fn the_dashboard_shows_a_stage_live_in_a_real_browser() {
         "document.querySelector('#stages tr[data-stage=baselines]')",
     );
 
-    let submitted = expcluster(&[
-        "submit",
-        "--stage",
-        "baselines",
-        "--coordinator",
-        &served.address,
-        "--detach",
-        "--force",
-    ]);
-    assert!(
-        submitted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submitted.stderr)
-    );
+    submit_baselines(&served.address);
 
     // The stage's page: the jobs table fills and the curve gets its first points.
     page.eval("location.hash = '#/stage/baselines'");
@@ -296,7 +301,8 @@ fn the_dashboard_shows_a_stage_live_in_a_real_browser() {
     page.eval(
         "[...document.querySelectorAll('#jobs th')].find(th => th.textContent === 'seed').click()",
     );
-    let first_seed = "document.querySelector('#jobs tbody tr td:nth-child(3)').textContent";
+    let first_seed =
+        "document.querySelector('#jobs tbody tr[data-job] td:nth-child(3)').textContent";
     assert_eq!(page.eval(first_seed), "0");
     page.eval(
         "[...document.querySelectorAll('#jobs th')].find(th => th.textContent === 'seed').click()",
@@ -306,9 +312,10 @@ fn the_dashboard_shows_a_stage_live_in_a_real_browser() {
     assert_screenshot(&page.screenshot(&shot), &shot);
 
     // A running job's stdout, live.
-    let job: String =
-        serde_json::from_value(page.eval("document.querySelector('#jobs tbody tr').dataset.job"))
-            .unwrap();
+    let job: String = serde_json::from_value(
+        page.eval("document.querySelector('#jobs tbody tr[data-job]').dataset.job"),
+    )
+    .unwrap();
     page.eval(&format!("location.hash = '#/job/{job}'"));
     page.wait_for("the job's live stdout", Duration::from_secs(60),
         "document.querySelector('#stdout') && document.querySelector('#stdout').textContent.includes('after-more marker')");
@@ -364,6 +371,80 @@ fn the_dashboard_shows_a_stage_live_in_a_real_browser() {
     page.eval("location.hash = '#/'");
     page.wait_for("the worker", Duration::from_secs(30),
         "document.querySelector('#workers tbody tr td:nth-child(3)') && document.querySelector('#workers tbody tr td:nth-child(3)').textContent === '4'");
+}
+
+/// The number of job rows in the DOM.
+const DOM_ROWS: &str = "document.querySelectorAll('#jobs tbody tr[data-job]').length";
+
+#[test]
+fn a_stage_of_thousands_of_jobs_keeps_only_the_rows_in_view_in_the_dom() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("dash-many");
+    std::fs::create_dir_all(&root).unwrap();
+    // 2 methods x 1,000 seeds, and no worker: every job stays queued.
+    let config = config(&dir.path().join("gate")).replace("seeds: 2,", "seeds: 1000,");
+    assert!(config.contains("seeds: 1000,"), "{config}");
+    std::fs::write(root.join("config.yaml"), config).unwrap();
+    std::fs::write(root.join("runfile.py"), RUNFILE).unwrap();
+    let served = start_with_dashboard(&root);
+    submit_baselines(&served.address);
+    let browser = Browser::start();
+    let mut page = browser.page();
+    page.navigate(&served.login_url);
+    page.eval("location.hash = '#/stage/baselines'");
+    page.wait_for(
+        "the 2,000-job table",
+        Duration::from_secs(60),
+        "document.querySelector('#jobs') && document.querySelector('#jobs').dataset.rows === '2000'",
+    );
+    let drawn = page.eval(DOM_ROWS).as_u64().unwrap();
+    assert!(drawn > 0 && drawn < 200, "{drawn} rows in the DOM");
+    assert_eq!(
+        page.eval("document.querySelector('#stage-summary').textContent"),
+        "2000 jobs: 0 succeeded, 0 running, 2000 queued, 0 failed"
+    );
+    let shot = screenshots_dir().join("stage-2000-jobs.png");
+    assert_screenshot(&page.screenshot(&shot), &shot);
+
+    // Scrolled to the end, the last rows are drawn (a spacer stands for the rest).
+    page.eval("document.querySelector('.table-scroll').scrollTop = 1e9");
+    page.wait_for(
+        "the last rows",
+        Duration::from_secs(30),
+        "document.querySelector('#jobs tbody').lastElementChild.dataset.job !== undefined \
+         && document.querySelector('#jobs tbody').firstElementChild.classList.contains('spacer')",
+    );
+    let drawn = page.eval(DOM_ROWS).as_u64().unwrap();
+    assert!(
+        drawn > 0 && drawn < 200,
+        "{drawn} rows in the DOM at the end"
+    );
+
+    // Sorted in memory over every job, not only those drawn: at the top, seed
+    // descending puts a seed 999 first, ascending a seed 0.
+    page.eval("document.querySelector('.table-scroll').scrollTop = 0");
+    page.wait_for(
+        "the first rows again",
+        Duration::from_secs(30),
+        "document.querySelector('#jobs tbody').firstElementChild.dataset.job !== undefined",
+    );
+    let click_seed =
+        "[...document.querySelectorAll('#jobs th')].find(th => th.textContent === 'seed').click()";
+    let first_seed =
+        "document.querySelector('#jobs tbody tr[data-job] td:nth-child(3)').textContent";
+    page.eval(click_seed);
+    assert_eq!(page.eval(first_seed), "0");
+    page.eval(click_seed);
+    assert_eq!(page.eval(first_seed), "999");
+    assert!(page.eval(DOM_ROWS).as_u64().unwrap() < 200);
+    // The hostile sweep value is text in every drawn row.
+    assert_eq!(
+        page.eval(&format!(
+            "[...document.querySelectorAll('#jobs tbody tr[data-job] td')].filter(td => td.textContent.includes({XSS:?})).length === document.querySelectorAll('#jobs tbody tr[data-job]').length"
+        )),
+        true
+    );
+    assert_eq!(page.eval("document.querySelectorAll('script').length"), 2);
 }
 
 #[test]
