@@ -16,6 +16,7 @@
 //! then either holds its leases or will never get any. Leases whose waiter is gone
 //! are requeued at once ([`CoordinatorState::return_undelivered`]).
 
+use crate::error::CoordinatorError;
 use crate::ops::CoordinatorState;
 use crate::state::lifecycle::JobState;
 use crate::state::reports::Lease;
@@ -113,6 +114,12 @@ impl CoordinatorState {
             let (worker, free_slots) = (waiter.worker.clone(), waiter.free_slots);
             let leases = match self.lease(&worker, free_slots, now) {
                 Ok(leases) => leases,
+                Err(CoordinatorError::UnknownWorker(_)) => {
+                    // Forgotten since it began to wait: its call wakes, asks for
+                    // itself, and is told to register again.
+                    self.lease_waiters.line.remove(index);
+                    continue;
+                }
                 Err(err) => {
                     // It stays in line and re-checks on its own.
                     tracing::warn!(%err, worker_id = %worker, "cannot lease for a waiting call");

@@ -191,3 +191,31 @@ async fn a_call_dropped_while_waiting_leaves_the_line() {
         "a job was handed to a call that is gone"
     );
 }
+
+#[tokio::test]
+async fn a_call_of_a_worker_forgotten_while_it_waited_is_told_so_when_a_job_is_queued() {
+    let dir = workspace("");
+    let coordinator = open(&dir);
+    let forgotten = register(&coordinator, "gone", 1);
+    let request = v1::LeaseRequest {
+        worker_id: forgotten.0.clone(),
+        free_slots: 1,
+        wait_ms: 20_000,
+    };
+    let call = {
+        let coordinator = coordinator.clone();
+        tokio::spawn(async move { lease_waiting(&coordinator, request).await })
+    };
+    until_in_line(&coordinator, 1).await;
+    // Silent for far longer than six leases: forgotten.
+    let later = Instant::now() + std::time::Duration::from_secs(24 * 3600);
+    coordinator.lock().expire_leases(later).expect("expire");
+    submit(&coordinator);
+    assert_eq!(coordinator.lock().lease_waiters.len(), 0);
+    let answer = call.await.expect("join");
+    assert_eq!(
+        answer.expect_err("a forgotten worker got a lease").code(),
+        tonic::Code::NotFound
+    );
+    assert_eq!(holder(&coordinator), None);
+}
