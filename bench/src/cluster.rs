@@ -366,31 +366,44 @@ fn process_cpu() -> Duration {
 
 /// CPU time of the live threads of this process whose name `pick` accepts.
 fn threads_cpu(pick: impl Fn(&str) -> bool) -> Duration {
-    // /proc reports times in USER_HZ ticks, which Linux fixes at 100 for user space
-    // on every architecture (sysconf(_SC_CLK_TCK) would need unsafe code).
-    const TICKS_PER_S: f64 = 100.0;
-    let mut ticks = 0u64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
+    let mut total = Duration::ZERO;
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // "tid (comm) state ...": comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        if !pick(comm) {
-            continue;
+        if let Some((comm, cpu)) = stat_cpu(&stat) {
+            if pick(comm) {
+                total += cpu;
+            }
         }
-        // After the comm: state is field 3; utime and stime are fields 14 and 15.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-        ticks += field(14).unwrap_or(0) + field(15).unwrap_or(0);
     }
-    Duration::from_secs_f64(ticks as f64 / TICKS_PER_S)
+    total
+}
+
+/// CPU time (user + system) used so far by the calling thread.
+pub fn this_thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat).map(|(_, cpu)| cpu))
+        .unwrap_or_default()
+}
+
+/// A thread's name and CPU time (user + system) from its /proc `stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
+    // /proc reports times in USER_HZ ticks, which Linux fixes at 100 for user space
+    // on every architecture (sysconf(_SC_CLK_TCK) would need unsafe code).
+    const TICKS_PER_S: f64 = 100.0;
+    // "tid (comm) state ...": comm may hold spaces, so split at the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let comm = &stat[open + 1..close];
+    // After the comm: state is field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let ticks = field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    Some((comm, Duration::from_secs_f64(ticks as f64 / TICKS_PER_S)))
 }
 
 /// This process's resident memory in bytes, from /proc/self/status (VmRSS).

@@ -6,7 +6,8 @@
 //!    unwatched, and followed by one Server-Sent Events client subscribed to every
 //!    point of the stage (the stage page's stream). The dashboard runs on the
 //!    coordinator's runtime, so its CPU is counted as the coordinator's. Rows are
-//!    interleaved and repeated [`REPEATS`] times; each row reports the median and the
+//!    interleaved (each round starting with another mode) and repeated [`REPEATS`]
+//!    times; each row reports the median and the
 //!    spread (min-max) of points/s and of the coordinator's CPU per point. On a
 //!    shared machine points/s moves with other tenants' load; CPU per point much less.
 //! 2. Page load: a 10,000-job stage with 64 workers (256 jobs running, each with 20
@@ -34,6 +35,57 @@ const PAGE_LOADS: usize = 9;
 pub async fn run() -> anyhow::Result<()> {
     ingestion_side_by_side().await?;
     page_load().await
+}
+
+/// Stored batches the watched-path probe publishes.
+const PROBE_BATCHES: usize = 200_000;
+/// Batches per message in the probe: about what 250 ms hold at the ingestion rows'
+/// 2,000 batches a second.
+const PROBE_PER_MESSAGE: usize = 500;
+
+/// The watched path alone, on one thread: for each stored batch of 1,000 points, the
+/// coordinator's publishing into its live feed (as ReportMetrics does it), and a
+/// stage page's stream turning the feed into messages. Its CPU time per stored point
+/// is what watching adds to the coordinator, measured apart from the ingestion
+/// rows' noise (other tenants' load moves those by more than 5%). Returns
+/// (CPU us per point, messages, KB of JSON).
+fn watched_path_cost() -> anyhow::Result<(f64, usize, f64)> {
+    use expcluster_coordinator::store::live_feed::{LiveEvent, LiveFeed, MetricPoints};
+    let feed = LiveFeed::default();
+    let mut receiver = feed.subscribe();
+    let jobs: Vec<expcluster_core::JobId> = (0..WORKERS)
+        .map(|seed| expcluster_core::JobId::parse(&format!("baselines.m0.s{seed}")))
+        .collect::<Result<_, _>>()
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let batch: Vec<(String, u64, f64)> = (0..1000u64)
+        .map(|step| ("loss".to_owned(), step, 1.0 / (step as f64 + 1.0)))
+        .collect();
+    let accepted: Vec<usize> = (0..batch.len()).collect();
+    let (mut messages, mut bytes) = (0, 0);
+    let before = crate::cluster::this_thread_cpu();
+    for index in 0..PROBE_BATCHES {
+        let job = &jobs[index % jobs.len()];
+        feed.publish(|| {
+            LiveEvent::Metrics(std::sync::Arc::new(MetricPoints::sampled(
+                job,
+                1,
+                &accepted,
+                |&i| (batch[i].0.as_str(), batch[i].1, batch[i].2),
+            )))
+        });
+        if (index + 1) % PROBE_PER_MESSAGE == 0 {
+            let (m, b) = expcluster_dashboard::drain_as_messages(&mut receiver, "baselines");
+            messages += m;
+            bytes += b;
+        }
+    }
+    let cpu = crate::cluster::this_thread_cpu().saturating_sub(before);
+    anyhow::ensure!(messages > 0, "the probe's stream made no message");
+    Ok((
+        cpu.as_secs_f64() * 1e6 / (PROBE_BATCHES * batch.len()) as f64,
+        messages,
+        bytes as f64 / 1e3,
+    ))
 }
 
 /// What the SSE client received.
@@ -122,7 +174,11 @@ pub async fn ingestion_side_by_side() -> anyhow::Result<()> {
     let mut runs: Vec<Vec<(Ingested, Option<Followed>)>> =
         modes.iter().map(|_| Vec::new()).collect();
     for repeat in 0..REPEATS {
-        for (mode, results) in runs.iter_mut().enumerate() {
+        // Each round starts with another mode: no mode always runs first or last in
+        // its round (after the previous run's workspace was removed, say).
+        for turn in 0..modes.len() {
+            let mode = (turn + repeat) % modes.len();
+            let results = &mut runs[mode];
             eprintln!("dashboard: ingestion, {} (run {})", modes[mode], repeat + 1);
             let cluster = if mode > 0 {
                 Cluster::start_with_dashboard(&config(WORKERS), &[]).await?
@@ -205,6 +261,19 @@ pub async fn ingestion_side_by_side() -> anyhow::Result<()> {
             followed,
         ]);
     }
+    let (probe, probe_messages, probe_kb) =
+        tokio::task::spawn_blocking(watched_path_cost).await??;
+    let off_cpu = median(&base_cpu);
+    rows.push(vec![
+        format!("the watched path alone: publish + stream, one thread, {PROBE_BATCHES} batches"),
+        "-".to_owned(),
+        "-".to_owned(),
+        format!("{probe:.4}"),
+        format!("{:+.1}", 100.0 * probe / off_cpu),
+        "-".to_owned(),
+        "-".to_owned(),
+        format!("{probe_messages} msgs, {probe_kb:.0} KB"),
+    ]);
     table(
         &format!(
             "Ingestion with the dashboard: {WORKERS} simulated workers, batches of 1000 points, {}s per run, {REPEATS} interleaved runs per row: median (min-max)",

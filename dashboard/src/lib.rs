@@ -28,6 +28,8 @@ mod assets;
 mod files;
 mod stream;
 
+pub use stream::drain_as_messages;
+
 use access::Access;
 use expcluster_coordinator::service::auth::Tokens;
 use expcluster_coordinator::Coordinator;

@@ -311,6 +311,36 @@ fn thinned<T>(points: &[T]) -> impl Iterator<Item = &T> {
     expcluster_coordinator::store::live_feed::sample(points, SERIES_POINTS)
 }
 
+/// What a stage page's stream makes of what `receiver` holds now: drained into
+/// messages of at most [`MAX_ITEMS`] items, as [`next_message`] gathers them, each
+/// written as JSON; returns (messages, bytes). `expcluster-bench dashboard` times it
+/// with the publishing, on one thread, to tell what watching costs per stored point
+/// apart from other load on the machine.
+pub fn drain_as_messages(receiver: &mut Receiver<LiveEvent>, stage: &str) -> (usize, usize) {
+    let filter = Filter {
+        stage: Some(stage.to_owned()),
+        ..Filter::default()
+    };
+    let (mut messages, mut bytes) = (0, 0);
+    loop {
+        let mut batch = Batch::default();
+        while batch.items < MAX_ITEMS {
+            match receiver.try_recv() {
+                Ok(event) => batch.add(&filter, event),
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if batch.items == 0 {
+            return (messages, bytes);
+        }
+        if !batch.is_empty() {
+            messages += 1;
+            bytes += batch.data().len();
+        }
+    }
+}
+
 fn resync(missed: u64) -> Event {
     Event::default().event("resync").data(missed.to_string())
 }

@@ -10,7 +10,7 @@ use crate::state::lifecycle::{retry_backoff, Fence, JobEvent, JobState};
 use crate::state::records::JobRecord;
 use crate::state::reports::{Completion, CompletionKey, MetricPoint, Outcome};
 use crate::store::job_metrics::{self, AttemptResult};
-use crate::store::live_feed::{self, LiveEvent, MetricPoints};
+use crate::store::live_feed::{LiveEvent, MetricPoints};
 use crate::store::metric_batch::PreparedPoints;
 use crate::store::metric_spool::MetricSpool;
 use expcluster_core::ids::is_safe_name;
@@ -105,12 +105,14 @@ impl CoordinatorState {
         }
         job.next_seq = next;
         self.live.publish(|| {
-            let points = live_feed::sample(&accepted, live_feed::BATCH_POINTS).map(|&index| {
-                let point = &prepared.points[index];
-                (point.name.as_str(), point.step, point.value)
-            });
-            LiveEvent::Metrics(std::sync::Arc::new(MetricPoints::gather(
-                job_id, attempt, points,
+            LiveEvent::Metrics(std::sync::Arc::new(MetricPoints::sampled(
+                job_id,
+                attempt,
+                &accepted,
+                |&index| {
+                    let point = &prepared.points[index];
+                    (point.name.as_str(), point.step, point.value)
+                },
             )))
         });
         Ok(next)

@@ -62,6 +62,18 @@ pub struct MetricPoints {
 }
 
 impl MetricPoints {
+    /// Gathers an even sample of at most [`BATCH_POINTS`] of `items` (the last one
+    /// always), each read as `(name, step, value)` by `point`: what the feed carries
+    /// of a stored batch.
+    pub fn sampled<'a, T>(
+        job: &JobId,
+        attempt: AttemptNumber,
+        items: &[T],
+        point: impl Fn(&T) -> (&'a str, u64, f64),
+    ) -> Self {
+        Self::gather(job, attempt, sample(items, BATCH_POINTS).map(point))
+    }
+
     /// Gathers `(name, step, value)` points.
     pub fn gather<'a>(
         job: &JobId,
