@@ -319,6 +319,12 @@ fn the_dashboard_shows_a_stage_live_in_a_real_browser() {
     page.eval(&format!("location.hash = '#/job/{job}'"));
     page.wait_for("the job's live stdout", Duration::from_secs(60),
         "document.querySelector('#stdout') && document.querySelector('#stdout').textContent.includes('after-more marker')");
+    // Its loss curve, from the job's thinned series: the six steps printed so far.
+    page.wait_for(
+        "the job's loss curve",
+        Duration::from_secs(60),
+        "[...document.querySelectorAll('#job-curves svg')].some(svg => svg.getAttribute('data-points') === '6')",
+    );
     assert!(page
         .eval("document.querySelector('#job-info').textContent")
         .as_str()
