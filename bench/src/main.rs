@@ -17,12 +17,32 @@ mod relay;
 mod report;
 mod scale;
 
+const USAGE: &str = "\
+usage: expcluster-bench [dispatch|ingest|scale|grid|dashboard|all]...
+       expcluster-bench relay --listen ADDR --to ADDR --delay-us N
+
+With no name, every benchmark runs. Each prints a table with its reference row
+measured in the same run; BENCHMARKS.md explains them.
+
+Environment:
+  EXPCLUSTER_BENCH_WORKERS  dispatch: simulated worker counts, comma-separated
+                            (default 16,64)
+  EXPCLUSTER_BENCH_JOBS     dispatch: jobs of the throughput stage (default 10000)
+  EXPCLUSTER_BENCH_SLOTS    dispatch: slots per simulated worker (default 1, then 8)
+  EXPCLUSTER_BENCH_RTT_MS   workers in a network namespace this round trip away
+                            (root only; for example 0.2)
+";
+
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut which: Vec<String> = std::env::args().skip(1).collect();
+    if which.iter().any(|w| w == "--help" || w == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     if which.first().map(String::as_str) == Some("relay") {
         let args = relay::RelayArgs::parse(&which[1..])?;
         return tokio::task::spawn_blocking(move || relay::run(&args)).await?;
