@@ -73,11 +73,7 @@ impl ThinnedSeries {
             len,
             ..Self::default()
         };
-        if len == 0 {
-            return thinned;
-        }
-        let stride = len.div_ceil(max_points.max(1)).max(1);
-        for step in ((len - 1) % stride..len).step_by(stride) {
+        for step in crate::store::live_feed::sample_indices(len, max_points) {
             // NaN marks a step the job never reported.
             if !values[step].is_nan() {
                 thinned.steps.push(step as u64);

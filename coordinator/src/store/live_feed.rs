@@ -30,9 +30,14 @@ pub const BATCH_POINTS: usize = 64;
 
 /// At most `cap` of `items`, by an even stride that keeps the last one.
 pub fn sample<T>(items: &[T], cap: usize) -> impl Iterator<Item = &T> {
-    let stride = items.len().div_ceil(cap.max(1)).max(1);
-    let first = (items.len() + stride - 1) % stride;
-    items.iter().skip(first).step_by(stride)
+    sample_indices(items.len(), cap).map(move |index| &items[index])
+}
+
+/// The indices [`sample`] keeps of `len` items.
+pub fn sample_indices(len: usize, cap: usize) -> impl Iterator<Item = usize> {
+    let stride = len.div_ceil(cap.max(1)).max(1);
+    let first = (len + stride - 1) % stride;
+    (first..len).step_by(stride)
 }
 
 /// One thing that happened.
