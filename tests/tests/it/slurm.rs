@@ -261,6 +261,20 @@ fn job_id_of(task: &str) -> f64 {
         .unwrap_or_else(|| panic!("scontrol knows no job {task}: {text}"))
 }
 
+/// Waits until the wall clock enters a second later than the current one.
+fn wait_for_the_next_second() {
+    let seconds_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let start = seconds_now();
+    while seconds_now() <= start {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -406,6 +420,11 @@ fn usr2_to_a_worker_mid_job_requeues_the_job_without_spending_its_budget() {
         "Slurm requeues the worker job",
         || job.states() == ["PENDING"],
     );
+    // slurmd revoked the first incarnation's credential when Slurm killed it, and it
+    // compares credential times in whole seconds: an incarnation started within the
+    // second of the requeue is refused ("Job credential revoked") and ends for good,
+    // so the start is moved only once the clock has passed that second.
+    wait_for_the_next_second();
     assert!(Command::new("scontrol")
         .args(["update", &format!("jobid={}", job.id), "starttime=now"])
         .status()
