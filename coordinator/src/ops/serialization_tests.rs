@@ -108,3 +108,33 @@ fn the_success_event_matches_the_former_json_tree() {
         serde_json::to_string(&former).expect("former")
     );
 }
+
+#[test]
+fn the_lease_record_matches_the_former_json_tree() {
+    use crate::ops::workers::{LeaseRecord, LeasedAttempt};
+    let job = job();
+    let id = &job.def.id;
+    let worker = WorkerId("w1-node-00ff".to_owned());
+    let other = WorkerId("w2-node-0aa0".to_owned());
+    let gang = vec![(worker.clone(), 2), (other.clone(), 1)];
+    let record = LeaseRecord {
+        worker_id: &worker.0,
+        leases: vec![
+            LeasedAttempt::new(id, 3, 4, None),
+            LeasedAttempt::new(id, 1, 7, Some(&gang)),
+        ],
+    };
+    // The tree the lease path built before (workers.rs).
+    let former = json!({
+        "worker_id": worker.0,
+        "leases": [
+            {"job_id": id, "attempt": 3, "stage_run": 4},
+            {"job_id": id, "attempt": 1, "stage_run": 7,
+             "gang": [worker.0, worker.0, other.0]},
+        ],
+    });
+    assert_eq!(
+        serde_json::to_string(&record).expect("record"),
+        former.to_string()
+    );
+}

@@ -13,6 +13,47 @@ use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use serde_json::json;
 use std::time::Instant;
 
+/// The journal's `lease` record, serialized from borrowed fields (it was a `json!`
+/// tree built per lease): the same keys in the same order, so journals written
+/// before and after read the same.
+#[derive(serde::Serialize)]
+pub(crate) struct LeaseRecord<'a> {
+    pub(crate) worker_id: &'a str,
+    pub(crate) leases: Vec<LeasedAttempt<'a>>,
+}
+
+/// One attempt of a [`LeaseRecord`]; `gang` names each rank's worker.
+#[derive(serde::Serialize)]
+pub(crate) struct LeasedAttempt<'a> {
+    job_id: &'a JobId,
+    attempt: AttemptNumber,
+    stage_run: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gang: Option<Vec<&'a str>>,
+}
+
+impl<'a> LeasedAttempt<'a> {
+    pub(crate) fn new(
+        job_id: &'a JobId,
+        attempt: AttemptNumber,
+        stage_run: u64,
+        assignment: Option<&'a Assignment>,
+    ) -> Self {
+        let gang = assignment.map(|assignment| {
+            assignment
+                .iter()
+                .flat_map(|(w, n)| std::iter::repeat_n(w.0.as_str(), *n as usize))
+                .collect()
+        });
+        Self {
+            job_id,
+            attempt,
+            stage_run,
+            gang,
+        }
+    }
+}
+
 impl CoordinatorState {
     pub fn register_worker(
         &mut self,
@@ -150,23 +191,26 @@ impl CoordinatorState {
             // session answers the lease before this is synced (a lease acknowledges
             // nothing; see service/session.rs), and every report about the attempt
             // waits for it.
-            let records: Vec<serde_json::Value> = picked
+            let leases_of: Vec<LeasedAttempt<'_>> = picked
                 .iter()
                 .filter_map(|(id, assignment)| {
                     let job = self.jobs.get(id)?;
-                    let mut record = json!({"job_id": id, "attempt": job.attempts + 1, "stage_run": job.stage_run});
-                    if let Some(assignment) = assignment {
-                        let ranks: Vec<&str> = assignment
-                            .iter()
-                            .flat_map(|(w, n)| std::iter::repeat_n(w.0.as_str(), *n as usize))
-                            .collect();
-                        record["gang"] = json!(ranks);
-                    }
-                    Some(record)
+                    Some(LeasedAttempt::new(
+                        id,
+                        job.attempts + 1,
+                        job.stage_run,
+                        assignment.as_ref(),
+                    ))
                 })
                 .collect();
-            if let Err(err) =
-                self.journal_record("lease", json!({"worker_id": worker.0, "leases": records}))
+            let record = LeaseRecord {
+                worker_id: &worker.0,
+                leases: leases_of,
+            };
+            if let Err(err) = self
+                .journal
+                .append_serialized("lease", self.idea_version, &record)
+                .map_err(CoordinatorError::storage)
             {
                 for (id, _) in picked.iter().rev() {
                     self.queue.push_front(id.clone());
