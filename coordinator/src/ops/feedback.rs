@@ -44,7 +44,7 @@ impl CoordinatorState {
             return Ok(());
         }
         let analysis = analyse(loaded, stage, outcomes);
-        let look = stage_look(loaded, stage, &self.claim_events);
+        let look = stage_look(loaded, stage, self.claim_events.seeds_added());
         let code_digest = self
             .stage_runs
             .iter()
@@ -54,7 +54,7 @@ impl CoordinatorState {
         let context = StageContext {
             look: look.as_ref(),
             code_digest: &code_digest,
-            earlier: &self.claim_events,
+            earlier: self.claim_events.all(),
         };
         let evaluations = evaluate(loaded, &analysis, &context);
         let idea = read_idea_json(&self.workspace);

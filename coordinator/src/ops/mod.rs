@@ -145,7 +145,7 @@ pub struct CoordinatorState {
     /// (`experiment_completed`, `hypothesis_evaluated`, `stage_seeds_added`): kept here
     /// because the log itself stops keeping events in memory once recovery has read
     /// them. A few kilobytes per claim and stage.
-    pub claim_events: Vec<serde_json::Value>,
+    pub claim_events: crate::stage::looks::ClaimEvents,
     /// Lease calls waiting for a job ([`crate::ops::lease_waiters`]).
     pub lease_waiters: lease_waiters::LeaseWaiters,
 }

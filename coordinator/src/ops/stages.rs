@@ -4,9 +4,7 @@
 use crate::error::CoordinatorError;
 use crate::ops::{CoordinatorState, StageRun};
 use crate::stage::aggregate::{AggregatedStage, JobToAggregate, StageToFinish};
-use crate::stage::looks::{
-    check_first_look_seeds, plan_second_look, stage_look, SEEDS_ADDED_EVENT,
-};
+use crate::stage::looks::{check_first_look, plan_second_look, stage_look, SEEDS_ADDED_EVENT};
 use crate::state::lifecycle::{JobEvent, JobState};
 use crate::state::records::JobRecord;
 use crate::store::code_files::{read_code_files, CodeFiles};
@@ -52,31 +50,86 @@ pub struct Submitted {
 /// state, so a serving coordinator reads it before taking the state lock: a lease
 /// waiting for the stage's jobs waits for the lock only while they are queued.
 pub struct PreparedStage {
-    loaded: LoadedConfig,
+    loaded: Arc<LoadedConfig>,
     code: CodeFiles,
     idea_version: u32,
     definitions: Vec<JobDefinition>,
 }
 
-/// The config last parsed, reused while `config.yaml`'s text stays the same: parsing
-/// and validating it was most of what a submission reads (about 0.14 ms of 0.2 on
-/// this machine), and it sits between a submit and the start of its first job.
+/// Stages of at most this many jobs keep their expansion in the [`ConfigCache`];
+/// a larger one would hold a second copy of its definitions, and its expansion is
+/// small beside its dispatch.
+const CACHED_STAGE_JOBS: usize = 1000;
+
+/// The config last parsed, reused while `config.yaml`'s text stays the same, and
+/// the stages last expanded from it: parsing and validating the config was most of
+/// what a submission reads (about 0.14 ms of 0.2 on this machine), expanding a
+/// stage's jobs (their fingerprints) the next part, and both sit between a submit
+/// and the start of its first job.
 #[derive(Debug, Default)]
-pub struct ConfigCache(std::sync::Mutex<Option<LoadedConfig>>);
+pub struct ConfigCache(std::sync::Mutex<Option<CachedConfig>>);
+
+#[derive(Debug)]
+struct CachedConfig {
+    loaded: Arc<LoadedConfig>,
+    /// (stage, code digest, its jobs): one entry per stage, for the latest code.
+    stages: Vec<(Stage, String, Vec<JobDefinition>)>,
+}
 
 impl ConfigCache {
     /// The workspace's config, parsed again only when its text changed.
-    pub fn load(&self, path: &std::path::Path) -> Result<LoadedConfig, CoordinatorError> {
+    pub fn load(&self, path: &std::path::Path) -> Result<Arc<LoadedConfig>, CoordinatorError> {
         let config_error =
             |err: expcluster_core::ConfigError| CoordinatorError::Config(err.to_string());
         let text = read_config_text(path).map_err(config_error)?;
-        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(loaded) = cached.as_ref().filter(|c| c.text == text && c.path == path) {
-            return Ok(loaded.clone());
+        let mut cached = self.lock();
+        if let Some(hit) = cached
+            .as_ref()
+            .filter(|c| c.loaded.text == text && c.loaded.path == path)
+        {
+            return Ok(hit.loaded.clone());
         }
-        let loaded = ExperimentConfig::parse(&text, path).map_err(config_error)?;
-        *cached = Some(loaded.clone());
+        let loaded = Arc::new(ExperimentConfig::parse(&text, path).map_err(config_error)?);
+        *cached = Some(CachedConfig {
+            loaded: loaded.clone(),
+            stages: Vec::new(),
+        });
         Ok(loaded)
+    }
+
+    /// `stage`'s jobs for `code_digest`, expanded from `loaded` (what [`Self::load`]
+    /// returned), or copied from the last expansion of the same config and code.
+    pub fn expand(
+        &self,
+        loaded: &Arc<LoadedConfig>,
+        stage: Stage,
+        code_digest: &str,
+    ) -> Result<Vec<JobDefinition>, CoordinatorError> {
+        let same_config = |c: &&mut CachedConfig| Arc::ptr_eq(&c.loaded, loaded);
+        if let Some(cached) = self.lock().as_mut().filter(same_config) {
+            if let Some((_, _, definitions)) = cached
+                .stages
+                .iter()
+                .find(|(s, digest, _)| *s == stage && digest == code_digest)
+            {
+                return Ok(definitions.clone());
+            }
+        }
+        let definitions = expand_stage(loaded, StageRequest { stage, code_digest })
+            .map_err(|err| CoordinatorError::Config(err.to_string()))?;
+        if definitions.len() <= CACHED_STAGE_JOBS {
+            if let Some(cached) = self.lock().as_mut().filter(same_config) {
+                cached.stages.retain(|(s, _, _)| *s != stage);
+                cached
+                    .stages
+                    .push((stage, code_digest.to_owned(), definitions.clone()));
+            }
+        }
+        Ok(definitions)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CachedConfig>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -90,14 +143,7 @@ impl PreparedStage {
         let loaded = configs.load(&workspace.config_path())?;
         let code = read_code_files(workspace.root())?;
         let idea_version = crate::stage::idea::read_version(workspace);
-        let definitions = expand_stage(
-            &loaded,
-            StageRequest {
-                stage,
-                code_digest: &code.digest,
-            },
-        )
-        .map_err(|err| CoordinatorError::Config(err.to_string()))?;
+        let definitions = configs.expand(&loaded, stage, &code.digest)?;
         Ok(Self {
             loaded,
             code,
@@ -157,9 +203,9 @@ impl CoordinatorState {
         } = prepared?;
         self.idea_version = idea_version;
         // A stage with a two-look design runs the seeds of the look it is at.
-        check_first_look_seeds(&loaded, stage, &self.claim_events)
+        let look = stage_look(&loaded, stage, self.claim_events.seeds_added());
+        check_first_look(look, stage, self.claim_events.all())
             .map_err(CoordinatorError::InvalidRequest)?;
-        let look = stage_look(&loaded, stage, &self.claim_events);
         let loaded = match look {
             Some(look) if look.look == 2 => {
                 // A second look's seeds are known only here, under the lock: expanded
@@ -173,7 +219,7 @@ impl CoordinatorState {
                     },
                 )
                 .map_err(|err| CoordinatorError::Config(err.to_string()))?;
-                extended
+                Arc::new(extended)
             }
             _ => loaded,
         };
@@ -291,7 +337,7 @@ impl CoordinatorState {
             )));
         }
         let loaded = self.load_config()?;
-        let second = plan_second_look(&loaded, stage, &self.claim_events)
+        let second = plan_second_look(&loaded, stage, self.claim_events.all())
             .map_err(CoordinatorError::InvalidRequest)?;
         self.log_event(SEEDS_ADDED_EVENT, second.payload)?;
         let mut submitted = self.submit_stage(stage, false)?;
@@ -526,6 +572,56 @@ mod tests {
         assert_eq!(
             lr_of(&cache.load(&path).expect("valid")),
             serde_json::json!(0.2)
+        );
+    }
+
+    /// A stage's cached expansion is the one a fresh expansion gives, and is not
+    /// reused for other code or after the config's text changed.
+    #[test]
+    fn the_config_cache_expands_again_for_new_code_or_a_new_config() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("config.yaml");
+        let config = |seeds: u32| {
+            format!(
+                "name: x\nprimary_metric: {{name: acc, goal: max}}\n\
+                 job: {{command: [python, runfile.py]}}\n\
+                 methods: {{proposed: {{}}}}\nstages: {{full: {{seeds: {seeds}}}}}\n"
+            )
+        };
+        let fresh = |loaded: &LoadedConfig, digest: &str| {
+            expand_stage(
+                loaded,
+                StageRequest {
+                    stage: Stage::Full,
+                    code_digest: digest,
+                },
+            )
+            .expect("expands")
+        };
+        let cache = ConfigCache::default();
+        std::fs::write(&path, config(2)).expect("write");
+        let loaded = cache.load(&path).expect("valid");
+        let first = cache.expand(&loaded, Stage::Full, "a").expect("expands");
+        assert_eq!(first, fresh(&loaded, "a"));
+        assert_eq!(
+            cache.expand(&loaded, Stage::Full, "a").expect("cached"),
+            first
+        );
+        let other_code = cache.expand(&loaded, Stage::Full, "b").expect("expands");
+        assert_eq!(other_code, fresh(&loaded, "b"));
+        assert_ne!(other_code[0].fingerprint, first[0].fingerprint);
+        std::fs::write(&path, config(3)).expect("write");
+        let edited = cache.load(&path).expect("valid");
+        let more_seeds = cache.expand(&edited, Stage::Full, "b").expect("expands");
+        assert_eq!(more_seeds.len(), 3);
+        assert_eq!(more_seeds, fresh(&edited, "b"));
+        // The older config's handle no longer reads the newer's cached stages.
+        assert_eq!(
+            cache
+                .expand(&loaded, Stage::Full, "b")
+                .expect("expands")
+                .len(),
+            2
         );
     }
 
