@@ -59,9 +59,14 @@ def train(threads, device, batch, hidden, epochs, precision, seed):
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step in range(steps):
             index = order[step * batch:(step + 1) * batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if amp:
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    out = model(x[index])
+                out = out.float()
+            else:
+                # fp32 as a researcher writes it: no autocast context at all.
                 out = model(x[index])
-            loss = F.cross_entropy(out.float(), y[index])
+            loss = F.cross_entropy(out, y[index])
             opt.zero_grad()
             loss.backward()
             opt.step()
