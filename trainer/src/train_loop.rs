@@ -24,6 +24,7 @@ use crate::data::{self, Dataset};
 use crate::distributed::gang::Gang;
 use crate::metrics::evaluate;
 use crate::models::{self, Ctx, InputShape, Net};
+use crate::native;
 use crate::npy::{encode_f64, write_atomic};
 use crate::optim::Optimizer;
 use crate::rng::{derive, epoch_permutation, purpose, Rng};
@@ -405,11 +406,24 @@ impl<'a> Run<'a> {
         };
         let out = self.net.forward(x, ctx);
         match (self.data.task, &self.spec().loss) {
-            (Task::Classification, Some(LossSpec::CrossEntropy { label_smoothing })) => {
-                out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, *label_smoothing)
-            }
-            (Task::Classification, _) => {
-                out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)
+            (Task::Classification, loss) => {
+                let smoothing = match loss {
+                    Some(LossSpec::CrossEntropy { label_smoothing }) => *label_smoothing,
+                    _ => 0.0,
+                };
+                // fp32 logits on the CPU: one pass forward and one backward
+                // (native::loss) instead of libtorch's four softmax/NLL kernels.
+                let fused = smoothing == 0.0
+                    && self.device == Device::Cpu
+                    && out.kind() == Kind::Float
+                    && out.dim() == 2;
+                if fused {
+                    // As tch's own methods do, a libtorch error panics; the trainer
+                    // turns it into the job's error.
+                    return native::loss::cross_entropy(&out, y)
+                        .unwrap_or_else(|err| panic!("{err}"));
+                }
+                out.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, smoothing)
             }
             (Task::Regression, _) => out.mse_loss(y, Reduction::Mean),
         }

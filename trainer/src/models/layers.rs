@@ -72,6 +72,18 @@ impl Dense {
         x.to_kind(k)
             .linear(&self.weight.to_kind(k), Some(self.bias.to_kind(k)))
     }
+
+    /// `relu(forward(x))`: on the CPU in fp32 one autograd function
+    /// ([`native::linear::linear_relu`]: the bias and the ReLU in one pass, and
+    /// backward the mask and the bias gradient in one pass); elsewhere the layer and
+    /// an in-place ReLU.
+    pub fn forward_relu(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        if self.cpu && ctx.compute == Kind::Float && x.kind() == Kind::Float {
+            return native::linear::linear_relu(x, &self.weight, &self.bias)
+                .unwrap_or_else(|err| panic!("{err}"));
+        }
+        activate_owned(self.forward(x, ctx), Activation::Relu)
+    }
 }
 
 /// A same-padded 2-D convolution, `nn.Conv2d` initialisation.

@@ -126,16 +126,14 @@ impl Mlp {
     fn run(&self, x: &Tensor, ctx: Ctx) -> Tensor {
         let mut h = x.flatten(1, -1);
         for (site, (dense, norm)) in self.blocks.iter().enumerate() {
-            h = dense.forward(&h, ctx);
-            if let Some(norm) = norm {
-                h = norm.forward(&h, ctx);
-            }
-            h = dropout(
-                &activate_owned(h, self.activation),
-                self.dropout,
-                ctx,
-                site as u64,
-            );
+            h = match (norm, self.activation) {
+                (None, Activation::Relu) => dense.forward_relu(&h, ctx),
+                (None, activation) => activate_owned(dense.forward(&h, ctx), activation),
+                (Some(norm), activation) => {
+                    activate_owned(norm.forward(&dense.forward(&h, ctx), ctx), activation)
+                }
+            };
+            h = dropout(&h, self.dropout, ctx, site as u64);
         }
         let out = self.head.forward(&h, ctx);
         match ctx.compute {

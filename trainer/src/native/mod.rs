@@ -1,6 +1,7 @@
 //! libtorch functions that tch does not bind, called through a little C++
 //! (`trainer/csrc/*.cpp`, compiled by build.rs against the same libtorch): the fused
-//! optimizer steps ([`optim`]) and a oneDNN-backed linear layer ([`linear`]).
+//! optimizer steps ([`optim`]), a oneDNN-backed linear layer with or without its ReLU
+//! ([`linear`]) and a one-pass cross-entropy ([`loss`]).
 //!
 //! The C++ takes the `torch::Tensor*` handles tch holds, catches every libtorch
 //! exception and returns its message (or null), so nothing unwinds across the FFI.
@@ -9,6 +10,7 @@
 #![allow(unsafe_code)]
 
 pub mod linear;
+pub mod loss;
 pub mod optim;
 
 use std::ffi::{c_char, c_void, CStr};
