@@ -4,7 +4,7 @@
 # it exits non-zero only when the benchmark cannot run (no PyTorch, a crash), never
 # because a ratio misses its goal (speed is measured, not asserted; the table marks
 # each goal met or not). Both sides train the same model on the same data and seed,
-# taking turns case by case (trainer/examples/bench_vs_pytorch.rs says how).
+# taking turns epoch by epoch (trainer/examples/bench_vs_pytorch.rs says how).
 #
 # 1 intra-op thread for every case, and 2 threads for the goal case only: a 2-thread
 # round costs far more than its 1-thread one once other processes load the cores.

@@ -23,9 +23,14 @@
 //! (`bench_vs_pytorch.py`, a child process kept for the whole run) times the same
 //! steps the same way. Every figure is steps/s of an epoch after a warm-up epoch.
 //!
-//! The sides take turns, case by case, and swap who goes first each round, so load
-//! from other processes falls on both. The table gives the median over rounds and
-//! the spread (min–max); the ratio is the median of the per-round ratios. With one
+//! The sides take turns epoch by epoch: in each round both start the case afresh,
+//! then one trains an epoch, the other an epoch, and so on (the trainer hands over
+//! from its metric sink at each epoch's end, while its clock is stopped), who goes
+//! first swapping each round. So each of one side's timed epochs lies beside one of
+//! the other's, well under a second apart, and load from other processes, which comes
+//! and goes over seconds, falls on both. A round's figure is the median of its timed
+//! epochs; the table gives the median over rounds and the spread (min–max); the ratio
+//! is the median of the per-round ratios. With one
 //! intra-op thread on the CPU a second row gives steps per CPU-second of the training
 //! thread, which a shared machine's load barely moves. The trainer's CPU time is read
 //! when it emits an epoch's metrics, so it includes the epoch's evaluation, which the
@@ -267,28 +272,34 @@ impl PyTorch {
         Ok(answer.trim().to_owned())
     }
 
-    fn steps_per_sec(&mut self, case: &Case, threads: usize, cuda: bool) -> Result<Rate, String> {
+    /// A fresh model and optimizer for `case`, seeded, at `threads` intra-op threads.
+    fn start_case(&mut self, case: &Case, threads: usize, cuda: bool) -> Result<(), String> {
         let device = if cuda { "cuda:0" } else { "cpu" };
         let answer = self.ask(&format!(
-            "train {threads} {device} {} {} {EPOCHS} {} {SEED}",
+            "start {threads} {device} {} {} {} {SEED}",
             case.batch,
             case.hidden,
             case.precision()
         ))?;
-        let parse = |list: &str| -> Result<f64, String> {
-            let rates: Vec<f64> = list
-                .split_whitespace()
-                .map(|rate| rate.parse().map_err(|_| format!("bad answer {answer:?}")))
-                .collect::<Result<_, _>>()?;
-            median(&rates).ok_or_else(|| format!("no timed epochs in {answer:?}"))
-        };
-        let (wall, cpu) = answer
-            .split_once(';')
-            .ok_or_else(|| format!("bad answer {answer:?}"))?;
-        Ok(Rate {
-            wall: parse(wall)?,
-            cpu: parse(cpu)?,
-        })
+        match answer.as_str() {
+            "ok" => Ok(()),
+            _ => Err(format!(
+                "the PyTorch side could not start the case: {answer}"
+            )),
+        }
+    }
+
+    /// One epoch of the started model: its steps/s and steps per CPU-second.
+    fn epoch(&mut self) -> Result<Rate, String> {
+        let answer = self.ask("epoch")?;
+        let rates: Vec<f64> = answer
+            .split_whitespace()
+            .map(|rate| rate.parse().map_err(|_| format!("bad answer {answer:?}")))
+            .collect::<Result<_, _>>()?;
+        match rates[..] {
+            [wall, cpu] => Ok(Rate { wall, cpu }),
+            _ => Err(format!("bad answer {answer:?}")),
+        }
     }
 }
 
@@ -322,15 +333,37 @@ struct Rate {
 /// Per-epoch `samples_per_sec` as the trainer emits it, and the training thread's
 /// (or with `all_threads` the process's) CPU time when it does (the sink runs on that
 /// thread at the end of each epoch; the difference between two epochs includes the
-/// later one's evaluation, a few rows).
+/// later one's evaluation of the few test rows). With `pytorch` set, each epoch's end
+/// then hands over to the PyTorch side for one epoch of its own (up to [`EPOCHS`]):
+/// the trainer's thread waits on the pipe, using no CPU, and its wall clock for the
+/// next epoch starts after the wait.
 #[derive(Default)]
-struct Throughput {
+struct Throughput<'a> {
     all_threads: bool,
     samples_per_sec: Vec<f64>,
     cpu_seconds_at: Vec<f64>,
+    pytorch: Option<&'a mut PyTorch>,
+    pytorch_epochs: Vec<Rate>,
+    pytorch_error: Option<String>,
 }
 
-impl MetricSink for Throughput {
+impl Throughput<'_> {
+    /// One PyTorch epoch, unless it has had all of them or failed.
+    fn pytorch_turn(&mut self) {
+        let Some(pytorch) = self.pytorch.as_deref_mut() else {
+            return;
+        };
+        if self.pytorch_epochs.len() >= EPOCHS || self.pytorch_error.is_some() {
+            return;
+        }
+        match pytorch.epoch() {
+            Ok(rate) => self.pytorch_epochs.push(rate),
+            Err(err) => self.pytorch_error = Some(err),
+        }
+    }
+}
+
+impl MetricSink for Throughput<'_> {
     fn emit(&mut self, name: &str, value: f64) {
         if name == "samples_per_sec" {
             self.samples_per_sec.push(value);
@@ -339,6 +372,7 @@ impl MetricSink for Throughput {
             } else {
                 thread_cpu_seconds()
             });
+            self.pytorch_turn();
         }
     }
 }
@@ -376,14 +410,13 @@ fn trainer_spec(case: &Case, threads: usize, epochs: usize) -> Result<TrainerSpe
     }))
 }
 
-/// Trains one job in this thread; its per-epoch samples/s and CPU times (of this
-/// thread, or with `all_threads` of the process).
+/// Trains one job in this thread, emitting into `sink`.
 fn train(
     spec: &TrainerSpec,
     data: &Path,
     cuda: bool,
-    all_threads: bool,
-) -> Result<Throughput, String> {
+    sink: &mut Throughput<'_>,
+) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
     let cancel = AtomicBool::new(false);
     let job = TrainJob {
@@ -400,24 +433,40 @@ fn train(
         cancel: &cancel,
         distributed: None,
     };
-    let mut sink = Throughput {
-        all_threads,
-        ..Throughput::default()
-    };
     TchTrainer
-        .train(&job, &mut sink)
+        .train(&job, sink)
         .map_err(|err| err.to_string())?;
-    Ok(sink)
+    Ok(())
 }
 
-fn tch_steps_per_sec(
+/// One round of a case: both sides start it afresh and train [`EPOCHS`] epochs each,
+/// taking turns epoch by epoch (PyTorch's first epoch before the trainer's when
+/// `pytorch_first`); each side's median over its epochs after the first.
+fn round(
     case: &Case,
     threads: usize,
     options: &Options,
     data: &Path,
-) -> Result<Rate, String> {
+    pytorch: &mut PyTorch,
+    pytorch_first: bool,
+) -> Result<(Rate, Rate), String> {
     let spec = trainer_spec(case, threads, EPOCHS)?;
-    let run = train(&spec, data, options.cuda, threads > 1)?;
+    pytorch.start_case(case, threads, options.cuda)?;
+    let mut run = Throughput {
+        all_threads: threads > 1,
+        pytorch: Some(pytorch),
+        ..Throughput::default()
+    };
+    if pytorch_first {
+        run.pytorch_turn();
+    }
+    train(&spec, data, options.cuda, &mut run)?;
+    while run.pytorch_epochs.len() < EPOCHS && run.pytorch_error.is_none() {
+        run.pytorch_turn();
+    }
+    if let Some(err) = run.pytorch_error {
+        return Err(err);
+    }
     let steps_per_epoch = rows(options).div_ceil(case.batch) as f64;
     let wall: Vec<f64> = run.samples_per_sec[1..]
         .iter()
@@ -429,10 +478,18 @@ fn tch_steps_per_sec(
         .map(|pair| steps_per_epoch / (pair[1] - pair[0]))
         .collect();
     let none = || "the trainer emitted no timed epochs".to_owned();
-    Ok(Rate {
+    let ours = Rate {
         wall: median(&wall).ok_or_else(none)?,
         cpu: median(&cpu).ok_or_else(none)?,
-    })
+    };
+    let timed = &run.pytorch_epochs[1..];
+    let theirs = Rate {
+        wall: median(&timed.iter().map(|rate| rate.wall).collect::<Vec<_>>())
+            .ok_or("the PyTorch side ran no timed epochs")?,
+        cpu: median(&timed.iter().map(|rate| rate.cpu).collect::<Vec<_>>())
+            .ok_or("the PyTorch side ran no timed epochs")?,
+    };
+    Ok((ours, theirs))
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -504,21 +561,24 @@ fn compare(options: &Options) -> Result<(), String> {
     settings.sort_by_key(|setting| setting.threads);
     let mut ours = vec![Vec::new(); settings.len()];
     let mut theirs = vec![Vec::new(); settings.len()];
-    for round in 0..options.rounds {
+    for turn in 0..options.rounds {
         for (i, setting) in settings.iter().enumerate() {
             let (case, threads) = (&setting.case, setting.threads);
             // Swap who goes first every round.
-            if round % 2 == 0 {
-                ours[i].push(tch_steps_per_sec(case, threads, options, data.path())?);
-                theirs[i].push(pytorch.steps_per_sec(case, threads, options.cuda)?);
-            } else {
-                theirs[i].push(pytorch.steps_per_sec(case, threads, options.cuda)?);
-                ours[i].push(tch_steps_per_sec(case, threads, options, data.path())?);
-            }
-            let (a, b): (&Rate, &Rate) = (&ours[i][round], &theirs[i][round]);
+            let pytorch_first = turn % 2 == 1;
+            let (a, b) = round(
+                case,
+                threads,
+                options,
+                data.path(),
+                &mut pytorch,
+                pytorch_first,
+            )?;
+            ours[i].push(a);
+            theirs[i].push(b);
             eprintln!(
                 "round {}/{}: {}x{} {}, {threads} thread(s): trainer {:.1}, PyTorch {:.1} steps/s; per CPU-second {:.1}, {:.1}",
-                round + 1,
+                turn + 1,
                 options.rounds,
                 case.batch,
                 case.hidden,
@@ -687,7 +747,12 @@ fn packing(options: &Options, counts: &[usize]) -> Result<(), String> {
         let began = Instant::now();
         let results: Vec<Result<Throughput, String>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..jobs)
-                .map(|_| scope.spawn(|| train(&spec, data.path(), options.cuda, false)))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut run = Throughput::default();
+                        train(&spec, data.path(), options.cuda, &mut run).map(|()| run)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
