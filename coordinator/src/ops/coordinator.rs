@@ -74,9 +74,12 @@ impl Coordinator {
     /// waiting lease calls in the same lock.
     pub fn submit_stage(&self, stage: Stage, rerun: bool) -> Result<Submitted, CoordinatorError> {
         let prepared = PreparedStage::read(&self.workspace, &self.configs, stage);
+        // The stage record, `stage_started` and the first leases go in one round.
+        let _one_round = crate::store::group_commit::wake_later();
         let mut state = self.lock();
         let submitted = state.submit_prepared(stage, rerun, prepared)?;
         state.hand_to_waiting(std::time::Instant::now());
+        drop(state);
         Ok(submitted)
     }
 

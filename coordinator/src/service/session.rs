@@ -112,6 +112,9 @@ impl Session {
                     return;
                 }
             };
+            // What the message's calls append (a completion's results line and
+            // event, the next lease) goes to the disk in one group-commit round.
+            let one_round = crate::store::group_commit::wake_later();
             let replies: Vec<v1::SessionReply> = batch
                 .into_iter()
                 .filter_map(|call| {
@@ -122,6 +125,7 @@ impl Session {
                     })
                 })
                 .collect();
+            drop(one_round);
             let (leases, others): (Vec<_>, Vec<_>) = replies
                 .into_iter()
                 .partition(|reply| matches!(reply.reply, Some(Reply::Lease(_))));

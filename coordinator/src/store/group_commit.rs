@@ -156,6 +156,8 @@ struct Inner {
     /// and why. Its bytes are kept and retried; waiters up to it are told to retry.
     write_failed: Option<(u64, String)>,
     thread_started: bool,
+    /// Rounds taken so far (tests).
+    rounds: u64,
 }
 
 /// Why a round's writes failed.
@@ -265,8 +267,44 @@ impl Committer {
     fn queue(&self, inner: &mut Inner, slot: &Arc<Slot>) {
         if !slot.queued.swap(true, Ordering::AcqRel) {
             inner.pending.push(slot.clone());
-            self.work.notify_one();
+            if !self.holds_wake() {
+                self.work.notify_one();
+            }
         }
+    }
+
+    /// Opens a [`WakeLater`] scope on this thread. Scopes nest; one of another
+    /// committer inside it holds nothing back.
+    pub fn wake_later(&self) -> WakeLater<'_> {
+        WAKE_LATER.with(|held| {
+            let (committer, depth, queued) = held.get();
+            if depth == 0 {
+                held.set((self.address(), 1, false));
+            } else {
+                held.set((committer, depth + 1, queued));
+            }
+        });
+        WakeLater {
+            committer: self,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Whether this call is in a [`WakeLater`] scope of this committer on this thread
+    /// (which then wakes the sync thread when it ends).
+    fn holds_wake(&self) -> bool {
+        WAKE_LATER.with(|held| {
+            let (committer, depth, _) = held.get();
+            let holds = depth > 0 && committer == self.address();
+            if holds {
+                held.set((committer, depth, true));
+            }
+            holds
+        })
     }
 
     /// Waits until every record counted up to `ticket` is durable.
@@ -281,6 +319,15 @@ impl Committer {
 
     /// [`Self::wait`] for callers outside async code.
     pub fn wait_blocking(&self, ticket: u64) -> Result<(), String> {
+        // A wake held back by this thread's scope would never come while it waits.
+        let held = WAKE_LATER.with(|held| {
+            let (committer, depth, queued) = held.get();
+            held.set((committer, depth, false));
+            queued && committer == self.address()
+        });
+        if held {
+            self.work.notify_one();
+        }
         let mut inner = self.lock();
         while inner.synced < ticket && !inner.settled(ticket) {
             inner = self.done.wait(inner).unwrap_or_else(|p| p.into_inner());
@@ -333,6 +380,7 @@ impl Committer {
                     continue;
                 }
                 batch.sort_by_key(|(slot, _)| slot.order);
+                inner.rounds += 1;
                 (batch, inner.written)
             };
             let result = match write_all_behind(&batch) {
@@ -507,6 +555,49 @@ pub fn replace_unsynced<'a>(
     Ok((file, dir))
 }
 
+thread_local! {
+    /// This thread's open [`WakeLater`] scopes: the committer they hold back (its
+    /// address, only compared), how many are open, and whether a file was queued.
+    static WAKE_LATER: std::cell::Cell<(usize, u32, bool)> = const { std::cell::Cell::new((0, 0, false)) };
+}
+
+/// While it lives, files this thread queues for a round of its committer do not wake
+/// the sync thread; it is woken once when the scope ends. A call appends its records
+/// under the state lock one after another (a stage record, its `stage_started` and
+/// the first lease; a results line, its `job_completed` and the next lease): woken at
+/// the first, the sync thread took them in two or three rounds, and ran beside the
+/// call, competing with it for the CPU and the committer's lock, while the call was
+/// on its way to start a job. Woken after the last, it takes them in one. Not
+/// `Send`: it cannot be held across an `await`, so it ends before the call's answer
+/// takes its ticket.
+pub struct WakeLater<'a> {
+    committer: &'a Committer,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Opens a [`WakeLater`] scope of the process's committer ([`global`]).
+pub fn wake_later() -> WakeLater<'static> {
+    global().wake_later()
+}
+
+impl Drop for WakeLater<'_> {
+    fn drop(&mut self) {
+        let wake = WAKE_LATER.with(|held| {
+            let (committer, depth, queued) = held.get();
+            if depth <= 1 {
+                held.set((0, 0, false));
+                queued
+            } else {
+                held.set((committer, depth - 1, queued));
+                false
+            }
+        });
+        if wake {
+            self.committer.work.notify_one();
+        }
+    }
+}
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static GLOBAL: OnceLock<Arc<Committer>> = OnceLock::new();
 
@@ -650,6 +741,41 @@ mod tests {
             .expect("written once there is space");
         assert_eq!(read(&journal_path), "lease\n");
         assert_eq!(read(&log_path), "event\nmore\n");
+    }
+
+    /// Records appended in a `WakeLater` scope are taken by one round, woken when the
+    /// scope ends; a blocking wait inside the scope wakes the sync thread itself.
+    #[test]
+    fn records_appended_in_a_wake_later_scope_go_in_one_round() {
+        let committer = Arc::new(Committer::default());
+        committer.start().expect("start");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let [(log_path, log), (journal_path, journal)] = research_log_and_journal(dir.path());
+        let rounds = || committer.lock().rounds;
+        let before = rounds();
+        {
+            let _held = committer.wake_later();
+            committer.append_behind(&journal, b"stage\n");
+            committer.append_behind(&log, b"stage_started\n");
+            committer.append_behind(&journal, b"lease\n");
+            assert_eq!(
+                committer.lock().pending.len(),
+                2,
+                "nothing woke the sync thread"
+            );
+        }
+        committer
+            .wait_blocking(committer.written())
+            .expect("written");
+        assert_eq!(rounds(), before + 1);
+        assert_eq!(read(&journal_path), "stage\nlease\n");
+        assert_eq!(read(&log_path), "stage_started\n");
+        let _held = committer.wake_later();
+        committer.append_behind(&log, b"more\n");
+        committer
+            .wait_blocking(committer.written())
+            .expect("a wait in the scope wakes the sync thread");
+        assert_eq!(read(&log_path), "stage_started\nmore\n");
     }
 
     /// Across rounds: an event appended after the journal record it names, once the
