@@ -15,10 +15,10 @@ use crate::cluster::{
 use crate::report::{ms, quantile, rate, table};
 use expcluster_proto::v1;
 use expcluster_worker::session::Session;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 const METHODS: usize = 10;
 const IDLE_ROUNDS: usize = 200;
@@ -247,6 +247,58 @@ async fn rpc_floor(workers: usize) -> anyhow::Result<Floor> {
     })
 }
 
+/// When the simulated workers' leases returned jobs, in the order they returned. The
+/// workers put the instants here and count them; the measuring task is woken only
+/// when the count it waits for is reached. (A channel message per job woke it once
+/// per job: CPU of the benchmark's own that no real worker spends, on the cores the
+/// coordinator and the workers share.)
+#[derive(Default)]
+struct Starts {
+    at: std::sync::Mutex<Vec<Instant>>,
+    count: AtomicUsize,
+    wanted: AtomicUsize,
+    reached: Notify,
+}
+
+impl Starts {
+    /// `jobs` jobs started at `now`.
+    fn record(&self, now: Instant, jobs: usize) {
+        if jobs == 0 {
+            return;
+        }
+        self.lock().extend(std::iter::repeat_n(now, jobs));
+        // Counted after the instants are in: a count that is reached has them all.
+        let count = self.count.fetch_add(jobs, Ordering::SeqCst) + jobs;
+        if count >= self.wanted.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+        }
+    }
+
+    /// Waits until `count` jobs have started in all; returns every start so far. Fails
+    /// if a simulated worker stopped meanwhile (its error is in its handle).
+    async fn wait_for(
+        &self,
+        count: usize,
+        workers: &[tokio::task::JoinHandle<anyhow::Result<()>>],
+    ) -> anyhow::Result<Vec<Instant>> {
+        self.wanted.store(count, Ordering::SeqCst);
+        while self.count.load(Ordering::SeqCst) < count {
+            if workers.iter().any(tokio::task::JoinHandle::is_finished) {
+                anyhow::bail!("a simulated worker stopped before {count} jobs started");
+            }
+            // A worker's count past `wanted` notifies; a notification that came
+            // before this wait is kept for it. Rechecked every 100 ms for a worker
+            // that stopped.
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.reached.notified()).await;
+        }
+        Ok(self.lock().clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Instant>> {
+        self.at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 struct Dispatch {
     jobs: u64,
     /// Jobs over the time from the submit to the last completion's answer.
@@ -278,7 +330,7 @@ async fn coordinator_dispatch(
     })
     .await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (started_tx, mut started) = mpsc::unbounded_channel::<Instant>();
+    let started = Arc::new(Starts::default());
     // When the latest completion was answered.
     let last_completed = Arc::new(std::sync::Mutex::new(Instant::now()));
     let mut handles = Vec::new();
@@ -288,7 +340,7 @@ async fn coordinator_dispatch(
         // Leases and completions over a session, as the real worker sends them.
         let session = Session::new(client);
         let stop = stop.clone();
-        let started_tx = started_tx.clone();
+        let started = started.clone();
         let last_completed = last_completed.clone();
         handles.push(tokio::spawn(async move {
             // The jobs leased last round. Each ends at once (a no-op); as in the real
@@ -322,10 +374,7 @@ async fn coordinator_dispatch(
                     acked??;
                 }
                 let jobs = session.lease(request).await?.jobs;
-                let now = Instant::now();
-                for _ in &jobs {
-                    let _ = started_tx.send(now);
-                }
+                started.record(Instant::now(), jobs.len());
                 ended = jobs;
             }
             while let Some(acked) = acks.join_next().await {
@@ -338,13 +387,10 @@ async fn coordinator_dispatch(
     let mut client = cluster.client()?;
     // Idle: one job at a time, every worker already waiting in a lease call.
     let mut idle = Vec::with_capacity(IDLE_ROUNDS);
-    for _ in 0..IDLE_ROUNDS {
+    for round in 0..IDLE_ROUNDS {
         let before = Instant::now();
         submit(&mut client, "baselines", true).await?;
-        let at = started
-            .recv()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("the simulated workers stopped"))?;
+        let at = started.wait_for(round + 1, &handles).await?[round];
         idle.push(at.duration_since(before));
         wait_finished(&mut client, "baselines").await?;
     }
@@ -358,21 +404,16 @@ async fn coordinator_dispatch(
         "dispatch: {queued} jobs queued after {:.2?}",
         before.elapsed()
     );
-    let mut batch = Vec::with_capacity(queued);
-    while batch.len() < queued {
-        let at = started
-            .recv()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("the simulated workers stopped"))?;
-        batch.push(at.duration_since(before));
-        if batch.len() % 1000 == 0 {
-            eprintln!(
-                "dispatch: {} jobs started after {:.2?}",
-                batch.len(),
-                before.elapsed()
-            );
-        }
-    }
+    let mut batch: Vec<Duration> = started.wait_for(IDLE_ROUNDS + queued, &handles).await?
+        [IDLE_ROUNDS..]
+        .iter()
+        .map(|at| at.duration_since(before))
+        .collect();
+    eprintln!(
+        "dispatch: {} jobs started after {:.2?}",
+        batch.len(),
+        before.elapsed()
+    );
     wait_finished(&mut client, "full").await?;
     let stage_finished_after = before.elapsed();
     let completed_after = last_completed
