@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "handed_over.h"
@@ -40,18 +41,28 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// a @ b into a new tensor on oneDNN. oneDNN leaves the output unwritten when the
+// inner dimension is 0 (a batch of no rows, for a weight's gradient), so that product
+// is zeros.
+at::Tensor product(const at::Tensor &a, const at::Tensor &b) {
+  if (a.size(1) == 0) {
+    return at::zeros({a.size(0), b.size(1)}, a.options());
+  }
+  auto out = at::empty({a.size(0), b.size(1)}, a.options());
+  at::native::mkldnn_matmul(a, b, out, 0.0f, 1.0f);
+  return out;
+}
+
 // The input and weight gradients of `x W^T` given the output's gradient `grad`
 // (contiguous), each only when autograd needs it (inputs 0 and 1), on oneDNN.
 variable_list matmul_grads(AutogradContext *ctx, const at::Tensor &grad, const at::Tensor &x,
                            const at::Tensor &weight) {
   at::Tensor grad_x, grad_weight;
   if (ctx->needs_input_grad(0)) {
-    grad_x = at::empty({grad.size(0), weight.size(1)}, grad.options());
-    at::native::mkldnn_matmul(grad, weight, grad_x, 0.0f, 1.0f);
+    grad_x = product(grad, weight);
   }
   if (ctx->needs_input_grad(1)) {
-    grad_weight = at::empty(weight.sizes(), weight.options());
-    at::native::mkldnn_matmul(grad.t(), x, grad_weight, 0.0f, 1.0f);
+    grad_weight = product(grad.t(), x);
   }
   return {grad_x, grad_weight};
 }
@@ -126,7 +137,8 @@ void add_bias_relu(at::Tensor &y, const at::Tensor &bias) {
   const int64_t rows = y.size(0), cols = y.size(1);
   float *out = y.data_ptr<float>();
   const float *b = bias.data_ptr<float>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       add_bias_relu_row(out + i * cols, b, cols);
     }
@@ -146,7 +158,9 @@ at::Tensor relu_mask_and_bias_grad(const at::Tensor &grad_out, const at::Tensor 
   const float *out = y.data_ptr<float>();
   float *masked = grad.data_ptr<float>();
   float *gb = grad_bias.data_ptr<float>();
-  at::parallel_for(0, cols, std::max<int64_t>(16, kGrain / rows), [&](int64_t begin, int64_t end) {
+  // No rows (an empty batch) gives a zero bias gradient, not a division by zero.
+  const int64_t grain = std::max<int64_t>(16, kGrain / std::max<int64_t>(rows, 1));
+  at::parallel_for(0, cols, grain, [&](int64_t begin, int64_t end) {
     const int64_t width = end - begin;
     std::vector<double> sums(static_cast<size_t>(width), 0.0);
     for (int64_t i = 0; i < rows; ++i) {
@@ -164,8 +178,7 @@ struct OneDnnLinearRelu : public torch::autograd::Function<OneDnnLinearRelu> {
   // x [n, in], weight [out, in], bias [out] -> relu(x W^T + b) [n, out]
   static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, const at::Tensor &weight,
                             const at::Tensor &bias) {
-    auto y = at::empty({x.size(0), weight.size(0)}, x.options());
-    at::native::mkldnn_matmul(x, weight.t(), y, /*beta=*/0.0f, /*alpha=*/1.0f);
+    auto y = product(x, weight.t());
     add_bias_relu(y, bias.contiguous());
     ctx->save_for_backward({x, weight, y});
     return y;

@@ -193,4 +193,20 @@ mod tests {
             assert!(b.equal(&bias_before), "the output aliases the bias");
         }
     }
+
+    /// A batch of no rows gives no rows, and zero weight and bias gradients, as
+    /// libtorch's linear + relu do (not a crash).
+    #[test]
+    fn linear_relu_of_no_rows_is_empty_with_zero_gradients() {
+        let options = (Kind::Float, Device::Cpu);
+        let x = Tensor::zeros([0, 6], options);
+        let w = Tensor::ones([4, 6], options).set_requires_grad(true);
+        let b = Tensor::ones([4], options).set_requires_grad(true);
+        let y = linear_relu(&x, &w, &b).expect("onednn linear_relu");
+        assert_eq!(y.size(), vec![0, 4]);
+        let grads = Tensor::run_backward(&[y.sum(Kind::Float)], &[&w, &b], false, false);
+        for grad in &grads {
+            assert!(grad.defined() && grad.abs().sum(Kind::Float).double_value(&[]) == 0.0);
+        }
+    }
 }
