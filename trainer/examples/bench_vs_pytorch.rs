@@ -30,15 +30,16 @@
 //! the other's, well under a second apart, and load from other processes, which comes
 //! and goes over seconds, falls on both. A round's figure is the median of its timed
 //! epochs; the table gives the median over rounds and the spread (min–max); the ratio
-//! is the median of the per-round ratios. With one
-//! intra-op thread on the CPU a second row gives steps per CPU-second of the training
-//! thread, which a shared machine's load barely moves. The trainer's CPU time is read
-//! when it emits an epoch's metrics, so it includes the epoch's evaluation, which the
-//! PyTorch loop does not run: the test split is kept to [`TEST_ROWS`] rows, so that
-//! evaluation costs about 0.2% of an epoch's CPU (with 256 rows it cost about 1.2%
-//! at b512/h512, an underestimate of the trainer's rate). The header
-//! gives the load average before and after, since other tenants move the 2-thread
-//! rows. A CPU run lists the GPU rows too, as unmeasured, saying why.
+//! is the median of the per-round ratios. With one intra-op thread on the CPU a second
+//! row gives steps per CPU-second of the training thread, which a shared machine's
+//! load moves much less than steps/s (it still moves it: other tenants share the
+//! caches). The trainer's CPU time is read when it emits an epoch's metrics, so it
+//! includes the epoch's evaluation, which the PyTorch loop does not run: the test
+//! split is kept to [`TEST_ROWS`] rows, so that evaluation costs about 0.3% of an
+//! epoch's CPU (with 256 rows it cost about 2% at b512/h512, an underestimate of the
+//! trainer's rate). The header gives the load average before and after, since other
+//! tenants move the figures. A CPU run lists the GPU rows too, as unmeasured, saying
+//! why.
 //!
 //! It reports; it never judges: a ratio under its goal is marked in the table, and
 //! the exit status is non-zero only when the benchmark could not run (no PyTorch, a
@@ -377,27 +378,31 @@ impl MetricSink for Throughput<'_> {
     }
 }
 
-/// This process's CPU time: the sum over its threads' schedstat (ns), so the
-/// intra-op threads count too (they live as long as the process; the bench's
-/// process does nothing else while it trains).
+/// This process's CPU time, every thread's (the intra-op threads count too; the
+/// bench's process does nothing else while it trains): `CLOCK_PROCESS_CPUTIME_ID`,
+/// the clock of the PyTorch side's `time.process_time`.
 fn process_cpu_seconds() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|text| text.split_whitespace().next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e9
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
-/// This thread's CPU time (Linux: the first field of its schedstat, in ns).
+/// This thread's CPU time: `CLOCK_THREAD_CPUTIME_ID`, the clock of the PyTorch side's
+/// `time.thread_time`. (Not `/proc/thread-self/schedstat`, which lags the running
+/// thread's time by up to a scheduler tick.)
 fn thread_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |ns| ns / 1e9)
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+#[allow(unsafe_code)] // one libc call, below
+fn cpu_clock(clock: libc::clockid_t) -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the live local it is given.
+    match unsafe { libc::clock_gettime(clock, &mut now) } {
+        0 => now.tv_sec as f64 + now.tv_nsec as f64 / 1e9,
+        _ => f64::NAN,
+    }
 }
 
 fn trainer_spec(case: &Case, threads: usize, epochs: usize) -> Result<TrainerSpec, String> {
