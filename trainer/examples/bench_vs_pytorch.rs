@@ -52,6 +52,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use expcluster_trainer::{DeviceChoice, MetricSink, TchTrainer, TrainJob, Trainer, TrainerSpec};
+use nix::time::{clock_gettime, ClockId};
 use serde_json::json;
 
 const FEATURES: usize = 784;
@@ -382,27 +383,20 @@ impl MetricSink for Throughput<'_> {
 /// bench's process does nothing else while it trains): `CLOCK_PROCESS_CPUTIME_ID`,
 /// the clock of the PyTorch side's `time.process_time`.
 fn process_cpu_seconds() -> f64 {
-    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+    cpu_clock(ClockId::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// This thread's CPU time: `CLOCK_THREAD_CPUTIME_ID`, the clock of the PyTorch side's
 /// `time.thread_time`. (Not `/proc/thread-self/schedstat`, which lags the running
 /// thread's time by up to a scheduler tick.)
 fn thread_cpu_seconds() -> f64 {
-    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+    cpu_clock(ClockId::CLOCK_THREAD_CPUTIME_ID)
 }
 
-#[allow(unsafe_code)] // one libc call, below
-fn cpu_clock(clock: libc::clockid_t) -> f64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the live local it is given.
-    match unsafe { libc::clock_gettime(clock, &mut now) } {
-        0 => now.tv_sec as f64 + now.tv_nsec as f64 / 1e9,
-        _ => f64::NAN,
-    }
+fn cpu_clock(clock: ClockId) -> f64 {
+    clock_gettime(clock).map_or(f64::NAN, |now| {
+        now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9
+    })
 }
 
 fn trainer_spec(case: &Case, threads: usize, epochs: usize) -> Result<TrainerSpec, String> {
