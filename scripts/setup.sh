@@ -15,8 +15,10 @@ TORCH_VERSION="2.11.0"
 PY_PACKAGES=(numpy scipy scikit-learn statsmodels mcp)
 # iproute2, util-linux (nsenter, unshare) and nftables build the namespace cluster of
 # the multi-host tests (tests/src/netns.rs); openssl makes the certificates of docs/security.md;
-# chromium is the headless browser the dashboard's tests drive (tests/src/browser.rs).
-DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl chromium)
+# chromium is the headless browser the dashboard's tests drive (tests/src/browser.rs);
+# e2fsprogs (mkfs.ext4) and util-linux (mount -o loop, fsfreeze) make the stalled disks
+# of the fault tests (tests/tests/it/faults.rs).
+DEBIAN_PACKAGES=(tmux procps iproute2 util-linux nftables openssl chromium e2fsprogs)
 
 mkdir -p "$CACHE_DIR"
 

@@ -329,51 +329,88 @@ async fn register(
     )))
 }
 
-/// Heartbeats on a fixed period, whatever the load, and stops attempts the
-/// coordinator no longer considers current.
+/// Heartbeats in flight at once, at most. A coordinator answers once what it wrote is
+/// durable, so on a stalled disk answers wait; beats sent meanwhile still renew the
+/// leases, so they go out on their period without waiting for earlier answers, up to
+/// this many (several leases' worth at any sane period).
+const MAX_BEATS_IN_FLIGHT: usize = 64;
+
+/// Heartbeats on a fixed period, whatever the load and however slowly the coordinator
+/// answers, and stops attempts the coordinator no longer considers current.
 async fn heartbeat_loop(
-    mut client: WorkerClient,
+    client: WorkerClient,
     worker_id: String,
     running: Running,
     period: Duration,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_BEATS_IN_FLIGHT));
     let mut ticker = tokio::time::interval(period);
+    // A late tick (a starved runtime) sends one beat, not a burst.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let current: std::collections::BTreeSet<(String, u32)> = running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .map(|(job_id, attempt, _rank)| (job_id.clone(), *attempt))
-            .collect();
-        let current: Vec<v1::AttemptRef> = current
-            .into_iter()
-            .map(|(job_id, attempt)| v1::AttemptRef { job_id, attempt })
-            .collect();
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(
+                MAX_BEATS_IN_FLIGHT,
+                "the coordinator has not answered the last heartbeats; skipping one"
+            );
+            continue;
+        };
         let request = v1::HeartbeatRequest {
             worker_id: worker_id.clone(),
-            running: current,
+            running: attempts_running(&running),
         };
-        match client.heartbeat(request).await {
-            Ok(response) => {
-                let response = response.into_inner();
-                let running = running.lock().unwrap_or_else(|p| p.into_inner());
-                let stop_all = !response.known;
-                if stop_all {
-                    tracing::error!(%worker_id, "the coordinator no longer knows this worker; stopping its jobs");
+        let mut client = client.clone();
+        let running = running.clone();
+        let worker_id = worker_id.clone();
+        tokio::spawn(async move {
+            let answer = client.heartbeat(request).await;
+            drop(permit);
+            match answer {
+                Ok(response) => {
+                    stop_what_is_no_longer_current(&response.into_inner(), &running, &worker_id)
                 }
-                for ((job_id, attempt, _rank), stop) in running.iter() {
-                    let told = response
-                        .stop
-                        .iter()
-                        .any(|s| &s.job_id == job_id && s.attempt == *attempt);
-                    if told || stop_all {
-                        tracing::debug!(%job_id, attempt, "stopping an attempt that is no longer current");
-                        let _ = stop.send(Some(StopReason::Cancelled));
-                    }
-                }
+                Err(status) => tracing::warn!(%status, "heartbeat failed"),
             }
-            Err(status) => tracing::warn!(%status, "heartbeat failed"),
+        });
+    }
+}
+
+/// The attempts this worker runs, once each (a gang's ranks share one attempt).
+fn attempts_running(running: &Running) -> Vec<v1::AttemptRef> {
+    let current: std::collections::BTreeSet<(String, u32)> = running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .map(|(job_id, attempt, _rank)| (job_id.clone(), *attempt))
+        .collect();
+    current
+        .into_iter()
+        .map(|(job_id, attempt)| v1::AttemptRef { job_id, attempt })
+        .collect()
+}
+
+/// Acts on a heartbeat's answer. Answers may come out of order; each still holds,
+/// since an attempt once told to stop is never current again, and a worker the
+/// coordinator forgot stays forgotten.
+fn stop_what_is_no_longer_current(
+    response: &v1::HeartbeatResponse,
+    running: &Running,
+    worker_id: &str,
+) {
+    let running = running.lock().unwrap_or_else(|p| p.into_inner());
+    let stop_all = !response.known;
+    if stop_all {
+        tracing::error!(%worker_id, "the coordinator no longer knows this worker; stopping its jobs");
+    }
+    for ((job_id, attempt, _rank), stop) in running.iter() {
+        let told = response
+            .stop
+            .iter()
+            .any(|s| &s.job_id == job_id && s.attempt == *attempt);
+        if told || stop_all {
+            tracing::debug!(%job_id, attempt, "stopping an attempt that is no longer current");
+            let _ = stop.send(Some(StopReason::Cancelled));
         }
     }
 }

@@ -118,12 +118,29 @@ impl Coordinator {
     }
 
     /// Requeues the jobs of workers whose leases ran out, every `period`, forever.
+    ///
+    /// A pass that comes late means nothing could hear the workers meanwhile (the
+    /// state was held by a write stuck on a stalled disk, or the process was
+    /// stopped): that time is given back to every lease before any is judged.
     pub async fn run_lease_reaper(self: Arc<Self>, period: std::time::Duration) {
         let mut ticker = tokio::time::interval(period);
+        // After a late pass, the next comes a period later, not in a burst.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous_pass = std::time::Instant::now();
         loop {
             ticker.tick().await;
             let requeued = {
                 let mut state = self.lock();
+                let now = std::time::Instant::now();
+                let deaf = now.duration_since(previous_pass).saturating_sub(period);
+                previous_pass = now;
+                if deaf > period {
+                    tracing::warn!(
+                        deaf_ms = deaf.as_millis(),
+                        "this coordinator could not serve workers for a while (a stalled disk, or a stopped process); their leases get that time back"
+                    );
+                    state.excuse_deaf_period(deaf, now);
+                }
                 if state.stage_finish_pending {
                     state.stage_finish_pending = false;
                     if let Err(err) = state.finish_stages_if_done() {

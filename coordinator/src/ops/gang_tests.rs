@@ -278,3 +278,31 @@ fn a_restart_keeps_the_placement_and_the_rendezvous_of_a_running_gang() {
         .expect("hb")
         .is_empty());
 }
+
+#[test]
+fn time_the_coordinator_could_not_hear_workers_is_given_back_to_their_leases() {
+    let dir = workspace();
+    let now = Instant::now();
+    let coordinator = submitted(&dir);
+    let mut state = coordinator.lock();
+    let lease = state.settings.lease_timeout;
+    let a = state.register_worker("a", 2, now).expect("register");
+    let b = state.register_worker("b", 2, now).expect("register");
+    let job = state.lease(&a, 2, now).expect("lease")[0].job.clone();
+    assert_eq!(state.lease(&b, 2, now).expect("lease").len(), 1);
+
+    // Deaf for 3 leases, from just after the last beats: every lease has run out
+    // by the clock, but none of it is the workers' doing.
+    let deaf = lease * 3;
+    let back = now + deaf + Duration::from_millis(10);
+    state.excuse_deaf_period(deaf, back);
+    assert_eq!(state.expire_leases(back).expect("expire"), 0);
+    assert!(matches!(state.jobs[&job].state, JobState::Running { .. }));
+
+    // Never more than a fresh lease: silent for a whole lease after coming back,
+    // the gang is lost as usual.
+    state.excuse_deaf_period(deaf, back);
+    assert_eq!(state.expire_leases(back + lease).expect("expire"), 1);
+    assert!(matches!(state.jobs[&job].state, JobState::Queued { .. }));
+    assert_eq!(state.jobs[&job].failures, 0);
+}

@@ -11,7 +11,7 @@ use crate::state::reports::Lease;
 use crate::state::scheduler::{pick_jobs, ClusterView, Pick, QueuedJob};
 use expcluster_core::{AttemptNumber, JobId, WorkerId};
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The journal's `lease` record, serialized from borrowed fields (it was a `json!`
 /// tree built per lease): the same keys in the same order, so journals written
@@ -292,6 +292,31 @@ impl CoordinatorState {
         self.workers
             .values()
             .any(|record| !record.pending.is_empty())
+    }
+
+    /// Gives every lease back the time this coordinator could not hear heartbeats
+    /// (`deaf`: its state was held by a write stuck on a stalled disk, or the process
+    /// was stopped). A worker that beat on its period all along must not lose its
+    /// jobs for the coordinator's own silence; one that died meanwhile is found
+    /// `deaf` later than it would have been.
+    pub fn excuse_deaf_period(&mut self, deaf: Duration, now: Instant) {
+        // Never more than a fresh lease: a worker heard during the window needs less.
+        let fresh = now + self.settings.lease_timeout;
+        let extend =
+            |deadline: &mut Instant| *deadline = (*deadline + deaf).min(fresh).max(*deadline);
+        for record in self.workers.values_mut() {
+            record.last_seen = (record.last_seen + deaf).min(now).max(record.last_seen);
+        }
+        for job in self.jobs.values_mut() {
+            if let JobState::Running { lease_deadline, .. } = &mut job.state {
+                extend(lease_deadline);
+            }
+            if let Some(gang) = job.gang.as_mut() {
+                for rank in &mut gang.ranks {
+                    extend(&mut rank.deadline);
+                }
+            }
+        }
     }
 
     /// Requeues the jobs whose lease ran out; returns how many were requeued.

@@ -304,6 +304,43 @@ fn cancel_stops_the_running_job_on_its_worker_and_records_it() {
     assert_eq!(last, later, "no points after the cancel");
 }
 
+/// One job of `steps` points `sleep` s apart, on a coordinator serving `root` (made
+/// here) with one worker, submitted and running past step `min_step`.
+struct OneJob {
+    address: String,
+    submit: JoinHandle<Output>,
+    _worker: expcluster_tests::Proc,
+    _scratch: tempfile::TempDir,
+    _coordinator: expcluster_tests::Proc,
+}
+
+impl OneJob {
+    fn running_on(root: &std::path::Path, steps: u32, sleep: f64, min_step: f64) -> Self {
+        std::fs::create_dir_all(root).unwrap();
+        std::fs::write(root.join("config.yaml"), config(steps, sleep, 1, 3)).unwrap();
+        std::fs::write(root.join("runfile.py"), RUNFILE).unwrap();
+        let (coordinator, address) = start_coordinator(root, &TIMING);
+        let scratch = tempfile::tempdir().unwrap();
+        let worker = start_worker(&address, 1, scratch.path());
+        let submit = submit_in_background(&address);
+        wait_until(Duration::from_secs(60), "the job runs", || {
+            running_past(&address, min_step)
+        });
+        Self {
+            address,
+            submit,
+            _worker: worker,
+            _scratch: scratch,
+            _coordinator: coordinator,
+        }
+    }
+
+    /// Waits for the submit to finish, which must succeed.
+    fn finish(self) {
+        finished_ok(self.submit);
+    }
+}
+
 /// A small tmpfs, unmounted when dropped. Mounting needs root (CI runs as root); the
 /// test fails, never skips, when it cannot mount.
 struct SmallDisk {
@@ -356,16 +393,8 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
     let steps = 300;
     let disk = SmallDisk::mount("16m");
     let root = disk.path.join("diskfull");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("config.yaml"), config(steps, 0.02, 1, 3)).unwrap();
-    std::fs::write(root.join("runfile.py"), RUNFILE).unwrap();
-    let (_coordinator, address) = start_coordinator(&root, &TIMING);
-    let scratch = tempfile::tempdir().unwrap();
-    let _worker = start_worker(&address, 1, scratch.path());
-    let submit = submit_in_background(&address);
-    wait_until(Duration::from_secs(60), "the job runs", || {
-        running_past(&address, 3.0)
-    });
+    let stage = OneJob::running_on(&root, steps, 0.02, 3.0);
+    let address = stage.address.clone();
 
     let filler = disk.fill();
     let step_now = || stage_status(&address).and_then(|s| s["jobs"][0]["metrics"]["step"].as_f64());
@@ -379,7 +408,7 @@ fn a_full_disk_stops_acknowledgements_and_the_stage_resumes_without_gaps_once_sp
         },
     );
     std::fs::remove_file(filler).unwrap();
-    finished_ok(submit);
+    stage.finish();
 
     let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap();
     assert!(text.ends_with('\n'), "no half-written line");
@@ -655,6 +684,164 @@ fn a_pause_shorter_than_the_lease_causes_no_requeue_and_no_duplicate() {
         completed_series(&ws, &completed[0]),
         (0..steps).map(f64::from).collect::<Vec<_>>()
     );
+}
+
+/// A workspace disk whose writes stall (a network file system whose server stops
+/// answering): the coordinator's workspace freezes for over twice the lease while a
+/// job runs. A write stuck under the coordinator's state lock leaves it deaf to
+/// heartbeats; that time is given back to the leases, so the job completes as
+/// attempt 1, nothing is requeued, and every point is stored once.
+#[test]
+fn a_workspace_disk_whose_writes_stall_past_the_lease_requeues_nothing() {
+    stalled_disk_requeues_nothing(&LoopDisk::writes_stall("stallwrites"));
+}
+
+/// The same when only syncs stall (writes still land in the page cache, as on NFS or
+/// Lustre): every answer waits for an fsync that cannot come, but the worker's
+/// heartbeats must still go out on their period and renew its leases.
+#[test]
+fn a_workspace_disk_whose_syncs_stall_past_the_lease_requeues_nothing() {
+    stalled_disk_requeues_nothing(&LoopDisk::syncs_stall("stallsyncs"));
+}
+
+fn stalled_disk_requeues_nothing(disk: &LoopDisk) {
+    let steps = 60;
+    let root = disk.path.join("stall");
+    let stage = OneJob::running_on(&root, steps, 0.1, 2.0);
+    {
+        // Thawed when this scope ends, or when a panic unwinds through it.
+        let _stalled = disk.stall();
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    stage.finish();
+    let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line parses"))
+        .collect();
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
+    assert!(
+        of("job_requeued").is_empty(),
+        "no lease expires while only the disk stalls: {:?}",
+        of("job_requeued")
+    );
+    let completed = of("job_completed");
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["attempt"], 1);
+    assert_eq!(
+        step_series(&root, completed[0]),
+        (0..steps).map(f64::from).collect::<Vec<_>>(),
+        "no gap and no duplicate"
+    );
+}
+
+/// An ext4 file system in a file, loop-mounted at `path`, that a test can stall with
+/// `fsfreeze` (tmpfs cannot be frozen). Needs root and loop devices (as in CI): the
+/// test fails, never skips, without them.
+struct LoopDisk {
+    /// Where the test's files go.
+    path: std::path::PathBuf,
+    /// The file system `stall` freezes: `path`'s own, or the one holding its image.
+    frozen: std::path::PathBuf,
+    /// Mount points, innermost first.
+    mounts: Vec<std::path::PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDisk {
+    /// Freezing the file system itself: every write blocks.
+    fn writes_stall(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = loop_mount(&dir.path().join(format!("{name}.img")), &[]);
+        Self {
+            frozen: path.clone(),
+            mounts: vec![path.clone()],
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Freezing the file system that holds this one's image: writes still land in
+    /// the page cache (no journal waits on the stuck device), every fsync blocks.
+    fn syncs_stall(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = loop_mount(&dir.path().join(format!("{name}-outer.img")), &[]);
+        let path = loop_mount(&outer.join(format!("{name}.img")), &["-O", "^has_journal"]);
+        Self {
+            frozen: outer.clone(),
+            mounts: vec![path.clone(), outer],
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Stalls the disk until the guard is dropped.
+    fn stall(&self) -> Stalled<'_> {
+        run_ok(
+            std::process::Command::new("fsfreeze")
+                .arg("-f")
+                .arg(&self.frozen),
+            "freeze the test's file system (fsfreeze, from util-linux)",
+        );
+        Stalled(&self.frozen)
+    }
+}
+
+/// Makes a 64 MiB ext4 image at `image` (`mkfs_options` added) and loop-mounts it
+/// beside it; returns the mount point.
+fn loop_mount(image: &std::path::Path, mkfs_options: &[&str]) -> std::path::PathBuf {
+    let path = image.with_extension("mnt");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::File::create(image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    run_ok(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .args(mkfs_options)
+            .arg(image),
+        "make an ext4 file system for the stalled-disk test (mkfs.ext4, from e2fsprogs)",
+    );
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(&path),
+        "loop-mount a file system for the stalled-disk test: it needs root and /dev/loop-control (as in CI)",
+    );
+    path
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        for mount in &self.mounts {
+            // Lazily: a loop device is freed once the last process using it has gone.
+            let _ = std::process::Command::new("umount")
+                .args(["-l", "-d"])
+                .arg(mount)
+                .status();
+        }
+    }
+}
+
+struct Stalled<'a>(&'a std::path::Path);
+
+impl Drop for Stalled<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("-u")
+            .arg(self.0)
+            .status();
+    }
+}
+
+#[track_caller]
+fn run_ok(command: &mut std::process::Command, what: &str) {
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("cannot {what}: {err}"));
+    assert!(status.success(), "cannot {what}: it exited with {status}");
 }
 
 /// Issue 19: a worker killed with SIGKILL and started again on the same work dir
