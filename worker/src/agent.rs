@@ -347,15 +347,20 @@ async fn heartbeat_loop(
     let mut ticker = tokio::time::interval(period);
     // A late tick (a starved runtime) sends one beat, not a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut skipping = false;
     loop {
         ticker.tick().await;
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            tracing::warn!(
-                MAX_BEATS_IN_FLIGHT,
-                "the coordinator has not answered the last heartbeats; skipping one"
-            );
+            if !skipping {
+                tracing::warn!(
+                    MAX_BEATS_IN_FLIGHT,
+                    "the coordinator has not answered the last heartbeats; skipping beats until it does"
+                );
+            }
+            skipping = true;
             continue;
         };
+        skipping = false;
         let request = v1::HeartbeatRequest {
             worker_id: worker_id.clone(),
             running: attempts_running(&running),
