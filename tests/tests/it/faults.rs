@@ -311,7 +311,7 @@ struct OneJob {
     submit: JoinHandle<Output>,
     _worker: expcluster_tests::Proc,
     _scratch: tempfile::TempDir,
-    _coordinator: expcluster_tests::Proc,
+    coordinator: expcluster_tests::Proc,
 }
 
 impl OneJob {
@@ -331,7 +331,7 @@ impl OneJob {
             submit,
             _worker: worker,
             _scratch: scratch,
-            _coordinator: coordinator,
+            coordinator,
         }
     }
 
@@ -704,15 +704,33 @@ fn a_workspace_disk_whose_syncs_stall_past_the_lease_requeues_nothing() {
     stalled_disk_requeues_nothing(&LoopDisk::syncs_stall("stallsyncs"));
 }
 
+/// A coordinator stopped (SIGSTOP: a paused VM, a debugger) for over twice the lease:
+/// when it resumes, the time it could not hear heartbeats is given back to the
+/// leases before any is judged.
+#[test]
+fn a_coordinator_stopped_past_the_lease_requeues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    a_stall_past_the_lease_requeues_nothing(&dir.path().join("stopped"), |stage| {
+        stage.coordinator.signal(Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_secs(5));
+        stage.coordinator.signal(Signal::SIGCONT);
+    });
+}
+
 fn stalled_disk_requeues_nothing(disk: &LoopDisk) {
-    let steps = 60;
-    let root = disk.path.join("stall");
-    let stage = OneJob::running_on(&root, steps, 0.1, 2.0);
-    {
+    a_stall_past_the_lease_requeues_nothing(&disk.path.join("stall"), |_| {
         // Thawed when this scope ends, or when a panic unwinds through it.
         let _stalled = disk.stall();
         std::thread::sleep(Duration::from_secs(5));
-    }
+    });
+}
+
+/// Runs one job on a coordinator serving `root`, calls `stall` mid-job, and checks
+/// that the job completed as attempt 1 with every point once and nothing requeued.
+fn a_stall_past_the_lease_requeues_nothing(root: &std::path::Path, stall: impl FnOnce(&OneJob)) {
+    let steps = 60;
+    let stage = OneJob::running_on(root, steps, 0.1, 2.0);
+    stall(&stage);
     stage.finish();
     let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap();
     let events: Vec<Value> = text
@@ -722,14 +740,14 @@ fn stalled_disk_requeues_nothing(disk: &LoopDisk) {
     let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
     assert!(
         of("job_requeued").is_empty(),
-        "no lease expires while only the disk stalls: {:?}",
+        "no lease expires while only the coordinator stalls: {:?}",
         of("job_requeued")
     );
     let completed = of("job_completed");
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["attempt"], 1);
     assert_eq!(
-        step_series(&root, completed[0]),
+        step_series(root, completed[0]),
         (0..steps).map(f64::from).collect::<Vec<_>>(),
         "no gap and no duplicate"
     );
