@@ -27,18 +27,32 @@ struct Cli {
     command: commands::Command,
 }
 
+/// `expcluster status | head` must end quietly when `head` closes the pipe, as other
+/// Unix tools do (exit status 141, as if killed by SIGPIPE), not with a panic message.
+///
+/// SIGPIPE itself stays ignored, as Rust sets it: this process also runs gRPC servers
+/// and clients, and hyper writes sockets with `writev`, which raises SIGPIPE when the
+/// peer has gone. With the default disposition that killed the whole process (an
+/// embedded `submit` died of signal 13 at shutdown, after printing its results).
+/// Only a failed print to stdout, which `println!` reports by panicking, ends it here.
+fn end_quietly_when_stdout_closes() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
 fn main() -> ExitCode {
-    // `expcluster validate | head` must end quietly when `head` closes the pipe, as
-    // other Unix tools do, not panic in println! on EPIPE (Rust ignores SIGPIPE).
-    // SAFETY: set once at start, before any thread exists; the default disposition
-    // installs no handler code.
-    #[allow(unsafe_code)]
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
+    end_quietly_when_stdout_closes();
     let cli = Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

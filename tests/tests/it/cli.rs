@@ -346,3 +346,24 @@ fn the_progress_display_renders_in_a_terminal_and_ends_cleanly() {
         "a bar was redrawn after the table:\n{screen}"
     );
 }
+
+/// `expcluster validate | head`, with `head` gone before anything is printed: the
+/// command ends as Unix tools do (status 141, as if killed by SIGPIPE), with no panic
+/// message. SIGPIPE itself stays ignored, so a closed socket cannot kill a process
+/// that serves gRPC; only the failed print ends it.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let ws = TestWorkspace::new("pipe", &config(0.01), &[("runfile.py", RUNFILE)]);
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = Command::new(expcluster_bin())
+        .args(["validate", "--workspace"])
+        .arg(&ws.root)
+        .env("PATH", path_with_venv())
+        .stdout(writer)
+        .output()
+        .expect("run expcluster");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
