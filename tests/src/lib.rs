@@ -150,10 +150,7 @@ impl TestWorkspace {
 
     /// Every event of research_log.jsonl.
     pub fn events(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.path("research_log.jsonl")).unwrap_or_default();
-        text.lines()
-            .map(|line| serde_json::from_str(line).expect("log line parses"))
-            .collect()
+        events(&self.root)
     }
 
     pub fn events_of(&self, event_type: &str) -> Vec<Value> {
@@ -179,6 +176,14 @@ impl TestWorkspace {
             std::fs::read(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
         serde_json::from_slice(&bytes).expect("json")
     }
+}
+
+/// Every event of research_log.jsonl in the workspace at `root` (none before it exists).
+pub fn events(root: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("log line parses"))
+        .collect()
 }
 
 /// Every line of `experiment_results/job_results.jsonl` in the workspace at `root`.

@@ -732,11 +732,7 @@ fn a_stall_past_the_lease_requeues_nothing(root: &std::path::Path, stall: impl F
     let stage = OneJob::running_on(root, steps, 0.1, 2.0);
     stall(&stage);
     stage.finish();
-    let text = std::fs::read_to_string(root.join("research_log.jsonl")).unwrap();
-    let events: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every line parses"))
-        .collect();
+    let events = expcluster_tests::events(root);
     let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
     assert!(
         of("job_requeued").is_empty(),
